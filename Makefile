@@ -1,0 +1,34 @@
+# Two commands for a newcomer: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+
+.PHONY: demo test deps env-up env-down unit integration lint typecheck bench action-image clean
+
+deps:            ## install Debian packages and Python dependencies (idempotent)
+	bash scripts/install-deps.sh
+
+env-up: deps     ## start Docker engine, registry and control plane; writes .testenv/env
+	bash scripts/env-up.sh
+
+env-down:        ## stop everything env-up started
+	bash scripts/env-down.sh
+
+lint:
+	$(PYTHON) -m ruff check deployer tests entrypoint.py bench
+	$(PYTHON) -m ruff format --check deployer tests entrypoint.py bench
+	$(PYTHON) -m mypy
+
+unit:
+	$(PYTHON) -m pytest tests/unit
+
+test: env-up lint ## everything CI runs: services, lint, type check, all tests
+	$(PYTHON) -m pytest tests
+
+demo: env-up     ## build, push and roll out an example app, then a broken one that rolls back
+	bash scripts/demo.sh
+
+bench: env-up
+	$(PYTHON) -m bench
+
+action-image: deps
+	bash scripts/action-image.sh

@@ -1,0 +1,188 @@
+"""All GitHub Actions I/O: workflow commands, masking, outputs and the job summary.
+
+Nothing else in deployer writes workflow commands or the runner's files. Every
+line written here passes through :meth:`ActionsIO.redact`, so a value that was
+masked never reaches the log, the outputs or the summary, even when it is
+embedded in an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import sys
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["ActionsIO", "escape_data", "escape_property"]
+
+_REDACTED = "***"
+
+
+def escape_data(text: str) -> str:
+    """Escape a workflow-command message (as actions/toolkit does)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(text: str) -> str:
+    """Escape a workflow-command property value."""
+    return escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def _encodings(value: str) -> set[str]:
+    """The value and the encodings of it that a careless print could leak."""
+    raw = value.encode()
+    found = {value, value.encode().hex(), urllib.parse.quote(value, safe="")}
+    for shift in range(3):  # base64 of the value at each alignment inside a larger text
+        chunk = raw[shift:]
+        whole = chunk[: len(chunk) // 3 * 3]  # only whole 3-byte groups encode the same
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            found.add(encode(whole).decode())
+    return {f for f in found if len(f) >= 6}
+
+
+class ActionsIO:
+    """Writes the log and the runner's files for one run.
+
+    ``out`` is the log (the runner reads workflow commands from stdout); ``env``
+    supplies GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. Tests pass a StringIO and a dict.
+    """
+
+    def __init__(self, out: TextIO | None = None, env: Mapping[str, str] | None = None) -> None:
+        self._out = out if out is not None else sys.stdout
+        env = env if env is not None else {}
+        self._output_path = Path(env["GITHUB_OUTPUT"]) if env.get("GITHUB_OUTPUT") else None
+        self._summary_path = (
+            Path(env["GITHUB_STEP_SUMMARY"]) if env.get("GITHUB_STEP_SUMMARY") else None
+        )
+        self._secrets: set[str] = set()
+        self._lock = threading.RLock()
+
+    # -- masking -----------------------------------------------------------------
+
+    def mask(self, value: str | None) -> None:
+        """Register a secret with the runner (each line of it) and redact it locally."""
+        if not value or not value.strip():
+            return
+        lines = [line.strip() for line in value.splitlines() if line.strip()]
+        with self._lock:
+            for line in [value.strip(), *lines]:
+                if line in self._secrets:
+                    continue
+                if len(line) >= 4:
+                    self._out.write(f"::add-mask::{escape_data(line)}\n")
+                self._secrets.add(line)
+                self._secrets.update(_encodings(line))
+            self._out.flush()
+
+    def redact(self, text: str) -> str:
+        """Replace every registered secret (and its encodings) in ``text``."""
+        with self._lock:
+            found = [s for s in self._secrets if s and s in text]
+        for secret in sorted(found, key=len, reverse=True):
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    # -- log lines and annotations --------------------------------------------------
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            self._out.write(self.redact(line) + "\n")
+            self._out.flush()
+
+    def info(self, message: str) -> None:
+        """A plain log line of our own; a line that looks like a command is neutralised."""
+        for line in message.splitlines() or [""]:
+            if line.lstrip().startswith("::"):
+                line = " " + line.replace("::", ": :", 1)
+            self._write(line)
+
+    def _command(self, name: str, message: str, props: Mapping[str, str]) -> None:
+        rendered = ",".join(
+            f"{key}={escape_property(self.redact(value))}" for key, value in props.items() if value
+        )
+        head = f"::{name} {rendered}::" if rendered else f"::{name}::"
+        self._write(head + escape_data(self.redact(message)))
+
+    def error(self, message: str, *, title: str = "", file: str = "") -> None:
+        self._command("error", message, {"title": title, "file": file})
+
+    def warning(self, message: str, *, title: str = "") -> None:
+        self._command("warning", message, {"title": title})
+
+    def notice(self, message: str, *, title: str = "") -> None:
+        self._command("notice", message, {"title": title})
+
+    @contextmanager
+    def group(self, title: str) -> Iterator[None]:
+        """A collapsible log group, closed even when the body raises."""
+        self._write(f"::group::{escape_data(title)}")
+        try:
+            yield
+        finally:
+            self._write("::endgroup::")
+
+    @contextmanager
+    def untrusted(self) -> Iterator[UntrustedLog]:
+        """Print text we do not control (build output, pod logs, events) inertly.
+
+        Between ``::stop-commands::<token>`` and ``::<token>::`` the runner
+        executes no workflow command, whatever the text contains.
+        """
+        token = f"deployer-{secrets.token_hex(16)}"
+        self._write(f"::stop-commands::{token}")
+        try:
+            yield UntrustedLog(self, token)
+        finally:
+            self._write(f"::{token}::")
+
+    # -- outputs and summary ------------------------------------------------------------
+
+    def set_outputs(self, outputs: Mapping[str, str]) -> None:
+        """Write step outputs with a random heredoc delimiter per value."""
+        blocks = []
+        for name, value in outputs.items():
+            value = self.redact(value)
+            delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            while delimiter in value:  # pragma: no cover - a uuid collision
+                delimiter = f"ghadelimiter_{uuid.uuid4()}"
+            blocks.append(f"{name}<<{delimiter}\n{value}\n{delimiter}\n")
+        if self._output_path is None:
+            for name, value in outputs.items():
+                self.info(f"output {name}: {value}")
+            return
+        with self._output_path.open("a", encoding="utf-8") as fh:
+            fh.write("".join(blocks))
+
+    def append_summary(self, markdown: str) -> None:
+        """Append a section to the job summary (no-op outside the runner)."""
+        if self._summary_path is None:
+            return
+        with self._summary_path.open("a", encoding="utf-8") as fh:
+            fh.write(self.redact(markdown).rstrip("\n") + "\n\n")
+
+
+class UntrustedLog:
+    """Writer handed out by :meth:`ActionsIO.untrusted`."""
+
+    def __init__(self, io: ActionsIO, token: str) -> None:
+        self._io = io
+        self._token = token
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def write(self, text: str) -> None:
+        if text.endswith("\n"):
+            text = text[:-1]
+        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+            # The only line that could end the stop-commands block is its own token.
+            if self._token in line:
+                line = line.replace(self._token, _REDACTED)
+            self._io._write(line)

@@ -1,0 +1,432 @@
+"""Inputs → one validated :class:`Config`.
+
+The runner passes input ``registry-password`` as env var ``INPUT_REGISTRY-PASSWORD``
+(upper-cased, hyphens kept), unset inputs as empty strings, and does not enforce
+``required``. This is the only module that reads the environment; everything else
+gets the :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from deployer.errors import ConfigError, InputProblem
+from deployer.kubeconfig import parse_kubeconfig
+
+__all__ = [
+    "INPUTS",
+    "Config",
+    "GitHubContext",
+    "ImageName",
+    "input_env_name",
+    "load_config",
+    "parse_duration",
+    "raw_inputs",
+    "split_image",
+]
+
+# Every input of action.yml: name → (default, example of a right value).
+INPUTS: dict[str, tuple[str, str]] = {
+    "image": ("", "ghcr.io/acme/web"),
+    "tags": ("", "v1.2.3,latest"),
+    "context": (".", "."),
+    "dockerfile": ("", "docker/Dockerfile"),
+    "build-args": ("", "VERSION=1.2.3"),
+    "labels": ("", "org.example.team=web"),
+    "target": ("", "runtime"),
+    "build": ("true", "true"),
+    "push": ("true", "true"),
+    "registry": ("", "ghcr.io"),
+    "registry-username": ("", "${{ github.actor }}"),
+    "registry-password": ("", "${{ secrets.GITHUB_TOKEN }}"),
+    "kubeconfig": ("", "${{ secrets.KUBECONFIG }}"),
+    "namespace": ("", "production"),
+    "deployments": ("", "web,worker"),
+    "container": ("", "web"),
+    "manifests": ("", "k8s/*.yaml"),
+    "timeout": ("5m", "10m"),
+    "rollback-on-failure": ("true", "true"),
+    "dry-run": ("false", "false"),
+}
+
+DOCKER_HUB = "docker.io"
+_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+
+# The distribution reference grammar (github.com/distribution/reference).
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+_DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
+_PATH_RE = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def input_env_name(name: str) -> str:
+    """The env var the runner sets for an input: ``INPUT_`` + upper case, hyphens kept."""
+    return "INPUT_" + name.replace(" ", "_").upper()
+
+
+def raw_inputs(env: Mapping[str, str]) -> dict[str, str]:
+    """Each declared input's value as the runner passes it (defaults for unset ones)."""
+    values = {}
+    for name, (default, _) in INPUTS.items():
+        value = env.get(input_env_name(name), "")
+        values[name] = value if value.strip() else default
+    return values
+
+
+class ImageName(BaseModel):
+    """An image repository split into registry host and path (no tag, no digest)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    registry: str
+    path: str
+    repository: str  # exactly as the user wrote it; what we tag and push
+
+    def reference(self, tag: str) -> str:
+        return f"{self.repository}:{tag}"
+
+    def with_digest(self, digest: str) -> str:
+        return f"{self.repository}@{digest}"
+
+
+def split_image(value: str) -> ImageName:
+    """Split an image repository; raises ValueError saying what is wrong."""
+    if not value:
+        raise ValueError("is required")
+    if value != value.strip() or any(c.isspace() for c in value):
+        raise ValueError(f"'{value}' contains white space")
+    if "@" in value:
+        raise ValueError(f"'{value}' contains a digest; give the repository only")
+    if "://" in value:
+        raise ValueError(f"'{value}' has a URL scheme; give the repository only")
+    if "//" in value or value.startswith("/") or value.endswith("/"):
+        raise ValueError(f"'{value}' has an empty path component")
+    first, _, rest = value.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first, rest
+        if not _DOMAIN_RE.match(registry):
+            raise ValueError(f"'{registry}' is not a valid registry host")
+    else:
+        registry, path = DOCKER_HUB, value
+    if ":" in path:
+        raise ValueError(f"'{value}' contains a tag; give the repository only and use 'tags'")
+    if path != path.lower():
+        raise ValueError(f"'{value}' has upper-case letters; repositories are lower case")
+    if not _PATH_RE.match(path):
+        raise ValueError(f"'{value}' is not a valid repository name")
+    if len(value) > 255:
+        raise ValueError("is longer than 255 characters")
+    if registry in _HUB_ALIASES:
+        registry = DOCKER_HUB
+    return ImageName(registry=registry, path=path, repository=value)
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1h30m`` → seconds (> 0)."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(text)
+        if not text or not match or not any(match.groups()):
+            raise ValueError(f"'{text}' is not a duration")
+        hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
+        seconds = hours * 3600 + minutes * 60 + secs
+    if seconds <= 0:
+        raise ValueError(f"'{text}' must be longer than zero")
+    if seconds > 6 * 3600:
+        raise ValueError(f"'{text}' is longer than the 6 h a job may run")
+    return seconds
+
+
+class GitHubContext(BaseModel):
+    """The parts of the runner's GITHUB_* environment we use."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sha: str = ""
+    ref: str = ""
+    repository: str = ""
+    server_url: str = "https://github.com"
+    run_id: str = ""
+    run_attempt: str = ""
+    workflow: str = ""
+    actor: str = ""
+
+    @property
+    def source_url(self) -> str:
+        return f"{self.server_url}/{self.repository}" if self.repository else ""
+
+    @property
+    def commit_url(self) -> str:
+        return f"{self.source_url}/commit/{self.sha}" if self.source_url and self.sha else ""
+
+    @property
+    def run_url(self) -> str:
+        return (
+            f"{self.source_url}/actions/runs/{self.run_id}"
+            if self.source_url and self.run_id
+            else ""
+        )
+
+
+class Config(BaseModel):
+    """Everything one run needs, validated."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    image: ImageName
+    tags: tuple[str, ...]
+    context: Path
+    dockerfile: Path
+    build_args: dict[str, str]
+    labels: dict[str, str]
+    target: str | None
+    build: bool
+    push: bool
+    registry: str
+    registry_username: str | None
+    registry_password: SecretStr | None
+    kubeconfig: SecretStr | None
+    namespace: str | None
+    deployments: tuple[str, ...]
+    container: str | None
+    manifests: tuple[str, ...]
+    timeout: float
+    rollback_on_failure: bool
+    dry_run: bool
+    workspace: Path
+    docker_host: str | None
+    kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
+    github: GitHubContext
+    created: str
+
+    @property
+    def tag_references(self) -> list[str]:
+        return [self.image.reference(t) for t in self.tags]
+
+    def oci_labels(self) -> dict[str, str]:
+        """OCI annotations for the image, then the user's labels (which win)."""
+        labels = {"org.opencontainers.image.created": self.created}
+        if self.github.source_url:
+            labels["org.opencontainers.image.source"] = self.github.source_url
+        if self.github.sha:
+            labels["org.opencontainers.image.revision"] = self.github.sha
+        labels.update(self.labels)
+        return labels
+
+
+def _split_list(text: str) -> list[str]:
+    return [item.strip() for item in re.split(r"[,\n]", text) if item.strip()]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    raise ValueError(f"'{text}' is not a boolean; use true or false")
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"line {number} ('{line.strip()[:40]}') has no '='; write KEY=VALUE")
+        if not _ARG_KEY_RE.match(key):
+            raise ValueError(f"line {number} has an invalid key '{key[:40]}'")
+        pairs[key] = value
+    return pairs
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+class _Collector:
+    """Runs each input's parser and gathers every problem, not just the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[InputProblem] = []
+
+    def take(self, name: str, parse: Any, *args: Any) -> Any:
+        try:
+            return parse(*args)
+        except ValueError as e:
+            self.fail(name, str(e))
+            return None
+
+    def fail(self, name: str, problem: str) -> None:
+        self.problems.append(InputProblem(name, problem, INPUTS[name][1]))
+
+
+def _build_files(
+    check: _Collector, workspace: Path, raw: Mapping[str, str], building: bool
+) -> tuple[Path, Path]:
+    """Resolve ``context`` and ``dockerfile``; they must exist inside the workspace."""
+    context = (workspace / raw["context"].strip()).resolve()
+    dockerfile_text = raw["dockerfile"].strip()
+    dockerfile = (
+        (workspace / dockerfile_text).resolve() if dockerfile_text else context / "Dockerfile"
+    )
+    if not building:  # deploying an image that exists: no build files needed
+        return context, dockerfile
+    if not context.is_dir():
+        check.fail("context", f"'{raw['context']}' is not a directory in the workspace")
+        return workspace, dockerfile
+    if not _inside(context, workspace):
+        check.fail("context", f"'{raw['context']}' lies outside the workspace")
+        return workspace, dockerfile
+    if not dockerfile.is_file():
+        check.fail(
+            "dockerfile",
+            f"'{dockerfile_text or 'Dockerfile'}' is not a file "
+            + ("(paths are relative to the workspace)" if dockerfile_text else "in the context"),
+        )
+    elif not _inside(dockerfile, workspace):
+        check.fail("dockerfile", f"'{dockerfile_text}' lies outside the workspace")
+
+    return context, dockerfile
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Validate the inputs in ``env``; raise :class:`ConfigError` listing every bad one."""
+    raw = raw_inputs(env)
+    check = _Collector()
+    github = GitHubContext(
+        sha=env.get("GITHUB_SHA", ""),
+        ref=env.get("GITHUB_REF", ""),
+        repository=env.get("GITHUB_REPOSITORY", ""),
+        server_url=env.get("GITHUB_SERVER_URL", "") or "https://github.com",
+        run_id=env.get("GITHUB_RUN_ID", ""),
+        run_attempt=env.get("GITHUB_RUN_ATTEMPT", ""),
+        workflow=env.get("GITHUB_WORKFLOW", ""),
+        actor=env.get("GITHUB_ACTOR", ""),
+    )
+    workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+
+    image = check.take("image", split_image, raw["image"].strip())
+    flags = {
+        name: check.take(name, _parse_bool, raw[name])
+        for name in ("build", "push", "rollback-on-failure", "dry-run")
+    }
+    # A failed boolean must not block the remaining checks: fall back to the default.
+    bools = {
+        name: value if value is not None else INPUTS[name][0] == "true"
+        for name, value in flags.items()
+    }
+
+    tag_text = raw["tags"] or (f"sha-{github.sha[:7]}" if github.sha else "latest")
+    tags = _split_list(tag_text)
+    for tag in tags:
+        if not _TAG_RE.match(tag):
+            check.fail(
+                "tags",
+                f"'{tag[:60]}' is not a valid tag (letters, digits, '_', '.', '-'; "
+                "at most 128; not starting with '.' or '-')",
+            )
+    if not tags:
+        check.fail("tags", "no tag given")
+
+    context, dockerfile = _build_files(check, workspace, raw, bools["build"])
+    build_args = check.take("build-args", _parse_pairs, raw["build-args"]) or {}
+    labels = check.take("labels", _parse_pairs, raw["labels"]) or {}
+    target = raw["target"].strip() or None
+    if target is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", target):
+        check.fail("target", f"'{target[:60]}' is not a valid build stage name")
+
+    registry_text = raw["registry"].strip()
+    registry = image.registry if image else DOCKER_HUB
+    if registry_text:
+        given = registry_text.removeprefix("https://").removeprefix("http://").rstrip("/")
+        given = DOCKER_HUB if given in _HUB_ALIASES else given
+        if not _DOMAIN_RE.match(given):
+            check.fail("registry", f"'{registry_text[:60]}' is not a registry host")
+        elif image and given != image.registry:
+            check.fail(
+                "registry",
+                f"'{registry_text}' is not the registry of image '{image.repository}' "
+                f"({image.registry}); leave it empty to use the image's",
+            )
+
+    username = raw["registry-username"].strip() or None
+    password = raw["registry-password"] or None
+    if password and not username:
+        check.fail("registry-username", "is empty but registry-password is set; give both")
+    if username and not password:
+        check.fail("registry-password", "is empty but registry-username is set; give both")
+
+    namespace = raw["namespace"].strip() or None
+    if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
+        check.fail("namespace", f"'{namespace[:70]}' is not a valid namespace name")
+    deployments = _split_list(raw["deployments"])
+    for name in deployments:
+        if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
+            check.fail("deployments", f"'{name[:70]}' is not a valid Deployment name")
+    if len(set(deployments)) != len(deployments):
+        check.fail("deployments", "names a Deployment more than once")
+    container = raw["container"].strip() or None
+    if container and (len(container) > 63 or not _DNS_LABEL_RE.match(container)):
+        check.fail("container", f"'{container[:70]}' is not a valid container name")
+    manifests = _split_list(raw["manifests"])
+    if raw["kubeconfig"].strip():
+        check.take("kubeconfig", parse_kubeconfig, raw["kubeconfig"])
+    timeout = check.take("timeout", parse_duration, raw["timeout"])
+    if (deployments or manifests) and not bools["push"] and bools["build"]:
+        check.fail("push", "is false, but a cluster can only run an image that was pushed")
+
+    if check.problems:
+        raise ConfigError(check.problems)
+    assert image is not None
+    assert timeout is not None
+    try:
+        return Config(
+            image=image,
+            tags=tuple(dict.fromkeys(tags)),
+            context=context,
+            dockerfile=dockerfile,
+            build_args=build_args,
+            labels=labels,
+            target=target,
+            build=bools["build"],
+            push=bools["push"],
+            registry=registry,
+            registry_username=username,
+            registry_password=SecretStr(password) if password else None,
+            kubeconfig=SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
+            namespace=namespace,
+            deployments=tuple(deployments),
+            container=container,
+            manifests=tuple(manifests),
+            timeout=timeout,
+            rollback_on_failure=bools["rollback-on-failure"],
+            dry_run=bools["dry-run"],
+            workspace=workspace,
+            docker_host=env.get("DOCKER_HOST") or None,
+            kubeconfig_path=env.get("KUBECONFIG") or None,
+            github=github,
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+    except ValidationError as e:  # pragma: no cover - the checks above cover every field
+        raise ConfigError([InputProblem("image", str(e), INPUTS["image"][1])]) from None

@@ -1,0 +1,116 @@
+"""The one error hierarchy of deployer.
+
+    DeployerError              ends the run: one ::error:: line, a summary section, exit 1
+    ├── ConfigError            bad inputs; names each input, what is wrong and a right example
+    ├── EngineError            the Docker engine could not be reached
+    ├── BuildError             the image build failed (failing step, last log lines)
+    ├── PushError              the push or the digest lookup failed
+    │   └── RegistryAuthError  the registry refused the credentials (never retried)
+    ├── ClusterError           the cluster could not be reached or refused a request
+    │   └── AccessDenied       401/403: names the verb and resource that were refused
+    ├── RolloutError           a rollout failed (and was or was not rolled back)
+    └── Cancelled              SIGINT/SIGTERM arrived (the runner's cancel)
+
+Library exceptions (docker, kubernetes, urllib3) are translated into these where
+they enter our code, with ``raise ... from e``; nothing else escapes to the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AccessDenied",
+    "BuildError",
+    "Cancelled",
+    "ClusterError",
+    "ConfigError",
+    "DeployerError",
+    "EngineError",
+    "InputProblem",
+    "PushError",
+    "RegistryAuthError",
+    "RolloutError",
+]
+
+
+class DeployerError(Exception):
+    """An error that ends the run with a message for the user."""
+
+    title = "Deploy failed"
+
+    def __init__(self, message: str, *, details: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """One bad input: its name, what is wrong, and an example of a right value."""
+
+    input: str
+    problem: str
+    example: str
+
+    def message(self) -> str:
+        sep = " " if self.problem.startswith("is ") else ": "
+        return f"Input '{self.input}'{sep}{self.problem}. Example: {self.input}: {self.example}"
+
+
+class ConfigError(DeployerError):
+    """One or more inputs are invalid; nothing was built, pushed or changed."""
+
+    title = "Invalid input"
+
+    def __init__(self, problems: list[InputProblem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(p.message() for p in problems))
+
+
+class EngineError(DeployerError):
+    """The Docker engine could not be reached or answered with an error."""
+
+    title = "Docker engine error"
+
+
+class BuildError(DeployerError):
+    """The image build failed."""
+
+    title = "Build failed"
+
+
+class PushError(DeployerError):
+    """The push, or reading the pushed digest back, failed."""
+
+    title = "Push failed"
+
+
+class RegistryAuthError(PushError):
+    """The registry refused the credentials."""
+
+    title = "Registry refused the credentials"
+
+
+class ClusterError(DeployerError):
+    """The cluster could not be reached or refused a request."""
+
+    title = "Kubernetes error"
+
+
+class AccessDenied(ClusterError):
+    """The credentials may not do what the deploy needs."""
+
+    title = "Kubernetes access denied"
+
+
+class RolloutError(DeployerError):
+    """A rollout did not complete."""
+
+    title = "Rollout failed"
+
+
+class Cancelled(DeployerError):
+    """The run was cancelled by SIGINT or SIGTERM."""
+
+    title = "Cancelled"

@@ -1,0 +1,196 @@
+"""Inputs as the runner passes them → Config, or one clear problem per bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deployer.config import INPUTS, input_env_name, load_config, parse_duration, split_image
+from deployer.errors import ConfigError
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\n")
+    return tmp_path
+
+
+def env_for(workspace: Path, **inputs: str) -> dict[str, str]:
+    env = {"GITHUB_WORKSPACE": str(workspace), "GITHUB_SHA": "0123456789abcdef"}
+    env.update({input_env_name(k.replace("_", "-")): v for k, v in inputs.items()})
+    env.setdefault("INPUT_IMAGE", "ghcr.io/acme/web")
+    return env
+
+
+def problems(env: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(env)
+    return {p.input: p.message() for p in caught.value.problems}
+
+
+def test_input_env_names_keep_hyphens() -> None:
+    assert input_env_name("registry-password") == "INPUT_REGISTRY-PASSWORD"
+    assert input_env_name("dry-run") == "INPUT_DRY-RUN"
+
+
+def test_defaults(workspace: Path) -> None:
+    config = load_config(env_for(workspace))
+    assert config.tags == ("sha-0123456",)
+    assert config.tag_references == ["ghcr.io/acme/web:sha-0123456"]
+    assert config.context == workspace.resolve()
+    assert config.dockerfile == workspace.resolve() / "Dockerfile"
+    assert config.registry == "ghcr.io"
+    assert config.build and config.push and config.rollback_on_failure and not config.dry_run
+    assert config.timeout == 300
+    assert config.deployments == ()
+
+
+def test_empty_strings_mean_defaults(workspace: Path) -> None:
+    """The runner passes unset inputs as empty strings."""
+    env = env_for(workspace, **{name.replace("-", "_"): "" for name in INPUTS if name != "image"})
+    config = load_config(env)
+    assert config.timeout == 300 and config.build and not config.dry_run
+
+
+def test_lists_pairs_and_booleans(workspace: Path) -> None:
+    config = load_config(
+        env_for(
+            workspace,
+            tags="v1.2.3, latest\nstable",
+            build_args="A=1\n\nB=x=y\n",
+            labels="org.example.team=web",
+            deployments="web,\nworker",
+            dry_run="TRUE",
+            rollback_on_failure="False",
+            context="app",
+            timeout="1h30m",
+        )
+    )
+    assert config.tags == ("v1.2.3", "latest", "stable")
+    assert config.build_args == {"A": "1", "B": "x=y"}
+    assert config.oci_labels()["org.example.team"] == "web"
+    assert config.deployments == ("web", "worker")
+    assert config.dry_run and not config.rollback_on_failure
+    assert config.dockerfile == (workspace / "app" / "Dockerfile").resolve()
+    assert config.timeout == 5400
+
+
+def test_oci_labels_from_github_env(workspace: Path) -> None:
+    env = env_for(workspace, labels="org.opencontainers.image.source=https://example.com/own")
+    env.update(GITHUB_REPOSITORY="acme/web", GITHUB_SERVER_URL="https://github.com")
+    labels = load_config(env).oci_labels()
+    assert labels["org.opencontainers.image.revision"] == "0123456789abcdef"
+    assert labels["org.opencontainers.image.source"] == "https://example.com/own"  # user wins
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("image", "registry"),
+    [
+        ("web", "docker.io"),
+        ("acme/web", "docker.io"),
+        ("docker.io/acme/web", "docker.io"),
+        ("index.docker.io/acme/web", "docker.io"),
+        ("localhost:5000/web", "localhost:5000"),
+        ("127.0.0.1:5000/team/web-app", "127.0.0.1:5000"),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web",
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+        ),
+        ("europe-docker.pkg.dev/proj/repo/web", "europe-docker.pkg.dev"),
+    ],
+)
+def test_valid_images(image: str, registry: str) -> None:
+    name = split_image(image)
+    assert name.registry == registry
+    assert name.repository == image
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        ("", "is required"),
+        ("ghcr.io/Acme/web", "upper-case"),
+        ("ghcr.io/acme/web app", "white space"),
+        ("ghcr.io//web", "empty path component"),
+        ("ghcr.io/acme/web:v1", "contains a tag"),
+        ("ghcr.io/acme/web@sha256:" + "a" * 64, "contains a digest"),
+        ("https://ghcr.io/acme/web", "URL scheme"),
+        ("ghcr.io/acme/-web", "not a valid repository name"),
+    ],
+)
+def test_invalid_images(workspace: Path, image: str, says: str) -> None:
+    found = problems(env_for(workspace, image=image))
+    assert list(found) == ["image"]
+    assert says in found["image"]
+    assert "Example: image: ghcr.io/acme/web" in found["image"]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "name", "says"),
+    [
+        ({"tags": "v1,-bad"}, "tags", "'-bad' is not a valid tag"),
+        ({"tags": "a" * 129}, "tags", "not a valid tag"),
+        ({"tags": "has space"}, "tags", "not a valid tag"),
+        ({"build_args": "A=1\nNOEQUALS"}, "build-args", "line 2"),
+        ({"labels": "nolabel"}, "labels", "has no '='"),
+        ({"context": "missing"}, "context", "not a directory"),
+        ({"context": ".."}, "context", "outside the workspace"),
+        ({"dockerfile": "nope/Dockerfile"}, "dockerfile", "not a file"),
+        ({"dockerfile": "../outside"}, "dockerfile", "not a file"),
+        ({"timeout": "5 minutes"}, "timeout", "not a duration"),
+        ({"timeout": "0s"}, "timeout", "longer than zero"),
+        ({"build": "yes"}, "build", "use true or false"),
+        ({"push": "1"}, "push", "use true or false"),
+        ({"dry_run": "maybe"}, "dry-run", "use true or false"),
+        ({"rollback_on_failure": "on"}, "rollback-on-failure", "use true or false"),
+        ({"registry_password": "s3cret-value"}, "registry-username", "give both"),
+        ({"registry_username": "bob"}, "registry-password", "give both"),
+        ({"registry": "docker.io"}, "registry", "not the registry of image"),
+        ({"namespace": "Prod"}, "namespace", "not a valid namespace"),
+        ({"deployments": "web,Web_2"}, "deployments", "not a valid Deployment name"),
+        ({"deployments": "web,web"}, "deployments", "more than once"),
+        ({"container": "a b"}, "container", "not a valid container name"),
+        ({"kubeconfig": "{{{"}, "kubeconfig", "not valid YAML"),
+        ({"kubeconfig": "a: 1"}, "kubeconfig", "not a kubeconfig"),
+        ({"target": "bad stage"}, "target", "not a valid build stage"),
+        ({"deployments": "web", "push": "false"}, "push", "only run an image that was pushed"),
+    ],
+)
+def test_each_bad_input_is_named(
+    workspace: Path, inputs: dict[str, str], name: str, says: str
+) -> None:
+    found = problems(env_for(workspace, **inputs))
+    assert list(found) == [name]
+    assert found[name].startswith(f"Input '{name}'")
+    assert says in found[name]
+    assert f"Example: {name}: " in found[name]
+
+
+def test_every_bad_input_is_reported_at_once(workspace: Path) -> None:
+    found = problems(env_for(workspace, image="", tags="-x", build="nah", timeout="soon"))
+    assert set(found) == {"image", "tags", "build", "timeout"}
+
+
+def test_secret_values_are_not_echoed(workspace: Path) -> None:
+    found = problems(
+        env_for(workspace, registry_password="hunter2-secret", kubeconfig="token: hunter3")
+    )
+    assert "hunter2" not in " ".join(found.values())
+    assert "hunter3" not in " ".join(found.values())
+
+
+def test_build_false_needs_no_build_files(tmp_path: Path) -> None:
+    env = env_for(tmp_path, build="false", context="missing")
+    assert not load_config(env).build
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("5m", 300), ("1h", 3600), ("1m30s", 90), ("2.5m", 150)],
+)
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
