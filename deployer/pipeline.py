@@ -1,0 +1,165 @@
+"""The run: mask secrets, validate inputs, build, push, roll out, report.
+
+``run`` is the one top-level handler: every :class:`DeployerError` becomes
+``::error::`` lines, a summary section and exit code 1; nothing a user did
+wrong ends in a traceback. Clients are made here and passed to the stages.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TextIO
+
+from deployer.actions import ActionsIO
+from deployer.config import Config, load_config, raw_inputs
+from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError
+from deployer.kubeconfig import credentials_in
+from deployer.report import RunReport, outputs, summary
+
+if TYPE_CHECKING:
+    from deployer.rollout import RolloutResult
+
+__all__ = ["main", "mask_secrets", "run"]
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+ENGINE_READ_TIMEOUT = 900  # seconds without a byte from the engine (a long RUN step)
+
+
+def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
+    """Mask every credential in the raw inputs, before anything else can print."""
+    inputs = raw_inputs(env)
+    password = inputs["registry-password"]
+    io.mask(password)
+    if password:
+        pair = f"{inputs['registry-username'].strip()}:{password}"
+        io.mask(pair)
+        io.mask(base64.b64encode(pair.encode()).decode())
+    for secret in credentials_in(inputs["kubeconfig"]):
+        io.mask(secret)
+
+
+@contextmanager
+def cancellation(cancel: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM (the runner's cancel) set ``cancel`` and raise Cancelled, once."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        first = not cancel.is_set()
+        cancel.set()
+        if first:
+            raise Cancelled(f"Cancelled by {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def docker_client(config: Config) -> Any:
+    """A low-level Docker API client for the engine at DOCKER_HOST (or the mounted socket)."""
+    import docker  # imported here: only the stages that need the engine pay for it
+
+    base_url = config.docker_host or DEFAULT_DOCKER_HOST
+    try:
+        return docker.APIClient(base_url=base_url, version="auto", timeout=ENGINE_READ_TIMEOUT)
+    except docker.errors.DockerException as e:
+        raise EngineError(
+            f"Cannot reach the Docker engine at {base_url}: {e}. The action needs the "
+            "runner's Docker socket (Linux runners mount /var/run/docker.sock), or DOCKER_HOST "
+            "pointing at an engine"
+        ) from None
+
+
+def _stages(
+    config: Config,
+    io: ActionsIO,
+    report: RunReport,
+    cancel: threading.Event,
+    make_docker: Callable[[Config], Any],
+    deploy: Callable[[Config, str, ActionsIO, threading.Event], RolloutResult] | None,
+) -> None:
+    from deployer.build import build_image
+    from deployer.push import push_image, resolve_digest
+
+    engine = make_docker(config)
+    if config.build:
+        report.build = build_image(config, engine, io)
+        if config.push and not config.dry_run:
+            report.push = push_image(config, engine, io)
+        elif config.dry_run:
+            io.info("dry-run: not pushing")
+    else:
+        report.push = resolve_digest(config, engine, io)
+    report.image = report.push.image if report.push else config.tag_references[0]
+
+    if not (config.deployments or config.manifests):
+        report.status = "planned" if config.dry_run else "succeeded"
+        return
+    rollout = deploy or _deploy
+    report.rollout = rollout(config, report.image, io, cancel)
+    report.status = report.rollout.status
+
+
+def _deploy(config: Config, image: str, io: ActionsIO, cancel: threading.Event) -> RolloutResult:
+    from deployer.cluster import connect
+    from deployer.rollout import roll_out
+
+    api, _namespace = connect(config)
+    return roll_out(config, image, api, io, cancel)
+
+
+def run(
+    env: Mapping[str, str],
+    out: TextIO | None = None,
+    *,
+    make_docker: Callable[[Config], Any] = docker_client,
+    deploy: Callable[[Config, str, ActionsIO, threading.Event], RolloutResult] | None = None,
+) -> int:
+    """Run the whole action with ``env`` as its environment; return the exit code."""
+    started = time.monotonic()
+    io = ActionsIO(out, env)
+    mask_secrets(io, env)
+    report = RunReport()
+    cancel = threading.Event()
+    try:
+        with cancellation(cancel):
+            config = load_config(env)
+            _stages(config, io, report, cancel, make_docker, deploy)
+    except ConfigError as e:
+        for problem in e.problems:
+            io.error(problem.message(), title=f"Invalid input '{problem.input}'")
+        report.errors.append(e)
+        report.status = "failed"
+    except Cancelled as e:
+        io.error(f"{e.message}; stopped before finishing", title=e.title)
+        report.errors.append(e)
+        report.status = "cancelled"
+    except DeployerError as e:
+        io.error(e.message, title=e.title)
+        if e.details:
+            with io.group("Details"), io.untrusted() as log:
+                log.write(e.details)
+        report.errors.append(e)
+        report.status = "failed"
+    report.duration = time.monotonic() - started
+    io.set_outputs(outputs(report))
+    io.append_summary(summary(report))
+    io.info(f"deployer: {report.status} in {report.duration:.1f} s")
+    return 0 if report.status in ("succeeded", "planned") else 1
+
+
+def main() -> int:
+    """Entry point of the container action (``entrypoint.py``)."""
+    return run(dict(os.environ), sys.stdout)
