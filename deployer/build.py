@@ -74,13 +74,12 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
                 aux = chunk.get("aux")
                 if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
                     image_id = aux["ID"]
-                if "error" in chunk or "errorDetail" in chunk:
+                if ("error" in chunk or "errorDetail" in chunk) and not error:
                     detail = chunk.get("errorDetail")
                     message = detail.get("message") if isinstance(detail, Mapping) else None
                     error = str(message or chunk.get("error") or "unknown build error")
                     log.write(error)
                     tail.append(error)
-                    break
     except DeployerError:  # Cancelled arrives here from the signal handler
         raise
     except Exception as e:  # docker.errors.APIError, requests errors: the engine said no

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["main", "mask_secrets", "run"]
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DOCKER_API_VERSION = "1.41"
 ENGINE_READ_TIMEOUT = 900  # seconds without a byte from the engine (a long RUN step)
 
 
@@ -69,17 +70,28 @@ def cancellation(cancel: threading.Event) -> Iterator[None]:
 
 def docker_client(config: Config) -> Any:
     """A low-level Docker API client for the engine at DOCKER_HOST (or the mounted socket)."""
-    import docker  # imported here: only the stages that need the engine pay for it
+    # Imported here: only runs that reach the engine stages pay for the import.
+    import docker
+    import requests
 
     base_url = config.docker_host or DEFAULT_DOCKER_HOST
+    client = None
     try:
-        return docker.APIClient(base_url=base_url, version="auto", timeout=ENGINE_READ_TIMEOUT)
-    except docker.errors.DockerException as e:
+        # A fixed API version every supported engine speaks (Docker 20.10+), checked
+        # with a ping, so a failed connection leaves no half-made client behind.
+        client = docker.APIClient(
+            base_url=base_url, version=DOCKER_API_VERSION, timeout=ENGINE_READ_TIMEOUT
+        )
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        if client is not None:
+            client.close()
         raise EngineError(
             f"Cannot reach the Docker engine at {base_url}: {e}. The action needs the "
             "runner's Docker socket (Linux runners mount /var/run/docker.sock), or DOCKER_HOST "
             "pointing at an engine"
         ) from None
+    return client
 
 
 def _stages(
@@ -94,14 +106,19 @@ def _stages(
     from deployer.push import push_image, resolve_digest
 
     engine = make_docker(config)
-    if config.build:
-        report.build = build_image(config, engine, io)
-        if config.push and not config.dry_run:
-            report.push = push_image(config, engine, io)
-        elif config.dry_run:
-            io.info("dry-run: not pushing")
-    else:
-        report.push = resolve_digest(config, engine, io)
+    try:
+        if config.build:
+            report.build = build_image(config, engine, io)
+            if config.push and not config.dry_run:
+                report.push = push_image(config, engine, io)
+            elif config.dry_run:
+                io.info("dry-run: not pushing")
+        else:
+            report.push = resolve_digest(config, engine, io)
+    finally:
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
     report.image = report.push.image if report.push else config.tag_references[0]
 
     if not (config.deployments or config.manifests):

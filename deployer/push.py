@@ -147,17 +147,23 @@ def _push_once(config: Config, docker: DockerPushAPI, io: ActionsIO, tag: str) -
             stream=True,
             decode=True,
         )
+        failure = ""
+        # Read to the end even after an error: the engine ends the stream right after
+        # it, and a stream left half-read keeps its connection open.
         for chunk in stream:
             if "error" in chunk or "errorDetail" in chunk:
                 detail = chunk.get("errorDetail")
                 message = detail.get("message") if isinstance(detail, Mapping) else None
-                raise _classify(config, str(message or chunk.get("error")), f"pushing {reference}")
+                failure = failure or str(message or chunk.get("error"))
+                continue
             aux = chunk.get("aux")
             if isinstance(aux, Mapping) and isinstance(aux.get("Digest"), str):
                 digest = aux["Digest"]
             status = chunk.get("status")
             if isinstance(status, str) and "id" not in chunk:
                 io.info(f"  {status}")
+        if failure:
+            raise _classify(config, failure, f"pushing {reference}")
 
     _engine_call(config, f"pushing {reference}", run)
     if not _DIGEST_RE.match(digest):
