@@ -8,6 +8,7 @@ gets the :class:`Config`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -228,6 +229,28 @@ class Config(BaseModel):
         return labels
 
 
+def _created(env: Mapping[str, str]) -> str:
+    """The image's creation time: the commit's, so rebuilding one commit hits the cache.
+
+    SOURCE_DATE_EPOCH (the reproducible-builds convention) wins, then the pushed
+    commit's timestamp from the event payload, then now.
+    """
+    moment: datetime | None = None
+    epoch = env.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        moment = datetime.fromtimestamp(int(epoch), UTC)
+    elif env.get("GITHUB_EVENT_PATH"):
+        try:
+            with open(env["GITHUB_EVENT_PATH"], encoding="utf-8") as fh:
+                event = json.load(fh)
+            stamp = (event.get("head_commit") or {}).get("timestamp")
+            if isinstance(stamp, str):
+                moment = datetime.fromisoformat(stamp).astimezone(UTC)
+        except (OSError, ValueError, AttributeError):
+            moment = None
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _split_list(text: str) -> list[str]:
     return [item.strip() for item in re.split(r"[,\n]", text) if item.strip()]
 
@@ -426,7 +449,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             docker_host=env.get("DOCKER_HOST") or None,
             kubeconfig_path=env.get("KUBECONFIG") or None,
             github=github,
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=_created(env),
         )
     except ValidationError as e:  # pragma: no cover - the checks above cover every field
         raise ConfigError([InputProblem("image", str(e), INPUTS["image"][1])]) from None

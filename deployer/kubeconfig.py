@@ -14,8 +14,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import yaml
-
 __all__ = ["MAX_BYTES", "Kubeconfig", "credentials_in", "parse_kubeconfig"]
 
 MAX_BYTES = 1024 * 1024
@@ -68,6 +66,8 @@ def _decode(text: str) -> tuple[str, bool]:
 
 def parse_kubeconfig(text: str) -> Kubeconfig:
     """Parse YAML or base64-of-YAML; raises ValueError saying what is wrong (never the content)."""
+    import yaml  # here: runs without a kubeconfig do not pay for the import
+
     if len(text.encode()) > MAX_BYTES:
         raise ValueError(f"is larger than {MAX_BYTES // 1024} KiB")
     decoded, was_base64 = _decode(text)

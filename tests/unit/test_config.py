@@ -194,3 +194,15 @@ def test_build_false_needs_no_build_files(tmp_path: Path) -> None:
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+def test_created_is_the_commit_time_so_rebuilds_hit_the_cache(workspace: Path) -> None:
+    event = workspace / "event.json"
+    event.write_text('{"head_commit": {"timestamp": "2026-01-02T03:04:05+01:00"}}')
+    env = env_for(workspace)
+    env["GITHUB_EVENT_PATH"] = str(event)
+    assert (
+        load_config(env).oci_labels()["org.opencontainers.image.created"] == "2026-01-02T02:04:05Z"
+    )
+    env["SOURCE_DATE_EPOCH"] = "0"
+    assert load_config(env).created == "1970-01-01T00:00:00Z"
