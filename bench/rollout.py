@@ -1,0 +1,272 @@
+"""Roll-out benchmarks against the test control plane (KWOK nodes).
+
+1. Detection latency: from the moment the Deployment's status becomes complete
+   (seen by an independent admin watch) to our "succeeded", against
+   ``kubectl rollout status`` watching the same rollout; with request counts.
+2. 20 Deployments at once against one.
+3. A failing image (KWOK fail-pull) until rolled back, against KWOK's failure
+   delay + 10 s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+
+from bench.common import Figure
+from deployer.actions import ActionsIO
+from deployer.cluster import connect
+from deployer.config import load_config
+from deployer.rollout import roll_out
+from deployer.rollout_status import rollout_status
+from tests.conftest import read_testenv
+
+REGISTRY = "127.0.0.1:5000"
+KWOK_FAIL_DELAY = 2.5  # testenv/cluster/stages/pod-fail-pull.yaml: 1 s + up to 1.5 s jitter
+REPEAT = 5
+
+
+def _ref(repo: str, seed: str) -> str:
+    return f"{REGISTRY}/{repo}@sha256:{hashlib.sha256(seed.encode()).hexdigest()}"
+
+
+class _Cluster:
+    def __init__(self, kubeconfig: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.admin = kube_config.new_client_from_config(config_file=kubeconfig)
+        self.apps = k8s.AppsV1Api(self.admin)
+        self.namespace = f"bench-{uuid.uuid4().hex[:6]}"
+        k8s.CoreV1Api(self.admin).create_namespace({"metadata": {"name": self.namespace}})
+
+    def close(self) -> None:
+        k8s.CoreV1Api(self.admin).delete_namespace(self.namespace)
+
+    def create(self, name: str, image: str, replicas: int = 2) -> None:
+        self.apps.create_namespaced_deployment(
+            self.namespace,
+            {
+                "metadata": {"name": name},
+                "spec": {
+                    "replicas": replicas,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "app", "image": image}]},
+                    },
+                },
+            },
+        )
+
+    def wait_complete(self, name: str, timeout: float = 60) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            obj = self.admin.sanitize_for_serialization(
+                self.apps.read_namespaced_deployment(name, self.namespace)
+            )
+            if rollout_status(obj).state == "complete":
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not complete")
+
+    def config(self, deployments: str, timeout: str = "120s") -> Any:
+        return load_config(
+            {
+                "INPUT_IMAGE": f"{REGISTRY}/web",
+                "INPUT_BUILD": "false",
+                "INPUT_NAMESPACE": self.namespace,
+                "INPUT_DEPLOYMENTS": deployments,
+                "INPUT_TIMEOUT": timeout,
+                "GITHUB_WORKSPACE": tempfile.gettempdir(),
+                "KUBECONFIG": self.kubeconfig,
+            }
+        )
+
+
+class _CompletionWatch(threading.Thread):
+    """Records when a Deployment's status first becomes complete at a new generation."""
+
+    def __init__(self, cluster: _Cluster, name: str, generation: int) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.name, self.generation = cluster, name, generation
+        self.at: float | None = None
+
+    def run(self) -> None:
+        watch_client = kube_config.new_client_from_config(config_file=self.cluster.kubeconfig)
+        apps = k8s.AppsV1Api(watch_client)
+        from kubernetes import watch
+
+        w = watch.Watch()
+        for event in w.stream(
+            apps.list_namespaced_deployment,
+            self.cluster.namespace,
+            field_selector=f"metadata.name={self.name}",
+            timeout_seconds=60,
+        ):
+            obj = watch_client.sanitize_for_serialization(event["object"])
+            if obj["metadata"]["generation"] >= self.generation and (
+                rollout_status(obj).state == "complete"
+            ):
+                self.at = time.monotonic()
+                w.stop()
+                break
+        watch_client.close()
+
+
+def _counting(api: Any, on_patch: Callable[[], None] | None = None) -> list[str]:
+    calls: list[str] = []
+    original = api.call_api
+
+    def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(f"{method} {url}")
+        answer = original(method, url, *args, **kwargs)
+        if method == "PATCH" and on_patch is not None and "dryRun" not in url:
+            on_patch()
+        return answer
+
+    api.call_api = call_api
+    return calls
+
+
+def _latency(cluster: _Cluster, round_: int) -> tuple[float, float, int, int]:
+    name = "latency"
+    current = cluster.apps.read_namespaced_deployment(name, cluster.namespace)
+    watcher = _CompletionWatch(cluster, name, current.metadata.generation + 1)
+    watcher.start()
+    kubectl_done: list[float] = []
+    kubectl_log: list[str] = []
+
+    def start_kubectl() -> None:
+        proc = subprocess.Popen(
+            [
+                "kubectl",
+                "--kubeconfig",
+                cluster.kubeconfig,
+                "-n",
+                cluster.namespace,
+                "rollout",
+                "status",
+                f"deployment/{name}",
+                "--timeout=60s",
+                "-v=6",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def read_out() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if "successfully rolled out" in line:
+                    kubectl_done.append(time.monotonic())
+
+        def read_err() -> None:
+            assert proc.stderr is not None
+            kubectl_log.extend(proc.stderr)
+
+        threading.Thread(target=read_out, daemon=True).start()
+        reader = threading.Thread(target=read_err, daemon=True)
+        reader.start()
+        threads.append((proc, reader))
+
+    threads: list[tuple[subprocess.Popen[str], threading.Thread]] = []
+    config = cluster.config(name)
+    api, _ = connect(config)
+    calls = _counting(api, on_patch=start_kubectl)
+    result = roll_out(
+        config, _ref("web", f"latency-{round_}"), api, ActionsIO(io.StringIO()), threading.Event()
+    )
+    ours_done = time.monotonic()
+    api.close()
+    for proc, reader in threads:
+        proc.wait(60)
+        reader.join(5)
+    watcher.join(60)
+    if result.status != "succeeded" or watcher.at is None or not kubectl_done:
+        raise RuntimeError(f"latency round failed: {result.status}")
+    requests = sum(
+        1 for line in kubectl_log if re.search(r'verb="|\b(GET|PATCH|POST) https://', line)
+    )
+    return ours_done - watcher.at, kubectl_done[0] - watcher.at, len(calls), requests
+
+
+def _timed_rollout(
+    cluster: _Cluster, names: list[str], image: str, timeout: str = "120s"
+) -> tuple[float, str]:
+    config = cluster.config(",".join(names), timeout)
+    api, _ = connect(config)
+    started = time.monotonic()
+    result = roll_out(config, image, api, ActionsIO(io.StringIO()), threading.Event())
+    took = time.monotonic() - started
+    api.close()
+    return took, result.status
+
+
+def run() -> list[Figure]:
+    """The three roll-out figures (needs the test control plane)."""
+    env = read_testenv()
+    kubeconfig = env.get("KUBECONFIG")
+    if not kubeconfig:
+        raise RuntimeError("KUBECONFIG missing from .testenv/env; run `make env-up`")
+    cluster = _Cluster(kubeconfig)
+    try:
+        figures = []
+        cluster.create("latency", _ref("web", "start"))
+        cluster.wait_complete("latency")
+        rounds = [_latency(cluster, i) for i in range(REPEAT)]
+        ours = statistics.median(r[0] for r in rounds)
+        peer = statistics.median(r[1] for r in rounds)
+        figures.append(
+            Figure(
+                "rollout: detection latency after status complete",
+                ours,
+                peer,
+                1.0,
+                "s",
+                f"requests per rollout: ours {rounds[0][2]} (incl. checks), "
+                f"kubectl rollout status {rounds[0][3]}",
+            )
+        )
+
+        cluster.create("one", _ref("web", "start"), replicas=1)
+        many = [f"many-{i}" for i in range(20)]
+        for name in many:
+            cluster.create(name, _ref("web", "start"), replicas=1)
+        for name in ["one", *many]:
+            cluster.wait_complete(name)
+        one = statistics.median(
+            _timed_rollout(cluster, ["one"], _ref("web", f"one-{i}"))[0] for i in range(3)
+        )
+        twenty = statistics.median(
+            _timed_rollout(cluster, many, _ref("web", f"many-{i}"))[0] for i in range(3)
+        )
+        figures.append(Figure("rollout: 20 deployments at once vs one", twenty, one, 1.3, "s"))
+
+        cluster.create("failing", _ref("web", "start"), replicas=2)
+        cluster.wait_complete("failing")
+        took, status = _timed_rollout(cluster, ["failing"], _ref("fail-pull-web", "bad"), "60s")
+        figures.append(
+            Figure(
+                "rollout: failing image to rolled back",
+                took,
+                None,
+                KWOK_FAIL_DELAY + 10,
+                "s",
+                f"status {status}; KWOK fail delay <= {KWOK_FAIL_DELAY} s",
+            )
+        )
+        return figures
+    finally:
+        cluster.close()

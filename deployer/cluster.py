@@ -1,0 +1,459 @@
+"""Talking to the Kubernetes API: the client from the Config, and one error boundary.
+
+:func:`connect` builds the :class:`ApiClient` from the ``kubeconfig`` input, else the
+``KUBECONFIG`` file, else the in-cluster ServiceAccount. :class:`Kube` is the only
+place that sends requests: it speaks plain JSON (dicts, not generated models),
+retries 429/5xx and dropped connections with a capped backoff inside the caller's
+deadline, and turns every other failure into :class:`ClusterError` or
+:class:`AccessDenied` naming the verb and resource. No message here ever contains
+a credential: requests carry them in headers, and loader errors are redacted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import config as _kube_config
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+
+from deployer.config import Config
+from deployer.errors import AccessDenied, Cancelled, ClusterError
+from deployer.kubeconfig import credentials_in, parse_kubeconfig
+
+__all__ = [
+    "DEPLOYMENTS",
+    "EVENTS",
+    "PODS",
+    "REPLICASETS",
+    "SSAR",
+    "Kube",
+    "Resource",
+    "Response",
+    "connect",
+    "default_namespace",
+    "describe",
+    "discover",
+    "label_selector",
+]
+
+kube_config: Any = _kube_config  # the loaders are untyped
+_SERVICEACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_POOL_SIZE = 64  # one connection per concurrent watch; 20 deployments need 40
+_MAX_ATTEMPTS = 6
+_BACKOFF_START = 0.25
+_BACKOFF_CAP = 4.0
+_REQUEST_TIMEOUT = 30.0
+_HTTP_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    410: "Gone",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def _redacted(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _read_namespace_file() -> str | None:
+    try:
+        text = _SERVICEACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def _file_context_namespace(path: str) -> str | None:
+    try:
+        _, current = kube_config.list_kube_config_contexts(config_file=path)
+    except Exception:
+        return None
+    context = (current or {}).get("context") or {}
+    namespace = context.get("namespace")
+    return namespace if isinstance(namespace, str) and namespace else None
+
+
+def default_namespace(config: Config) -> str:
+    """The namespace to deploy to: the input, else the kubeconfig context's, else ``default``."""
+    if config.namespace:
+        return config.namespace
+    if config.kubeconfig is not None:
+        try:
+            found = parse_kubeconfig(config.kubeconfig.get_secret_value()).context_namespace()
+        except ValueError:
+            found = None
+        return found or "default"
+    if config.kubeconfig_path:
+        return _file_context_namespace(config.kubeconfig_path) or "default"
+    return _read_namespace_file() or "default"
+
+
+def connect(config: Config) -> tuple[ApiClient, str]:
+    """The API client and namespace for ``config``; raises :class:`ClusterError`."""
+    configuration = Configuration()
+    if config.kubeconfig is not None:
+        text = config.kubeconfig.get_secret_value()
+        try:
+            parsed = parse_kubeconfig(text)
+            kube_config.load_kube_config_from_dict(
+                parsed.data, client_configuration=configuration, persist_config=False
+            )
+        except Exception as e:
+            problem = _redacted(str(e), credentials_in(text)) or type(e).__name__
+            raise ClusterError(f"The 'kubeconfig' input could not be loaded: {problem}") from None
+    elif config.kubeconfig_path:
+        try:
+            kube_config.load_kube_config(
+                config_file=config.kubeconfig_path,
+                client_configuration=configuration,
+                persist_config=False,
+            )
+        except Exception as e:
+            raise ClusterError(
+                f"KUBECONFIG ({config.kubeconfig_path}) could not be loaded: "
+                f"{str(e) or type(e).__name__}"
+            ) from None
+    else:
+        try:
+            kube_config.load_incluster_config(client_configuration=configuration)
+        except Exception:
+            raise ClusterError(
+                "No Kubernetes credentials: set the 'kubeconfig' input "
+                "(e.g. kubeconfig: ${{ secrets.KUBECONFIG }}), or KUBECONFIG, "
+                "or run inside a pod with a ServiceAccount"
+            ) from None
+    configuration.connection_pool_maxsize = _POOL_SIZE
+    return ApiClient(configuration=configuration), default_namespace(config)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One API resource: where it lives and how to name it in a message."""
+
+    group: str  # "" for the core group
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def display(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str = "") -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+REPLICASETS = Resource("apps", "v1", "replicasets")
+PODS = Resource("", "v1", "pods")
+EVENTS = Resource("", "v1", "events")
+SSAR = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", namespaced=False)
+
+
+@dataclass(frozen=True)
+class Response:
+    """An answer the caller asked to handle itself (e.g. 404 or 409)."""
+
+    status: int
+    body: dict[str, Any]
+
+
+def _status_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", "replace").strip()[:300]
+    if isinstance(data, dict):
+        return str(data.get("message") or "")[:500]
+    return ""
+
+
+def label_selector(selector: Mapping[str, Any]) -> str:
+    """A LabelSelector object as the ``labelSelector`` query string."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+def describe(verb: str, resource: Resource, namespace: str | None, name: str | None) -> str:
+    """``patch deployments.apps web in namespace prod``."""
+    text = f"{verb} {resource.display}"
+    if name:
+        text += f" {name}"
+    if namespace and resource.namespaced:
+        text += f" in namespace {namespace}"
+    return text
+
+
+class Kube:
+    """JSON requests to the API server with retries, translated errors and deadlines.
+
+    ``deadline`` is a :func:`time.monotonic` value shared by the whole stage; retries
+    stop at it. ``cancel`` makes waits between retries end early.
+    """
+
+    def __init__(
+        self,
+        api: ApiClient,
+        *,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+        backoff: float = _BACKOFF_START,
+    ) -> None:
+        self.api = api
+        self.backoff = backoff
+        self.cancel = cancel or threading.Event()
+        self.deadline = deadline if deadline is not None else time.monotonic() + 3600
+        self.host = str(getattr(api.configuration, "host", ""))
+
+    # -- one request --------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, Any]] | None,
+        body: object,
+        content_type: str | None,
+        timeout: float | tuple[float, float],
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query or []),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        return self.api.call_api(*request, _request_timeout=timeout)
+
+    def _pause(self, attempt: int) -> None:
+        delay = min(_BACKOFF_CAP, self.backoff * 2**attempt)
+        delay = max(0.0, min(delay, self.deadline - time.monotonic()))
+        if self.cancel.wait(delay):
+            raise Cancelled("cancelled")
+
+    def request(
+        self,
+        method: str,
+        resource: Resource,
+        *,
+        verb: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        sub: str = "",
+        query: Sequence[tuple[str, Any]] | None = None,
+        body: object = None,
+        content_type: str | None = None,
+        expect: frozenset[int] = frozenset(),
+        raw: bool = False,
+    ) -> Any:
+        """Send one request; return the JSON body (or text if ``raw``).
+
+        A status in ``expect`` is returned as a :class:`Response` instead of raised.
+        """
+        return self.request_path(
+            method,
+            resource.path(namespace, name, sub),
+            what=describe(verb, resource, namespace, name),
+            query=query,
+            body=body,
+            content_type=content_type,
+            expect=expect,
+            raw=raw,
+            refused=(verb, resource, namespace, name),
+        )
+
+    def request_path(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Sequence[tuple[str, Any]] | None = None,
+        body: object = None,
+        content_type: str | None = None,
+        expect: frozenset[int] = frozenset(),
+        raw: bool = False,
+        refused: tuple[str, Resource, str | None, str | None] | None = None,
+    ) -> Any:
+        """:meth:`request` for a path; ``refused`` names the request in errors."""
+        attempt = 0
+        while True:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClusterError(f"Timed out before the API server answered: {what}")
+            problem: str
+            try:
+                resp = self._send(
+                    method,
+                    path,
+                    query,
+                    body,
+                    content_type,
+                    (min(10.0, remaining), min(_REQUEST_TIMEOUT, remaining)),
+                )
+                data: bytes = resp.read()
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                problem = f"cannot reach the API server at {self.host}: {type(e).__name__}"
+            except ApiException as e:  # TLS problems arrive as status 0
+                raise ClusterError(
+                    f"Cannot {what}: {str(e.reason).splitlines()[0]} ({self.host})"
+                ) from None
+            else:
+                status = int(resp.status)
+                if 200 <= status < 300:
+                    if raw:
+                        return data.decode("utf-8", "replace")
+                    return json.loads(data) if data else {}
+                if status in expect:
+                    try:
+                        parsed = json.loads(data) if data else {}
+                    except ValueError:
+                        parsed = {}
+                    return Response(status, parsed if isinstance(parsed, dict) else {})
+                if status in (429, 500, 502, 503, 504):
+                    problem = f"{status} {_HTTP_REASONS.get(status, '')}: {_status_message(data)}"
+                else:
+                    if refused is None:
+                        raise ClusterError(f"Cannot {what} ({status}): {_status_message(data)}")
+                    raise self.error(status, _status_message(data), *refused)
+            attempt += 1
+            if attempt >= _MAX_ATTEMPTS or time.monotonic() >= self.deadline:
+                raise ClusterError(f"Cannot {what}: {problem} (gave up after {attempt} tries)")
+            self._pause(attempt)
+
+    @staticmethod
+    def error(
+        status: int,
+        message: str,
+        verb: str,
+        resource: Resource,
+        namespace: str | None,
+        name: str | None = None,
+    ) -> ClusterError:
+        """The error for a refused request."""
+        what = describe(verb, resource, namespace, name)
+        code = f"{status} {_HTTP_REASONS.get(status, '')}".strip()
+        if status == 401:
+            return AccessDenied(
+                f"The API server did not accept the credentials ({code}) trying to {what}; "
+                "the token or certificate may be expired or for another cluster"
+            )
+        if status == 403:
+            return AccessDenied(
+                f"The credentials may not {what} ({code})",
+                details=message,
+            )
+        detail = f": {message}" if message else ""
+        return ClusterError(f"Cannot {what} ({code}){detail}")
+
+    # -- streams ------------------------------------------------------------------
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str,
+        *,
+        resource_version: str,
+        query: Sequence[tuple[str, Any]],
+        timeout_seconds: int,
+        on_response: Any = None,
+    ) -> Iterator[dict[str, Any]]:
+        """One watch request: yields raw watch events until the server ends it.
+
+        Raises :class:`ClusterError` for a refused watch, urllib3/OS errors for a
+        dropped connection (the caller re-watches). ``on_response`` gets the urllib3
+        response so another thread can shut it down to stop the read.
+        """
+        params = [
+            *query,
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        resp = self._send(
+            "GET",
+            resource.path(namespace),
+            params,
+            None,
+            None,
+            (10.0, timeout_seconds + 15.0),
+        )
+        status = int(resp.status)
+        if status != 200:
+            data = resp.read()
+            if status == 410:  # resourceVersion too old: the caller lists again
+                yield {"type": "ERROR", "object": {"code": 410}}
+                return
+            if status in (429, 500, 502, 503, 504):
+                raise urllib3.exceptions.ProtocolError(f"watch answered {status}")
+            raise self.error(status, _status_message(data), "watch", resource, namespace)
+        raw = resp.response
+        if on_response is not None:
+            on_response(raw)
+        try:
+            buffer = b""
+            for chunk in raw.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
+
+
+def discover(kube: Kube, api_version: str, kind: str, cache: dict[str, list[Any]]) -> Resource:
+    """The resource serving ``kind`` in ``api_version`` (discovery is open to every user)."""
+    group, _, version = api_version.rpartition("/")
+    if api_version not in cache:
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        answer = kube.request_path(
+            "GET", path, what=f"discover {api_version}", expect=frozenset({404})
+        )
+        cache[api_version] = [] if isinstance(answer, Response) else answer.get("resources") or []
+    for entry in cache[api_version]:
+        if entry.get("kind") == kind and "/" not in str(entry.get("name", "")):
+            return Resource(group, version, str(entry["name"]), bool(entry.get("namespaced")))
+    raise ClusterError(f"The cluster does not serve kind {kind} in apiVersion {api_version}")

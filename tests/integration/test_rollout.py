@@ -1,0 +1,419 @@
+"""The roll-out stage against the real control plane (kube-apiserver + KWOK nodes).
+
+KWOK makes pods Ready after 1-2 s, except images whose last path segment starts
+with ``fail-pull`` (ImagePullBackOff), ``crash-loop`` (CrashLoopBackOff) or
+``never-ready`` (Running, never Ready). One fresh namespace per test, except the
+restricted-kubeconfig tests, which must use TEST_NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+
+from deployer.actions import ActionsIO
+from deployer.cluster import connect
+from deployer.config import load_config
+from deployer.errors import AccessDenied, ConfigError
+from deployer.rollout import RolloutResult, roll_out
+from tests.conftest import need_service
+
+pytestmark = pytest.mark.integration
+
+REGISTRY = "127.0.0.1:5000"
+
+
+def digest(seed: str) -> str:
+    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
+
+
+def ref(repo: str, seed: str) -> str:
+    return f"{REGISTRY}/{repo}@{digest(seed)}"
+
+
+@pytest.fixture(scope="module")
+def settings() -> dict[str, str]:
+    return need_service("KUBECONFIG", "TEST_NAMESPACE")
+
+
+@pytest.fixture(scope="module")
+def admin(settings: dict[str, str]) -> k8s.ApiClient:
+    return kube_config.new_client_from_config(config_file=settings["KUBECONFIG"])
+
+
+@pytest.fixture
+def namespace(admin: k8s.ApiClient) -> Iterator[str]:
+    name = f"rollout-{uuid.uuid4().hex[:8]}"
+    core = k8s.CoreV1Api(admin)
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+def create_deployment(
+    admin: k8s.ApiClient,
+    namespace: str,
+    name: str,
+    image: str,
+    *,
+    replicas: int = 2,
+    containers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": containers or [{"name": "app", "image": image}]},
+            },
+        },
+    }
+    apps = k8s.AppsV1Api(admin)
+    apps.create_namespaced_deployment(namespace, body)
+    wait_complete(admin, namespace, name)
+    return read(admin, namespace, name)
+
+
+def read(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    obj = k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace)
+    data: dict[str, Any] = admin.sanitize_for_serialization(obj)
+    return data
+
+
+def wait_complete(admin: k8s.ApiClient, namespace: str, name: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        d = read(admin, namespace, name)
+        s = d.get("status") or {}
+        if (
+            s.get("observedGeneration", 0) >= d["metadata"]["generation"]
+            and s.get("updatedReplicas", 0) == d["spec"]["replicas"]
+            and s.get("availableReplicas", 0) == d["spec"]["replicas"]
+            and s.get("replicas", 0) == d["spec"]["replicas"]
+        ):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{name} did not become available in {timeout} s")
+
+
+class Run:
+    """One roll_out call with captured output."""
+
+    def __init__(self, tmp_path: Path, kubeconfig: str, **inputs: str) -> None:
+        env = {
+            "INPUT_IMAGE": f"{REGISTRY}/web",
+            "INPUT_BUILD": "false",
+            "INPUT_TIMEOUT": "60s",
+            "GITHUB_WORKSPACE": str(tmp_path),
+            "GITHUB_SHA": "abc1234def5678",
+            "GITHUB_REPOSITORY": "acme/web",
+            "GITHUB_RUN_ID": "42",
+            "KUBECONFIG": kubeconfig,
+        }
+        for key, value in inputs.items():
+            env["INPUT_" + key.upper().replace("_", "-")] = value
+        self.config = load_config(env)
+        self.out = io.StringIO()
+        summary = tmp_path / "summary.md"
+        self.summary = summary
+        self.io = ActionsIO(
+            out=self.out,
+            env={"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(summary)},
+        )
+
+    def __call__(self, image: str) -> RolloutResult:
+        api, _ = connect(self.config)
+        try:
+            return roll_out(self.config, image, api, self.io, threading.Event())
+        finally:
+            api.close()
+
+    @property
+    def log(self) -> str:
+        return self.out.getvalue()
+
+
+def test_happy_path_changes_image_and_revision(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    new = ref("web", "v2")
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
+    result = run(new)
+    assert result.status == "succeeded", run.log
+    (web,) = result.deployments
+    assert (web.name, web.namespace, web.containers) == ("web", namespace, ("app",))
+    assert web.previous_image == ref("web", "v1")
+    assert web.new_image == new
+    assert web.result == "succeeded"
+    assert web.reason == ""
+    assert (
+        web.revision
+        == int(before["metadata"]["annotations"]["deployment.kubernetes.io/revision"]) + 1
+    )
+    after = read(admin, namespace, "web")
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == new
+    annotations = after["metadata"]["annotations"]
+    assert annotations["kubernetes.io/change-cause"].startswith(f"deployer: {new} (commit abc1234")
+    assert annotations["deployer.dev/commit"] == "https://github.com/acme/web/commit/abc1234def5678"
+    assert annotations["deployer.dev/run-url"] == "https://github.com/acme/web/actions/runs/42"
+    assert "updated replicas available" in run.log
+    assert web.as_output()["previous-image"] == ref("web", "v1")
+
+
+@pytest.mark.parametrize(
+    ("repo", "timeout", "reason"),
+    [
+        ("fail-pull-web", "60s", "ImagePullBackOff"),
+        ("crash-loop-web", "60s", "CrashLoopBackOff"),
+        ("never-ready-web", "20s", "never became ready"),
+    ],
+)
+def test_each_failure_is_rolled_back_to_the_template_before(
+    admin: k8s.ApiClient,
+    namespace: str,
+    settings: dict[str, str],
+    tmp_path: Path,
+    repo: str,
+    timeout: str,
+    reason: str,
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        container="app",
+        timeout=timeout,
+    )
+    started = time.monotonic()
+    result = run(ref(repo, "bad"))
+    took = time.monotonic() - started
+    assert result.status == "rolled-back", run.log
+    (web,) = result.deployments
+    assert web.result == "rolled-back"
+    assert reason in web.reason
+    assert "rolled back to the previous revision" in web.reason
+    assert f"::error title=Rollout of web failed::{namespace}/web: " in run.log
+    after = read(admin, namespace, "web")
+    assert after["spec"]["template"] == before["spec"]["template"]
+    assert web.revision is not None and web.revision > 2
+    if repo != "never-ready-web":
+        assert took < 40, f"fail-fast took {took:.1f} s"
+        assert "pod web-" in web.diagnosis
+
+
+def test_rollback_disabled_leaves_the_new_template(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"))
+    bad = ref("fail-pull-web", "bad")
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        container="app",
+        rollback_on_failure="false",
+    )
+    result = run(bad)
+    assert result.status == "failed"
+    (web,) = result.deployments
+    assert web.result == "failed"
+    assert "ImagePullBackOff" in web.reason
+    assert f"kubectl rollout undo deployment/web -n {namespace}" in web.reason
+    assert (
+        read(admin, namespace, "web")["spec"]["template"]["spec"]["containers"][0]["image"] == bad
+    )
+
+
+def test_unknown_deployment_or_container_changes_nothing(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    with pytest.raises(ConfigError) as caught:
+        Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web,nope")(
+            ref("web", "v2")
+        )
+    assert caught.value.problems[0].input == "deployments"
+    assert "no Deployment 'nope'" in caught.value.message
+    with pytest.raises(ConfigError) as caught:
+        Run(
+            tmp_path,
+            settings["KUBECONFIG"],
+            namespace=namespace,
+            deployments="web",
+            container="side",
+        )(ref("web", "v2"))
+    assert caught.value.problems[0].input == "container"
+    assert "(it has: app)" in caught.value.message
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_redeploying_the_same_digest_makes_no_revision(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
+    result = run(ref("web", "v1"))
+    assert result.status == "succeeded"
+    (web,) = result.deployments
+    assert web.result == "succeeded"
+    assert web.reason.startswith("already running")
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert web.revision == 1
+
+
+def test_two_deployments_one_failing_both_rolled_back(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    web = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    # No replicas: its rollout completes at once whatever the image, then must be undone.
+    worker = create_deployment(admin, namespace, "worker", ref("web", "v1"), replicas=0)
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web,worker")
+    result = run(ref("fail-pull-web", "bad"))
+    assert result.status == "rolled-back", run.log
+    by_name = {d.name: d for d in result.deployments}
+    assert by_name["web"].result == "rolled-back"
+    assert by_name["worker"].result == "rolled-back"
+    assert "because web failed" in by_name["worker"].reason
+    assert read(admin, namespace, "web")["spec"]["template"] == web["spec"]["template"]
+    assert read(admin, namespace, "worker")["spec"]["template"] == worker["spec"]["template"]
+
+
+def test_dry_run_changes_nothing(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", dry_run="true"
+    )
+    result = run(f"{REGISTRY}/web:v2")
+    assert result.status == "planned"
+    assert result.deployments[0].result == "planned"
+    assert f"{ref('web', 'v1')} -> {REGISTRY}/web:v2" in run.log
+    assert "Rollout plan (dry run)" in run.summary.read_text()
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_manifests_are_applied_with_the_image_substituted(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "app.yaml").write_text(
+        f"""
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: web-config}}
+data: {{greeting: hello}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+      - name: api
+        image: {REGISTRY}/web:latest
+"""
+    )
+    new = ref("web", "v3")
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s/*.yaml")
+    result = run(new)
+    assert result.status == "succeeded", run.log
+    (api,) = result.deployments
+    assert api.name == "api"
+    assert api.previous_image == ""
+    assert (
+        read(admin, namespace, "api")["spec"]["template"]["spec"]["containers"][0]["image"] == new
+    )
+    config_map = k8s.CoreV1Api(admin).read_namespaced_config_map("web-config", namespace)
+    assert config_map.data == {"greeting": "hello"}
+
+
+@pytest.fixture
+def restricted(admin: k8s.ApiClient, settings: dict[str, str]) -> Iterator[tuple[str, str]]:
+    extra = need_service("TEST_KUBECONFIG_RESTRICTED")
+    name = f"r-{uuid.uuid4().hex[:6]}"
+    yield extra["TEST_KUBECONFIG_RESTRICTED"], name
+    apps = k8s.AppsV1Api(admin)
+    apps.delete_namespaced_deployment(name, settings["TEST_NAMESPACE"])
+
+
+def test_restricted_credentials_are_enough_for_deployments(
+    admin: k8s.ApiClient,
+    settings: dict[str, str],
+    tmp_path: Path,
+    restricted: tuple[str, str],
+) -> None:
+    kubeconfig, name = restricted
+    ns = settings["TEST_NAMESPACE"]
+    create_deployment(admin, ns, name, ref("web", "v1"), replicas=1)
+    run = Run(tmp_path, kubeconfig, namespace=ns, deployments=name)
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    bad = run(ref("fail-pull-web", "v2"))
+    assert bad.status == "rolled-back", run.log
+
+
+def test_restricted_credentials_refused_for_manifests_is_clear(
+    admin: k8s.ApiClient,
+    settings: dict[str, str],
+    tmp_path: Path,
+    restricted: tuple[str, str],
+) -> None:
+    kubeconfig, name = restricted
+    ns = settings["TEST_NAMESPACE"]
+    before = create_deployment(admin, ns, name, ref("web", "v1"), replicas=1)
+    (tmp_path / "cm.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}-cm}}\ndata: {{a: b}}\n"
+    )
+    run = Run(tmp_path, kubeconfig, namespace=ns, deployments=name, manifests="cm.yaml")
+    with pytest.raises(AccessDenied) as caught:
+        run(ref("web", "v2"))
+    assert caught.value.message.startswith(f"The credentials may not patch configmaps {name}-cm")
+    assert f"in namespace {ns}" in caught.value.message
+    after = read(admin, ns, name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_cancel_returns_quickly_with_each_deployments_state(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
+    api, _ = connect(run.config)
+    cancel = threading.Event()
+    timer = threading.Timer(2.0, cancel.set)
+    timer.start()
+    started = time.monotonic()
+    result = roll_out(run.config, ref("never-ready-web", "x"), api, run.io, cancel)
+    assert time.monotonic() - started < 2.0 + 5.0
+    assert result.status == "cancelled"
+    (web,) = result.deployments
+    assert web.result == "cancelled"
+    assert "cancelled while waiting" in web.reason
+    assert f"kubectl rollout undo deployment/web -n {namespace}" in web.reason
+    assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
