@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
 from deployer.config import Config, load_config, raw_inputs
@@ -94,13 +94,44 @@ def docker_client(config: Config) -> Any:
     return client
 
 
-def _stages(
-    config: Config,
-    io: ActionsIO,
-    report: RunReport,
-    cancel: threading.Event,
-    make_docker: Callable[[Config], Any],
-    deploy: Callable[[Config, str, ActionsIO, threading.Event], RolloutResult] | None,
+class Deploy(Protocol):
+    """The deploy stage as the pipeline drives it; tests pass a fake."""
+
+    def check(self, config: Config, io: ActionsIO, cancel: threading.Event) -> None: ...
+
+    def roll_out(
+        self, config: Config, image: str, io: ActionsIO, cancel: threading.Event
+    ) -> RolloutResult: ...
+
+    def close(self) -> None: ...
+
+
+class KubernetesDeploy:
+    """The real deploy stage: one API client for the checks and the rollout."""
+
+    def __init__(self, config: Config) -> None:
+        from deployer.cluster import connect
+
+        self._api, _namespace = connect(config)
+
+    def check(self, config: Config, io: ActionsIO, cancel: threading.Event) -> None:
+        from deployer.rollout import check_cluster
+
+        check_cluster(config, self._api, io, cancel)
+
+    def roll_out(
+        self, config: Config, image: str, io: ActionsIO, cancel: threading.Event
+    ) -> RolloutResult:
+        from deployer.rollout import roll_out
+
+        return roll_out(config, image, self._api, io, cancel, checked=True)
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+
+def _build_and_push(
+    config: Config, io: ActionsIO, report: RunReport, make_docker: Callable[[Config], Any]
 ) -> None:
     from deployer.build import build_image
     from deployer.push import push_image, resolve_digest
@@ -121,20 +152,28 @@ def _stages(
             close()
     report.image = report.push.image if report.push else config.tag_references[0]
 
+
+def _stages(
+    config: Config,
+    io: ActionsIO,
+    report: RunReport,
+    cancel: threading.Event,
+    make_docker: Callable[[Config], Any],
+    make_deploy: Callable[[Config], Deploy],
+) -> None:
     if not (config.deployments or config.manifests):
+        _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return
-    rollout = deploy or _deploy
-    report.rollout = rollout(config, report.image, io, cancel)
-    report.status = report.rollout.status
-
-
-def _deploy(config: Config, image: str, io: ActionsIO, cancel: threading.Event) -> RolloutResult:
-    from deployer.cluster import connect
-    from deployer.rollout import roll_out
-
-    api, _namespace = connect(config)
-    return roll_out(config, image, api, io, cancel)
+    deploy = make_deploy(config)
+    try:
+        # The cluster is checked first: a wrong name or a missing right costs no build.
+        deploy.check(config, io, cancel)
+        _build_and_push(config, io, report, make_docker)
+        report.rollout = deploy.roll_out(config, report.image, io, cancel)
+        report.status = report.rollout.status
+    finally:
+        deploy.close()
 
 
 def run(
@@ -142,7 +181,7 @@ def run(
     out: TextIO | None = None,
     *,
     make_docker: Callable[[Config], Any] = docker_client,
-    deploy: Callable[[Config, str, ActionsIO, threading.Event], RolloutResult] | None = None,
+    make_deploy: Callable[[Config], Deploy] = KubernetesDeploy,
 ) -> int:
     """Run the whole action with ``env`` as its environment; return the exit code."""
     started = time.monotonic()
@@ -153,7 +192,7 @@ def run(
     try:
         with cancellation(cancel):
             config = load_config(env)
-            _stages(config, io, report, cancel, make_docker, deploy)
+            _stages(config, io, report, cancel, make_docker, make_deploy)
     except ConfigError as e:
         for problem in e.problems:
             io.error(problem.message(), title=f"Invalid input '{problem.input}'")

@@ -63,6 +63,7 @@ __all__ = [
     "ANNOTATION_PREFIX",
     "DeploymentResult",
     "RolloutResult",
+    "check_cluster",
     "roll_out",
 ]
 
@@ -134,13 +135,33 @@ class RolloutResult:
         }
 
 
+def check_cluster(config: Config, api: ApiClient, io: ActionsIO, cancel: threading.Event) -> None:
+    """Run the stage's checks before the build, so a typo costs no build and no push.
+
+    Deployments, containers, paused state, permissions and the manifests (with a
+    placeholder digest) are checked; :func:`roll_out` checks again with the real one.
+    """
+    deadline = time.monotonic() + config.timeout
+    kube = Kube(api, cancel=cancel, deadline=deadline)
+    placeholder = config.image.with_digest("sha256:" + "0" * 64)
+    Stage(config, placeholder, kube, io, cancel, deadline).preflight()
+
+
 def roll_out(
-    config: Config, image: str, api: ApiClient, io: ActionsIO, cancel: threading.Event
+    config: Config,
+    image: str,
+    api: ApiClient,
+    io: ActionsIO,
+    cancel: threading.Event,
+    *,
+    checked: bool = False,
 ) -> RolloutResult:
     """Roll ``image`` out to the configured Deployments; see the module docstring."""
     deadline = time.monotonic() + config.timeout
     kube = Kube(api, cancel=cancel, deadline=deadline)
-    return Stage(config, image, kube, io, cancel, deadline).run()
+    stage = Stage(config, image, kube, io, cancel, deadline)
+    stage.checked = checked
+    return stage.run()
 
 
 # -- helpers on Deployment dicts -------------------------------------------------------
@@ -437,6 +458,7 @@ class Stage:
         self.watchers: list[_Watcher] = []
         self.started = clock()
         self.anything_changed = False
+        self.checked = False  # check_cluster ran before the build and warned already
 
     # -- entry -------------------------------------------------------------------
 
@@ -451,21 +473,31 @@ class Stage:
         finally:
             self._stop_watchers()
 
+    def preflight(self) -> None:
+        """Only the checks: raise for anything that would stop the rollout."""
+        self._load_manifests()
+        with self.io.group("Checking the cluster before the build"):
+            self._check(default_namespace(self.config), announce=False)
+
+    def _load_manifests(self, *, warn: bool = True) -> None:
+        if not self.config.manifests:
+            return
+        self.manifests = load_manifests(
+            self.config.workspace,
+            self.config.manifests,
+            self.config.image.repository,
+            self.image,
+        )
+        if warn and not any(m.substituted for m in self.manifests):
+            self.io.warning(
+                f"No image reference to {self.config.image.repository} in the manifests; "
+                "they are applied unchanged",
+                title="Image not substituted",
+            )
+
     def _run(self) -> RolloutResult:
         namespace = default_namespace(self.config)
-        if self.config.manifests:
-            self.manifests = load_manifests(
-                self.config.workspace,
-                self.config.manifests,
-                self.config.image.repository,
-                self.image,
-            )
-            if not any(m.substituted for m in self.manifests):
-                self.io.warning(
-                    f"No image reference to {self.config.image.repository} in the manifests; "
-                    "they are applied unchanged",
-                    title="Image not substituted",
-                )
+        self._load_manifests(warn=not self.checked)
         with self.io.group("Checking the cluster"):
             self._check(namespace)
         if self.config.dry_run:
@@ -494,7 +526,7 @@ class Stage:
 
     # -- 1. check -------------------------------------------------------------------
 
-    def _check(self, namespace: str) -> None:
+    def _check(self, namespace: str, *, announce: bool = True) -> None:
         problems: list[InputProblem] = []
         discovered: dict[str, list[Any]] = {}
         applied: dict[tuple[str, str], Manifest] = {}
@@ -533,7 +565,7 @@ class Stage:
         if problems:
             raise ConfigError(problems)
         self._check_access()
-        for t in self.targets:
+        for t in self.targets if announce else ():
             self.io.info(
                 f"{t.key}: {', '.join(t.containers)}: {t.previous_image or '(new)'} -> {self.image}"
             )

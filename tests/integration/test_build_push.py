@@ -234,6 +234,7 @@ def test_missing_engine_is_a_clear_error(
     env["DOCKER_HOST"] = f"unix://{tmp_path}/no-such.sock"
     code, log, outputs, _ = go(env)
     assert code == 1
+    assert outputs["status"] == "failed"
     error = next(c for c in commands(log) if c.startswith("::error"))
     assert "Cannot reach the Docker engine" in error
     assert "Traceback" not in log

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from deployer.errors import RolloutError
+from deployer.actions import ActionsIO
+from deployer.config import Config
+from deployer.errors import ConfigError, InputProblem
 from deployer.pipeline import run
+from deployer.rollout import DeploymentResult, RolloutResult
 from tests.unit.test_actions import commands, runner_outputs
 
 DIGEST = "sha256:" + "ab" * 32
@@ -103,7 +106,7 @@ def go(
 
 def test_build_and_push(runner_env: dict[str, str]) -> None:
     engine = FakeEngine()
-    code, log, outputs, summary = go(runner_env, engine, deploy=None)
+    code, log, outputs, summary = go(runner_env, engine)
     assert code == 0
     assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}"
     assert outputs["digest"] == DIGEST
@@ -232,15 +235,84 @@ def test_build_false_resolves_the_digest(runner_env: dict[str, str]) -> None:
     assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}"
 
 
-def test_rollout_status_decides_the_exit_code(runner_env: dict[str, str]) -> None:
+class FakeDeploy:
+    """Stands in for the Kubernetes stage; records the order of calls."""
+
+    def __init__(
+        self,
+        calls: list[str],
+        result: RolloutResult | None = None,
+        check_error: Exception | None = None,
+    ) -> None:
+        self.calls = calls
+        self.result = result
+        self.check_error = check_error
+
+    def check(self, config: Config, io: ActionsIO, cancel: threading.Event) -> None:
+        self.calls.append("check")
+        if self.check_error:
+            raise self.check_error
+
+    def roll_out(
+        self, config: Config, image: str, io: ActionsIO, cancel: threading.Event
+    ) -> RolloutResult:
+        self.calls.append(f"roll_out {image}")
+        assert self.result is not None
+        return self.result
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+
+def web(result: str, reason: str = "") -> DeploymentResult:
+    return DeploymentResult(
+        "prod",
+        "web",
+        ("web",),
+        "ghcr.io/acme/web@sha256:old",
+        f"ghcr.io/acme/web@{DIGEST}",
+        3,
+        result,
+        reason,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("succeeded", 0), ("planned", 0), ("rolled-back", 1), ("failed", 1), ("cancelled", 1)],
+)
+def test_rollout_status_decides_status_and_exit_code(
+    runner_env: dict[str, str], status: str, code: int
+) -> None:
     runner_env["INPUT_DEPLOYMENTS"] = "web"
+    calls: list[str] = []
+    result = RolloutResult(status, (web(status, "" if code == 0 else "ImagePullBackOff"),))
+    got, _, outputs, summary = go(
+        runner_env, FakeEngine(), make_deploy=lambda _c: FakeDeploy(calls, result)
+    )
+    assert got == code
+    assert outputs["status"] == status
+    assert json.loads(outputs["revision"]) == {"web": 3}
+    assert json.loads(outputs["deployments"])[0]["result"] == status
+    assert calls == ["check", f"roll_out ghcr.io/acme/web@{DIGEST}", "close"]
+    assert "| prod/web |" in summary
 
-    def deploy(*_args: Any) -> Any:
-        raise RolloutError("web: ImagePullBackOff")
 
-    code, log, outputs, _ = go(runner_env, FakeEngine(), deploy=deploy)
-    assert code == 1 and outputs["status"] == "failed"
-    assert "ImagePullBackOff" in log
+def test_cluster_problems_stop_the_run_before_the_build(runner_env: dict[str, str]) -> None:
+    runner_env["INPUT_DEPLOYMENTS"] = "wbe"
+    calls: list[str] = []
+    problem = ConfigError(
+        [InputProblem("deployments", "no Deployment 'wbe' in namespace prod", "web")]
+    )
+    engine = FakeEngine()
+    code, log, outputs, _ = go(
+        runner_env, engine, make_deploy=lambda _c: FakeDeploy(calls, check_error=problem)
+    )
+    assert code == 1
+    assert engine.calls == []
+    assert calls == ["check", "close"]
+    assert "Input 'deployments'" in next(c for c in commands(log) if c.startswith("::error"))
+    assert outputs["status"] == "failed"
 
 
 def test_sigterm_mid_build_cancels(runner_env: dict[str, str]) -> None:
