@@ -17,6 +17,7 @@ lint:
 	$(PYTHON) -m ruff check deployer tests entrypoint.py bench
 	$(PYTHON) -m ruff format --check deployer tests entrypoint.py bench
 	$(PYTHON) -m mypy
+	PYTHON=$(PYTHON) bash scripts/lint-workflows.sh
 
 unit:
 	$(PYTHON) -m pytest tests/unit
