@@ -10,7 +10,9 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 mod="$here/testenv/cluster"
 etcdmod="$mod/etcd"
-key="$(cat "$mod/go.mod" "$mod/go.sum" | sha256sum | cut -c1-16)"
+# Bump recipe when the way the binaries are built changes (flags, ldflags).
+recipe=2
+key="$( (cat "$mod/go.mod" "$mod/go.sum"; echo "recipe=$recipe") | sha256sum | cut -c1-16)"
 etcdkey="$(cat "$etcdmod/go.mod" "$etcdmod/go.sum" | sha256sum | cut -c1-16)"
 cache="${DEPLOYER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/deployer-testenv}"
 out="$cache/cluster-$key"
@@ -46,7 +48,10 @@ if [ "$complete" = 0 ]; then
         k8s.io/kubernetes/cmd/kube-scheduler sigs.k8s.io/kwok/cmd/kwok)
   kver="$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' go.mod)"
   vpkg=k8s.io/component-base/version
-  ldflags="-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitTreeState=clean"
+  kminor="$(echo "$kver" | cut -d. -f2)"
+  # gitMajor/gitMinor must be set too: pod-security admission panics without a minor.
+  ldflags="-s -w -X $vpkg.gitVersion=$kver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$kminor"
+  ldflags+=" -X $vpkg.gitTreeState=clean -X $vpkg.buildDate=1970-01-01T00:00:00Z"
   for p in "${pkgs[@]}"; do
     name="${p##*/}"
     if [ -x "$out.tmp/$name" ]; then continue; fi
