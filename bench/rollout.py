@@ -124,6 +124,20 @@ class _CompletionWatch(threading.Thread):
         watch_client.close()
 
 
+class _Verdict(io.StringIO):
+    """The log, noting when the verdict line (our equivalent of kubectl's) is written."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.at: float | None = None
+
+    def write(self, text: str) -> int:
+        if self.at is None and self.marker in text:
+            self.at = time.monotonic()
+        return super().write(text)
+
+
 def _counting(api: Any, on_patch: Callable[[], None] | None = None) -> list[str]:
     calls: list[str] = []
     original = api.call_api
@@ -185,10 +199,11 @@ def _latency(cluster: _Cluster, round_: int) -> tuple[float, float, int, int]:
     config = cluster.config(name)
     api, _ = connect(config)
     calls = _counting(api, on_patch=start_kubectl)
+    log = _Verdict(f"{name}: rolled out")
     result = roll_out(
-        config, _ref("web", f"latency-{round_}"), api, ActionsIO(io.StringIO()), threading.Event()
+        config, _ref("web", f"latency-{round_}"), api, ActionsIO(log), threading.Event()
     )
-    ours_done = time.monotonic()
+    ours_done = log.at if log.at is not None else time.monotonic()
     api.close()
     for proc, reader in threads:
         proc.wait(60)
