@@ -9,18 +9,23 @@ stop-commands markers.
 from __future__ import annotations
 
 import collections
+import io
+import secrets
+import tarfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.actions import ActionsIO
 from deployer.config import Config
 from deployer.errors import BuildError, DeployerError
 
-__all__ = ["BuildResult", "DockerBuildAPI", "build_image"]
+__all__ = ["BuildResult", "DockerBuildAPI", "build_image", "context_archive"]
 
 LOG_TAIL = 30
+_CHUNK = 256 * 1024
 
 
 class DockerBuildAPI(Protocol):
@@ -43,16 +48,20 @@ class BuildResult:
 def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildResult:
     """Build ``config.context`` and tag it with every reference in ``config.tags``."""
     references = config.tag_references
-    io.info(f"Building {references[0]} from {config.context.name or '.'} ...")
+    context = config.context.relative_to(config.workspace).as_posix()
+    dockerfile = config.dockerfile.relative_to(config.workspace).as_posix()
+    io.info(f"Building {references[0]} (context {context}, {dockerfile}) ...")
     start = time.monotonic()
     tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
     step = ""
     image_id = ""
     error = ""
     try:
+        archive, dockerfile_in_archive = context_archive(config.context, config.dockerfile)
         stream = docker.build(
-            path=str(config.context),
-            dockerfile=str(config.dockerfile),
+            fileobj=archive,
+            custom_context=True,
+            dockerfile=dockerfile_in_archive,
             tag=references[0],
             buildargs=dict(config.build_args),
             labels=config.oci_labels(),
@@ -62,11 +71,13 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
             decode=True,
         )
         with io.group(f"Build log: {references[0]}"), io.untrusted() as log:
+            pending = ""  # the engine splits lines across chunks ("Step 1/2 : X", "\n")
             for chunk in stream:
                 text = chunk.get("stream")
                 if isinstance(text, str) and text:
-                    log.write(text)
-                    for line in text.splitlines():
+                    *lines, pending = (pending + text).replace("\r\n", "\n").split("\n")
+                    for line in lines:
+                        log.write(line)
                         if line.strip():
                             tail.append(line.rstrip())
                         if line.startswith("Step "):
@@ -80,6 +91,9 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
                     error = str(message or chunk.get("error") or "unknown build error")
                     log.write(error)
                     tail.append(error)
+            if pending:
+                log.write(pending)
+                tail.append(pending.rstrip())
     except DeployerError:  # Cancelled arrives here from the signal handler
         raise
     except Exception as e:  # docker.errors.APIError, requests errors: the engine said no
@@ -104,6 +118,65 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
     duration = time.monotonic() - start
     io.info(f"Built {image_id[:19]} in {duration:.1f} s, tagged {', '.join(references)}")
     return BuildResult(image_id=image_id, references=tuple(references), duration=duration)
+
+
+def _dockerignore(context: Path) -> list[str]:
+    """The patterns of ``.dockerignore``, read as the docker CLI and docker-py read them."""
+    path = context / ".dockerignore"
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_archive(context: Path, dockerfile: Path) -> tuple[Iterator[bytes], str]:
+    """Stream the build context as a tar, honouring ``.dockerignore``.
+
+    Returns the chunks and the Dockerfile's name inside the archive. The tar is
+    produced while the engine reads it (docker-py would write it whole to a
+    temporary file first), in GNU format (PAX headers cost as much as the data
+    for small files). Which files go in is docker-py's own ``exclude_paths``, so
+    the ``.dockerignore`` semantics are the SDK's. A Dockerfile outside the
+    context is added under a random name, as docker-py and the CLI do.
+    """
+    from docker.utils.build import exclude_paths
+
+    try:
+        inside = dockerfile.relative_to(context).as_posix()
+        extra: bytes | None = None
+    except ValueError:
+        inside = f".dockerfile.{secrets.token_hex(20)}"
+        extra = dockerfile.read_bytes()
+    names = sorted(exclude_paths(str(context), _dockerignore(context), dockerfile=inside))
+
+    def chunks() -> Iterator[bytes]:
+        buffer = io.BytesIO()
+        with tarfile.open(mode="w|", fileobj=buffer, format=tarfile.GNU_FORMAT) as tar:
+            for name in names:
+                full = context / name
+                try:
+                    info = tar.gettarinfo(str(full), arcname=name)
+                    if info.isfile():
+                        with full.open("rb") as fh:
+                            tar.addfile(info, fh)
+                    else:
+                        tar.addfile(info)
+                except OSError as e:
+                    raise BuildError(
+                        f"Cannot read {name} in the build context: {e.strerror}"
+                    ) from None
+                if buffer.tell() >= _CHUNK:
+                    yield buffer.getvalue()
+                    buffer.seek(0)
+                    buffer.truncate()
+            if extra is not None:
+                info = tarfile.TarInfo(inside)
+                info.size = len(extra)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(extra))
+        yield buffer.getvalue()
+
+    return chunks(), inside
 
 
 def _engine_message(error: Exception) -> str:

@@ -342,3 +342,20 @@ def test_secrets_never_reach_log_outputs_or_summary(runner_env: dict[str, str]) 
     visible = without_masks(log) + json.dumps(outputs) + summary
     assert PASSWORD not in visible
     assert "::add-mask::" + PASSWORD in log
+
+
+def test_build_log_lines_split_across_chunks_print_whole(runner_env: dict[str, str]) -> None:
+    engine = FakeEngine(
+        build_stream=[
+            {"stream": "Step 1/2 : FROM scratch"},
+            {"stream": "\n"},
+            {"stream": " ---> Running in abc\nhalf a li"},
+            {"stream": "ne\n"},
+            {"aux": {"ID": "sha256:" + "cd" * 32}},
+        ]
+    )
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0
+    block = log.split("::stop-commands::", 1)[1].split("\n")[1:4]
+    assert block == ["Step 1/2 : FROM scratch", " ---> Running in abc", "half a line"]
+    assert "Building ghcr.io/acme/web:v1 (context ., Dockerfile) ..." in log
