@@ -90,9 +90,15 @@ class ActionsIO:
 
     # -- log lines and annotations --------------------------------------------------
 
-    def _write(self, line: str) -> None:
+    def _write(self, line: str, *, head: str = "") -> None:
+        """Write ``head`` as is and ``line`` redacted.
+
+        ``head`` is our own command syntax (``::error title=…::``, ``::stop-commands::…``):
+        redacting inside it would turn a short secret such as ``a`` into a broken
+        ``::stop-comm***nds::`` and let untrusted text after it run as commands.
+        """
         with self._lock:
-            self._out.write(self.redact(line) + "\n")
+            self._out.write(head + self.redact(line) + "\n")
             self._out.flush()
 
     def info(self, message: str) -> None:
@@ -107,7 +113,7 @@ class ActionsIO:
             f"{key}={escape_property(self.redact(value))}" for key, value in props.items() if value
         )
         head = f"::{name} {rendered}::" if rendered else f"::{name}::"
-        self._write(head + escape_data(self.redact(message)))
+        self._write(escape_data(self.redact(message)), head=head)
 
     def error(self, message: str, *, title: str = "", file: str = "") -> None:
         self._command("error", message, {"title": title, "file": file})
@@ -121,11 +127,11 @@ class ActionsIO:
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
         """A collapsible log group, closed even when the body raises."""
-        self._write(f"::group::{escape_data(title)}")
+        self._write(escape_data(self.redact(title)), head="::group::")
         try:
             yield
         finally:
-            self._write("::endgroup::")
+            self._write("", head="::endgroup::")
 
     @contextmanager
     def untrusted(self) -> Iterator[UntrustedLog]:
@@ -135,11 +141,11 @@ class ActionsIO:
         executes no workflow command, whatever the text contains.
         """
         token = f"deployer-{secrets.token_hex(16)}"
-        self._write(f"::stop-commands::{token}")
+        self._write("", head=f"::stop-commands::{token}")
         try:
             yield UntrustedLog(self, token)
         finally:
-            self._write(f"::{token}::")
+            self._write("", head=f"::{token}::")
 
     # -- outputs and summary ------------------------------------------------------------
 

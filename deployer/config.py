@@ -304,31 +304,48 @@ class _Collector:
         self.problems.append(InputProblem(name, problem, INPUTS[name][1]))
 
 
+def _is(kind: str, path: Path) -> bool:
+    """``path.is_dir()``/``is_file()`` that says False for a name too long or with a NUL."""
+    try:
+        return path.is_dir() if kind == "dir" else path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _build_files(
     check: _Collector, workspace: Path, raw: Mapping[str, str], building: bool
 ) -> tuple[Path, Path]:
     """Resolve ``context`` and ``dockerfile``; they must exist inside the workspace."""
-    context = (workspace / raw["context"].strip()).resolve()
+    for name in ("context", "dockerfile"):
+        if "\0" in raw[name]:  # Path.resolve raises ValueError on it
+            check.fail(name, "contains a NUL character")
+            return workspace, workspace / "Dockerfile"
     dockerfile_text = raw["dockerfile"].strip()
-    dockerfile = (
-        (workspace / dockerfile_text).resolve() if dockerfile_text else context / "Dockerfile"
-    )
+    try:
+        context = (workspace / raw["context"].strip()).resolve()
+        dockerfile = (
+            (workspace / dockerfile_text).resolve() if dockerfile_text else context / "Dockerfile"
+        )
+    except (OSError, RuntimeError) as e:  # a name too long, a symlink loop
+        why = getattr(e, "strerror", None) or e
+        check.fail("context", f"'{raw['context'][:60]}' cannot be resolved: {why}")
+        return workspace, workspace / "Dockerfile"
     if not building:  # deploying an image that exists: no build files needed
         return context, dockerfile
-    if not context.is_dir():
-        check.fail("context", f"'{raw['context']}' is not a directory in the workspace")
+    if not _is("dir", context):
+        check.fail("context", f"'{raw['context'][:60]}' is not a directory in the workspace")
         return workspace, dockerfile
     if not _inside(context, workspace):
-        check.fail("context", f"'{raw['context']}' lies outside the workspace")
+        check.fail("context", f"'{raw['context'][:60]}' lies outside the workspace")
         return workspace, dockerfile
-    if not dockerfile.is_file():
+    if not _is("file", dockerfile):
         check.fail(
             "dockerfile",
-            f"'{dockerfile_text or 'Dockerfile'}' is not a file "
+            f"'{dockerfile_text[:60] or 'Dockerfile'}' is not a file "
             + ("(paths are relative to the workspace)" if dockerfile_text else "in the context"),
         )
     elif not _inside(dockerfile, workspace):
-        check.fail("dockerfile", f"'{dockerfile_text}' lies outside the workspace")
+        check.fail("dockerfile", f"'{dockerfile_text[:60]}' lies outside the workspace")
 
     return context, dockerfile
 

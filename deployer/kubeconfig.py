@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["MAX_BYTES", "Kubeconfig", "credentials_in", "parse_kubeconfig"]
 
 MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 32  # a kubeconfig nests about 5 levels deep
+MAX_EVENTS = 20_000  # a kubeconfig of 50 clusters is about 1,000 YAML events
 _BASE64_RE = re.compile(r"^[A-Za-z0-9+/=\s]+$")
 # Keys under users[].user whose values are credentials (auth-provider and exec included).
 _SECRET_KEYS = {
@@ -71,17 +73,33 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
     if len(text.encode()) > MAX_BYTES:
         raise ValueError(f"is larger than {MAX_BYTES // 1024} KiB")
     decoded, was_base64 = _decode(text)
+    # libyaml when PyYAML has it (the wheels do): the pure-Python scanner is slow on
+    # hostile flow nesting. Aliases, depth and size are refused from the event stream,
+    # before a node is built: the composer recurses, so depth alone could crash it.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        for event in yaml.parse(decoded, Loader=yaml.SafeLoader):
+        depth = 0
+        for count, event in enumerate(yaml.parse(decoded, Loader=loader)):
             if isinstance(event, yaml.AliasEvent):
                 raise ValueError("uses YAML aliases, which a kubeconfig never needs")
-        data = yaml.safe_load(decoded)
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise ValueError(f"nests deeper than {MAX_DEPTH} levels; not a kubeconfig")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            if count > MAX_EVENTS:
+                raise ValueError(f"has more than {MAX_EVENTS} YAML nodes; not a kubeconfig")
+        data = yaml.load(decoded, Loader=loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ValueError(f"is not valid YAML{where}") from None
     if not isinstance(data, dict) or "clusters" not in data:
         raise ValueError("is not a kubeconfig (no 'clusters' section)")
+    for section in ("clusters", "contexts", "users"):
+        if not isinstance(data.get(section) or [], list):
+            raise ValueError(f"has a '{section}' section that is not a list")
     if not data.get("current-context"):
         raise ValueError("has no current-context; set one with kubectl config use-context")
     names = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, Mapping)]

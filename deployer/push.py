@@ -22,6 +22,10 @@ __all__ = ["ATTEMPTS", "DockerPushAPI", "PushResult", "push_image", "resolve_dig
 
 ATTEMPTS = 4
 BACKOFF_SECONDS = (1.0, 2.0, 4.0)
+# No new attempt once this much time went by: an engine call that failed slowly has
+# already retried on its own (the engine retries each layer upload for about 50 s),
+# and four of those would keep a dead registry's run busy for four minutes.
+RETRY_BUDGET_SECONDS = 30.0
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _AUTH_HINTS = (
     "unauthorized",
@@ -107,16 +111,19 @@ def _with_retries(
     sleep: Callable[[float], None] | None,
 ) -> str:
     sleep = sleep or time.sleep
+    started = time.monotonic()
     for number in range(1, ATTEMPTS + 1):
         try:
             return attempt()
         except _Transient as e:
-            if number == ATTEMPTS:
+            delay = BACKOFF_SECONDS[min(number, len(BACKOFF_SECONDS)) - 1]
+            spent = time.monotonic() - started
+            if number == ATTEMPTS or spent + delay > RETRY_BUDGET_SECONDS:
+                tries = f"{number} attempt{'s' if number > 1 else ''}"
                 raise PushError(
                     f"{action.capitalize()} failed at registry {config.registry} after "
-                    f"{ATTEMPTS} attempts: {e}"
+                    f"{tries} ({spent:.0f} s): {e}"
                 ) from None
-            delay = BACKOFF_SECONDS[min(number, len(BACKOFF_SECONDS)) - 1]
             io.warning(
                 f"{action.capitalize()}: {e}; trying again in {delay:.0f} s ({number}/{ATTEMPTS})"
             )

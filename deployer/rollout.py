@@ -420,6 +420,7 @@ class _Target:
     first_seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
     progress: str = ""
     undo_reason: str = ""
+    superseded: bool = False  # someone else changed our containers' images after us
 
     @property
     def key(self) -> str:
@@ -488,6 +489,13 @@ class Stage:
             self.config.image.repository,
             self.image,
         )
+        for m in self.manifests if warn else ():
+            if m.substituted and not (m.kind == "Deployment" and m.api_version == "apps/v1"):
+                self.io.warning(
+                    f"{m.kind} {m.name} ({m.source}) gets the new image but is not watched or "
+                    "rolled back: only Deployments are",
+                    title="Not verified",
+                )
         if warn and not any(m.substituted for m in self.manifests):
             self.io.warning(
                 f"No image reference to {self.config.image.repository} in the manifests; "
@@ -875,6 +883,8 @@ class Stage:
     ) -> None:
         live = t.live
         assert live is not None
+        if not undoing and self._superseded(t, live):
+            return
         status = rollout_status(live)
         line = progress_line(live)
         observed = status.message != "Waiting for deployment spec update to be observed"
@@ -911,6 +921,26 @@ class Stage:
             if now - first >= found.grace:
                 self._fail(t, found.line(), problem=found)
                 return
+
+    def _superseded(self, t: _Target, live: Mapping[str, Any]) -> bool:
+        """Fail ``t`` when another client replaced our image since our patch.
+
+        A newer rollout supersedes ours: judging it would report their rollout as
+        ours, and undoing it would roll back over their change. Both are wrong.
+        """
+        now = {c.get("name"): c.get("image") for c in _containers(live)}
+        others = {name: now.get(name) for name in t.containers if now.get(name) != self.image}
+        if not others:
+            return False
+        running = ", ".join(f"container {name}: {image}" for name, image in others.items())
+        generation = (live.get("metadata") or {}).get("generation")
+        t.superseded = True
+        self._fail(
+            t,
+            f"superseded by another change to the Deployment during the rollout: it now runs "
+            f"{running} (generation {generation}); not rolled back, the newer change stands",
+        )
+        return True
 
     def _find_new_replicaset(self, t: _Target, events: queue.Queue[_Item]) -> None:
         live = t.live
@@ -1002,8 +1032,8 @@ class Stage:
         undo: list[_Target] = []
         with self.io.group("Rolling back"):
             for t in self.targets:
-                if not t.changed:
-                    if t.outcome == "failed" and t.before is None:
+                if not t.changed or t.superseded:
+                    if t.outcome == "failed" and t.before is None and not t.superseded:
                         t.reason += "; no previous revision to roll back to"
                     continue
                 why = (
@@ -1026,7 +1056,12 @@ class Stage:
                     t.outcome = "rolled-back"
                     t.reason = f"{t.undo_reason}; rolled back to the previous revision"
                 else:
-                    t.reason = f"{t.undo_reason}; rollback failed: {t.reason}"
+                    revision = _revision(t.live)
+                    t.reason = (
+                        f"{t.undo_reason}; rollback failed: {t.reason}; the Deployment now runs "
+                        f"{_images(t.live, t.containers)}"
+                        + (f" (revision {revision})" if revision is not None else "")
+                    )
                     t.outcome = "failed"
                     self.io.error(f"{t.key}: {t.reason}", title=f"Rollback of {t.name} failed")
 
@@ -1035,6 +1070,9 @@ class Stage:
         live = self._get(t.namespace, t.name)
         if live is None:
             raise ClusterError(f"Deployment {t.key} no longer exists")
+        if self._superseded(t, live):  # changed by someone else after ours failed
+            t.reason = f"{t.undo_reason}; {t.reason}"
+            return False
         selector = label_selector((live.get("spec") or {}).get("selector") or {})
         listing = self.kube.request(
             "GET",

@@ -1,0 +1,1 @@
+"""Fault injection against real processes on loopback (see docs/faults.md)."""

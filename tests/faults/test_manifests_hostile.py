@@ -1,0 +1,143 @@
+"""Hostile or surprising ``manifests`` against the real control plane.
+
+What deployer/manifests.py and rollout.py do today: every document is validated by
+a server-side dry-run apply before anything changes; a document's own
+``metadata.namespace`` wins over the configured namespace (kubectl instead refuses
+a mismatch with an explicit ``-n``); only ``apps/v1`` Deployments are watched and
+rolled back, other kinds are applied as they are (their image substituted too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+
+from deployer.errors import AccessDenied, ClusterError, ConfigError
+from tests.integration.test_rollout import (
+    REGISTRY,
+    Run,
+    admin,
+    create_deployment,
+    namespace,
+    read,
+    ref,
+    settings,
+)
+
+pytestmark = pytest.mark.integration
+__all__ = ["admin", "namespace", "settings"]  # fixtures used here
+
+
+def deployment_doc(name: str, image: str, namespace: str | None = None) -> str:
+    ns = f", namespace: {namespace}" if namespace else ""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}{ns}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: app
+        image: {image}
+"""
+
+
+@pytest.fixture
+def restricted(admin: k8s.ApiClient, settings: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    from tests.conftest import need_service
+
+    path = need_service("TEST_KUBECONFIG_RESTRICTED")["TEST_KUBECONFIG_RESTRICTED"]
+    name = f"m-{uuid.uuid4().hex[:6]}"
+    yield path, settings["TEST_NAMESPACE"], name
+    try:
+        k8s.AppsV1Api(admin).delete_namespaced_deployment(name, settings["TEST_NAMESPACE"])
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
+    admin: k8s.ApiClient, tmp_path: Path, restricted: tuple[str, str, str]
+) -> None:
+    kubeconfig, ns, name = restricted
+    before = create_deployment(admin, ns, name, ref("web", "v1"), replicas=1)
+    (tmp_path / "app.yaml").write_text(
+        deployment_doc(name, f"{REGISTRY}/web:latest")
+        + "---\n"
+        + deployment_doc(f"{name}-elsewhere", f"{REGISTRY}/web:latest", "default")
+    )
+    run = Run(tmp_path, kubeconfig, namespace=ns, manifests="app.yaml")
+    with pytest.raises(AccessDenied) as caught:
+        run(ref("web", "v2"))
+    message = caught.value.message
+    assert f"patch deployments.apps {name}-elsewhere in namespace default" in message
+    after = read(admin, ns, name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    with pytest.raises(ApiException) as missing:
+        k8s.AppsV1Api(admin).read_namespaced_deployment(f"{name}-elsewhere", "default")
+    assert missing.value.status == 404
+
+
+def test_an_unknown_kind_stops_everything_before_any_change(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\ndata: {a: b}\n---\n"
+        "apiVersion: v1\nkind: Bogus\nmetadata: {name: second}\n"
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s.yaml")
+    with pytest.raises(ClusterError) as caught:
+        run(ref("web", "v2"))
+    assert "does not serve kind Bogus in apiVersion v1" in caught.value.message
+    with pytest.raises(ApiException) as missing:
+        k8s.CoreV1Api(admin).read_namespaced_config_map("first", namespace)
+    assert missing.value.status == 404
+
+
+def test_a_document_the_server_rejects_names_file_and_document(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\ndata: {a: b}\n---\n"
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Not_Valid}\ndata: {a: b}\n"
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s.yaml")
+    with pytest.raises(ConfigError) as caught:
+        run(ref("web", "v2"))
+    [problem] = caught.value.problems
+    assert problem.input == "manifests"
+    assert "k8s.yaml (document 2) (ConfigMap Not_Valid) was refused" in problem.problem
+
+
+def test_several_documents_and_kinds_only_deployments_are_verified(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(
+        "apiVersion: v1\nkind: List\nitems:\n"
+        "- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: cfg}\n  data: {a: b}\n"
+        "- apiVersion: v1\n  kind: Service\n  metadata: {name: svc}\n"
+        "  spec: {ports: [{port: 80}], selector: {app: api}}\n"
+        "---\n" + deployment_doc("api", f"{REGISTRY}/web:latest") + "---\n"
+        "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\n"
+        "spec:\n  serviceName: db\n  replicas: 1\n  selector: {matchLabels: {app: db}}\n"
+        "  template:\n    metadata: {labels: {app: db}}\n"
+        f"    spec: {{containers: [{{name: db, image: '{REGISTRY}/web:latest'}}]}}\n"
+    )
+    new = ref("web", "v3")
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s.yaml")
+    result = run(new)
+    assert result.status == "succeeded", run.log
+    assert [d.name for d in result.deployments] == ["api"]  # only Deployments are judged
+    apps = k8s.AppsV1Api(admin)
+    db = apps.read_namespaced_stateful_set("db", namespace)
+    assert db.spec.template.spec.containers[0].image == new  # substituted, not verified
+    assert k8s.CoreV1Api(admin).read_namespaced_service("svc", namespace).spec.ports[0].port == 80
+    assert "Applied StatefulSet db" in run.log
