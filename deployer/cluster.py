@@ -432,6 +432,7 @@ class Kube:
         raw = resp.response
         if on_response is not None:
             on_response(raw)
+        finished = False
         try:
             buffer = b""
             for chunk in raw.stream(65536, decode_content=True):
@@ -440,7 +441,12 @@ class Kube:
                     line, buffer = buffer.split(b"\n", 1)
                     if line.strip():
                         yield json.loads(line)
+            finished = True
         finally:
+            if not finished:
+                # A watch left mid-stream must not go back to the pool: the next
+                # request on that connection would queue behind the endless response.
+                raw.close()
             raw.release_conn()
 
 
