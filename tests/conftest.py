@@ -8,9 +8,11 @@ they fail under ``CI=true`` and skip, saying why, on a developer laptop.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,3 +59,82 @@ def _restore_environ() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+# -- the whole suite must not leak the test environment's secrets ------------------------
+#
+# Every test's captured stdout/stderr, and every GITHUB_OUTPUT and
+# step summary file the suite wrote, are searched for the registry password and the
+# credentials in the test kubeconfigs, in every encoding tests/unit/test_secrets.py
+# knows. Only ``::add-mask::`` lines may hold them.
+
+_OUTPUT_FILE = re.compile(r"^(output|summary|set_output_.*|step_summary_.*)$")
+_found_leaks: list[str] = []
+
+
+def _suite_secrets() -> dict[str, str]:
+    from deployer.kubeconfig import credentials_in
+
+    env = read_testenv()
+    found: dict[str, str] = {}
+    if env.get("TEST_REGISTRY_PASSWORD"):
+        found["registry password"] = env["TEST_REGISTRY_PASSWORD"]
+    for name in ("KUBECONFIG", "TEST_KUBECONFIG_RESTRICTED"):
+        path = Path(env.get(name) or "/nonexistent")
+        if path.is_file():
+            for number, secret in enumerate(credentials_in(path.read_text())):
+                # PEM armour lines are the same in every key; the key body is the secret.
+                lines = [ln for ln in secret.splitlines() if not ln.startswith("-----")]
+                found[f"{name} credential {number}"] = "\n".join(lines)
+    return found
+
+
+def _leaks_in(where: str, text: str) -> list[str]:
+    from tests.unit.test_secrets import leaks
+
+    secrets = _suite_secrets_cached()
+    if not secrets or not text:
+        return []
+    # A failing assertion prints captured logs behind "E   ": the add-mask lines stay exempt.
+    text = "\n".join(re.sub(r"^E\s+", "", line) for line in text.splitlines())
+    return leaks({where: text}, secrets)
+
+
+_SECRETS_CACHE: dict[str, str] | None = None
+
+
+def _suite_secrets_cached() -> dict[str, str]:
+    global _SECRETS_CACHE
+    if _SECRETS_CACHE is None:
+        _SECRETS_CACHE = _suite_secrets()
+    return _SECRETS_CACHE
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.when != "teardown":  # its captured sections hold every phase's output
+        return
+    # A failing test's own report may show its inputs (the password among them); the
+    # product's exception texts reach stdout, and tests/unit/test_secrets.py checks them.
+    texts = {f"{item.nodeid} stdout": report.capstdout, f"{item.nodeid} stderr": report.capstderr}
+    found = [hit for where, text in texts.items() for hit in _leaks_in(where, text)]
+    if found:
+        _found_leaks.extend(found)
+        report.outcome = "failed"
+        report.longrepr = "secrets leaked:\n" + "\n".join(found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    base = session.config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    for path in Path(base).rglob("*"):
+        if path.is_file() and _OUTPUT_FILE.match(path.name) and path.stat().st_size < 10_000_000:
+            _found_leaks.extend(_leaks_in(str(path), path.read_text(errors="replace")))
+    if _found_leaks:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("secrets leaked into outputs or summaries:", red=True)
+            for hit in sorted(set(_found_leaks)):
+                reporter.write_line(f"  {hit}", red=True)

@@ -417,3 +417,57 @@ def test_cancel_returns_quickly_with_each_deployments_state(
     assert "cancelled while waiting" in web.reason
     assert f"kubectl rollout undo deployment/web -n {namespace}" in web.reason
     assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
+
+
+def test_cancel_during_the_rollback_says_the_rollback_was_not_finished(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    # Revision 1 never becomes Ready, so the rollback to it is still waiting when cancelled.
+    k8s.AppsV1Api(admin).create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{"name": "app", "image": ref("never-ready-web", "v1")}]
+                    },
+                },
+            },
+        },
+    )
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="120s"
+    )
+    api, _ = connect(run.config)
+    cancel = threading.Event()
+    cancelled_at: list[float] = []
+
+    def cancel_once_rolling_back() -> None:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and "rolling back to revision" not in run.log:
+            time.sleep(0.05)
+        cancelled_at.append(time.monotonic())
+        cancel.set()
+
+    watcher = threading.Thread(target=cancel_once_rolling_back, daemon=True)
+    watcher.start()
+    try:
+        result = roll_out(run.config, ref("fail-pull-web", "v2"), api, run.io, cancel)
+    finally:
+        api.close()
+    watcher.join(5)
+    assert "rolling back to revision" in run.log
+    assert time.monotonic() - cancelled_at[0] < 5.0
+    assert result.status == "cancelled"
+    (web,) = result.deployments
+    assert web.result == "cancelled"
+    assert "roll" in web.reason and "back" in web.reason, web.reason
+    live = read(admin, namespace, "web")
+    assert live["spec"]["template"]["spec"]["containers"][0]["image"] == ref(
+        "never-ready-web", "v1"
+    )
+    assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
