@@ -106,7 +106,8 @@ class ActionsIO:
         for line in message.splitlines() or [""]:
             if line.lstrip().startswith("::"):
                 line = " " + line.replace("::", ": :", 1)
-            self._write(line)
+            # The runner still reads legacy ##[command] anywhere in a line.
+            self._write(line.replace("##[", "## ["))
 
     def _command(self, name: str, message: str, props: Mapping[str, str]) -> None:
         rendered = ",".join(

@@ -344,7 +344,12 @@ class Kube:
                 if 200 <= status < 300:
                     if raw:
                         return data.decode("utf-8", "replace")
-                    return json.loads(data) if data else {}
+                    try:
+                        return json.loads(data) if data else {}
+                    except ValueError:  # e.g. a proxy's HTML page
+                        raise ClusterError(
+                            f"Cannot {what}: the answer of {self.host} is not JSON"
+                        ) from None
                 if status in expect:
                     try:
                         parsed = json.loads(data) if data else {}

@@ -88,6 +88,8 @@ _WATCH_FAILURES = 8
 _CONFLICT_TRIES = 4
 _ROLLBACK_SHARE = 1 / 3  # of the timeout kept for the undo when rollback is on
 _CANCEL_JOIN = 2.0
+# Reading a failed pod's events and log may run this long past the deadline.
+_DIAGNOSIS_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -207,9 +209,11 @@ def undo_target(
 ) -> Mapping[str, Any] | None:
     """The ReplicaSet ``kubectl rollout undo`` goes back to: the second-highest revision.
 
-    One deliberate difference: when no owned ReplicaSet carries the Deployment's
-    current template (the new ReplicaSet could not be created, e.g. a quota), the
-    highest revision *is* the previous one, and kubectl would skip past it.
+    Taken as the highest revision whose template is not the Deployment's current
+    one, which is kubectl's choice whenever the controller has caught up, and
+    stays right when it has not: when the new ReplicaSet could not be created
+    (e.g. a quota), or when an old ReplicaSet with our template is reused but
+    not yet renumbered, kubectl's "second-highest" would pick the wrong one.
     """
     uid = _uid(deployment)
     owned = []
@@ -219,10 +223,8 @@ def undo_target(
             owned.append((revision, rs))
     owned.sort(key=lambda pair: pair[0], reverse=True)
     current = template_without_hash(_template(deployment))
-    has_new = any(template_without_hash(_template(rs)) == current for _, rs in owned)
-    if has_new:
-        return owned[1][1] if len(owned) >= 2 else None
-    return owned[0][1] if owned else None
+    earlier = [rs for _, rs in owned if template_without_hash(_template(rs)) != current]
+    return earlier[0] if earlier else None
 
 
 def undo_patch(deployment: Mapping[str, Any], rs: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -323,7 +325,22 @@ class _Watcher(threading.Thread):
         return self.stopped.is_set() or self.kube.cancel.is_set()
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as e:  # never die silently: the judge would wait for the deadline
+            if not self._done():
+                self.out.put(
+                    (
+                        self.key,
+                        self.stream,
+                        "FAILED",
+                        ClusterError(f"Watching {self.resource.display} failed: {e}"),
+                    )
+                )
+
+    def _run(self) -> None:
         failures = 0
+        relists = 0
         rv = self.resource_version
         while not self._done():
             try:
@@ -357,12 +374,19 @@ class _Watcher(threading.Thread):
                     if kind == "ERROR":
                         if obj.get("code") == 410:
                             rv = None
+                            relists += 1
+                            self.stopped.wait(min(4.0, 0.1 * 2**relists) if relists > 1 else 0)
                             break
+                        if obj.get("code") in (429, 500, 503, 504):  # e.g. a lagging cache
+                            raise urllib3.exceptions.ProtocolError(
+                                f"watch error {obj.get('code')}: {obj.get('message', '')}"
+                            )
                         raise ClusterError(
                             f"Watching {self.resource.display} in namespace {self.namespace} "
                             f"failed: {obj.get('message', obj)}"
                         )
                     rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    relists = 0
                     if kind != "BOOKMARK":
                         self.out.put((self.key, self.stream, kind, obj))
                 else:
@@ -471,6 +495,20 @@ class Stage:
             self.cancel.set()
             self._stop_watchers()
             return self._cancelled()
+        except ClusterError as e:
+            if not self.anything_changed:
+                raise
+            # Once something changed, an error is an outcome: report it and undo.
+            self._stop_watchers()
+            for t in self.targets:
+                if not t.outcome:
+                    t.outcome, t.reason, t.stage = "failed", f"not verified: {e.message}", "done"
+            failed = [t for t in self.targets if t.outcome == "failed"]
+            self._report_failures(failed)
+            if self.config.rollback_on_failure:
+                with contextlib.suppress(ClusterError):
+                    self._roll_back(failed)
+            return self._result()
         finally:
             self._stop_watchers()
 
@@ -664,6 +702,11 @@ class Stage:
             )
         except AccessDenied:
             raise
+        if isinstance(answer, Response) and not dry_run:
+            raise ClusterError(
+                f"Applying {manifest.source} ({manifest.kind} {manifest.name}) was refused by "
+                f"the API server: {answer.body.get('message', answer.status)}"
+            )
         if isinstance(answer, Response):
             raise ConfigError(
                 [
@@ -830,6 +873,8 @@ class Stage:
                 for t in targets:
                     if not t.outcome:
                         self._judge(t, events, undoing, tick=True)
+                if self._stop_early(targets, undoing):
+                    break
                 continue
             t = by_key[key]
             if t.outcome:
@@ -842,10 +887,10 @@ class Stage:
                 if kind == "DELETED":
                     self._fail(t, f"Deployment {t.key} was deleted during the rollout")
                     continue
-                if kind != "SYNC":
-                    t.live = payload
-                elif payload:
-                    t.live = payload[0]
+                if kind == "SYNC" and (not payload or _uid(payload[0]) != _uid(t.live or {})):
+                    self._fail(t, f"Deployment {t.key} was deleted during the rollout")
+                    continue
+                t.live = payload[0] if kind == "SYNC" else payload
             elif kind == "SYNC":
                 t.pods = {p["metadata"]["name"]: p for p in payload}
             elif kind == "DELETED":
@@ -854,17 +899,21 @@ class Stage:
                 t.pods[payload["metadata"]["name"]] = payload
             if not t.outcome:
                 self._judge(t, events, undoing)
-            if (
-                not undoing
-                and self.config.rollback_on_failure
-                and any(x.outcome == "failed" for x in targets)
-            ):
-                for other in targets:
-                    if not other.outcome:
-                        other.outcome = "failed"
-                        other.reason = "stopped waiting: another Deployment failed"
+            if self._stop_early(targets, undoing):
                 break
         self._stop_watchers()
+
+    def _stop_early(self, targets: list[_Target], undoing: bool) -> bool:
+        """With rollback on, one failure rolls every Deployment back: stop waiting."""
+        if undoing or not self.config.rollback_on_failure:
+            return False
+        if not any(x.outcome == "failed" for x in targets):
+            return False
+        for other in targets:
+            if not other.outcome:
+                other.outcome = "failed"
+                other.reason = "stopped waiting: another Deployment failed"
+        return True
 
     def _start(self, watcher: _Watcher) -> None:
         self.watchers.append(watcher)
@@ -902,22 +951,23 @@ class Stage:
         if status.state == "failed":
             self._fail(t, status.message, pod=self._first_unready(t))
             return
-        problem = deployment_problem(live)
+        # Conditions from before the controller observed our generation are the old one's.
+        problem = deployment_problem(live) if observed else None
         if problem:
             self._fail(t, problem)
             return
-        if (
-            not tick
-            and t.new_hash is None
-            and status.message != "Waiting for deployment spec update to be observed"
-        ):
+        if not tick and t.new_hash is None and observed:
             self._find_new_replicaset(t, events)
         now = self.clock()
+        current = {}
         for pod in t.pods.values():
             found = pod_problem(pod)
-            if found is None:
-                continue
-            first = t.first_seen.setdefault(found.key, now)
+            if found is not None:
+                current[found.key] = found
+        # A problem that went away and came back starts its grace again.
+        t.first_seen = {k: v for k, v in t.first_seen.items() if k in current}
+        for key, found in current.items():
+            first = t.first_seen.setdefault(key, now)
             if now - first >= found.grace:
                 self._fail(t, found.line(), problem=found)
                 return
@@ -946,13 +996,16 @@ class Stage:
         live = t.live
         assert live is not None
         selector = label_selector((live.get("spec") or {}).get("selector") or {})
-        listing = self.kube.request(
-            "GET",
-            REPLICASETS,
-            verb="list",
-            namespace=t.namespace,
-            query=[("labelSelector", selector)],
-        )
+        try:
+            listing = self.kube.request(
+                "GET",
+                REPLICASETS,
+                verb="list",
+                namespace=t.namespace,
+                query=[("labelSelector", selector)],
+            )
+        except ClusterError:
+            return  # tried again on the Deployment's next event
         current = template_without_hash(_template(live))
         for rs in listing.get("items") or []:
             if _controlled_by(rs, _uid(live)) and template_without_hash(_template(rs)) == current:
@@ -994,18 +1047,20 @@ class Stage:
         pod: Mapping[str, Any] | None = None,
     ) -> None:
         t.outcome, t.reason, t.stage = "failed", reason, "done"
+        # Its own short budget: a failure found at the deadline still gets its diagnosis.
+        kube = Kube(
+            self.kube.api, cancel=self.cancel, deadline=time.monotonic() + _DIAGNOSIS_SECONDS
+        )
         if problem is not None:
             t.diagnosis = diagnose_pod(
-                self.kube, t.namespace, problem.line(), problem.pod, problem.container
+                kube, t.namespace, problem.line(), problem.pod, problem.container
             )
         elif pod is not None:
             name = pod["metadata"]["name"]
             ready = condition(pod, "Ready") or {}
             summary = f"pod {name}: not ready: {ready.get('message') or ready.get('reason') or ''}"
             container = t.containers[0] if t.containers else ""
-            t.diagnosis = diagnose_pod(
-                self.kube, t.namespace, summary.rstrip(": "), name, container
-            )
+            t.diagnosis = diagnose_pod(kube, t.namespace, summary.rstrip(": "), name, container)
 
     def _report_failures(self, failed: list[_Target]) -> None:
         for t in failed:
@@ -1086,10 +1141,6 @@ class Stage:
             t.outcome = "failed"
             t.reason = f"{t.undo_reason}; no rollout history found: nothing to roll back to"
             return False
-        if template_without_hash(_template(rs)) == template_without_hash(_template(live)):
-            t.live = live
-            self.io.info(f"{t.name}: already at the previous template")
-            return True
         self.io.info(f"{t.name}: rolling back to revision {_revision(rs)}")
         answer = self.kube.request(
             "PATCH",

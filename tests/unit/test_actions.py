@@ -114,7 +114,9 @@ def test_untrusted_text_cannot_end_the_block_early(tmp_path: Path) -> None:
 def test_plain_info_lines_are_not_commands(tmp_path: Path) -> None:
     actions, out, _, _ = make(tmp_path)
     actions.info("::error::from a name")
+    actions.info("pod says ##[add-mask]hidden and ##[error]x")
     assert commands(out.getvalue()) == []
+    assert "##[" not in out.getvalue()
 
 
 def test_outputs_cannot_be_injected(tmp_path: Path) -> None:

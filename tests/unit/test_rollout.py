@@ -69,6 +69,15 @@ def test_undo_when_the_new_replicaset_was_never_created_goes_to_the_highest() ->
     assert chosen is not None and chosen["metadata"]["name"] == "web-2"
 
 
+def test_undo_skips_a_reused_replicaset_the_controller_has_not_renumbered_yet() -> None:
+    # Our template "a" matches an old ReplicaSet (revision 3) that the controller will
+    # reuse; until it renumbers it, "second-highest" would be that one: our own template.
+    sets = [replicaset(3, "a"), replicaset(4, "b"), replicaset(5, "c")]
+    chosen = undo_target(deployment("a"), sets)
+    assert chosen is not None
+    assert chosen["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "5"
+
+
 def test_undo_patch_is_kubectls_json_patch() -> None:
     live = deployment(
         "c",
