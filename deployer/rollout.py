@@ -659,8 +659,10 @@ class Stage:
         for ns in dict.fromkeys(t.namespace for t in self.targets):
             needed += [
                 ("watch", DEPLOYMENTS, ns, ""),
+                ("list", DEPLOYMENTS, ns, ""),  # a watch that expired is resumed by a list
                 ("list", REPLICASETS, ns, ""),
                 ("watch", PODS, ns, ""),
+                ("list", PODS, ns, ""),
             ]
         needed += [
             ("patch", DEPLOYMENTS, t.namespace, t.name) for t in self.targets if t.manifest is None
@@ -769,6 +771,10 @@ class Stage:
                 for t in self.targets:
                     if t.manifest is manifest:
                         t.live = obj
+                        # Known now, so a later failure still undoes what the apply changed.
+                        t.changed = t.before is None or template_without_hash(
+                            _template(t.before)
+                        ) != template_without_hash(_template(obj))
                 self.io.info(f"Applied {manifest.kind} {manifest.name} ({manifest.source})")
             for t in self.targets:
                 current = t
