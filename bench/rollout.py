@@ -275,6 +275,7 @@ def run() -> list[Figure]:
                 "s",
                 f"requests per rollout: ours {rounds[0][2]} (incl. checks), "
                 f"kubectl rollout status {rounds[0][3]}",
+                tolerance=0.005,
             )
         )
 
