@@ -574,6 +574,21 @@ class Stage:
 
     def _check(self, namespace: str, *, announce: bool = True) -> None:
         problems: list[InputProblem] = []
+        for manifest in self.manifests:
+            own = manifest.doc["metadata"].get("namespace")
+            if self.config.namespace and own and own != self.config.namespace:
+                # As kubectl apply -n refuses it: a manifest never silently goes elsewhere.
+                problems.append(
+                    InputProblem(
+                        "manifests",
+                        f"{manifest.source} ({manifest.kind} {manifest.name}) is in namespace "
+                        f"{own}, but the namespace input is {self.config.namespace}; remove "
+                        "its metadata.namespace or make the two agree",
+                        INPUTS["manifests"][1],
+                    )
+                )
+        if problems:
+            raise ConfigError(problems)
         discovered: dict[str, list[Any]] = {}
         applied: dict[tuple[str, str], Manifest] = {}
         for manifest in self.manifests:

@@ -64,7 +64,7 @@ def restricted(admin: k8s.ApiClient, settings: dict[str, str]) -> Iterator[tuple
             raise
 
 
-def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
+def test_a_document_in_another_namespace_than_the_input_is_an_input_error(
     admin: k8s.ApiClient, tmp_path: Path, restricted: tuple[str, str, str]
 ) -> None:
     kubeconfig, ns, name = restricted
@@ -75,6 +75,27 @@ def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
         + deployment_doc(f"{name}-elsewhere", f"{REGISTRY}/web:latest", "default")
     )
     run = Run(tmp_path, kubeconfig, namespace=ns, manifests="app.yaml")
+    with pytest.raises(ConfigError) as caught:
+        run(ref("web", "v2"))
+    (problem,) = caught.value.problems
+    assert problem.input == "manifests"
+    assert f"is in namespace default, but the namespace input is {ns}" in problem.problem
+    after = read(admin, ns, name)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
+    admin: k8s.ApiClient, tmp_path: Path, restricted: tuple[str, str, str]
+) -> None:
+    kubeconfig, ns, name = restricted
+    before = create_deployment(admin, ns, name, ref("web", "v1"), replicas=1)
+    (tmp_path / "app.yaml").write_text(
+        deployment_doc(name, f"{REGISTRY}/web:latest")
+        + "---\n"
+        + deployment_doc(f"{name}-elsewhere", f"{REGISTRY}/web:latest", "default")
+    )
+    # No namespace input: the context's namespace, and the document's own where it sets one.
+    run = Run(tmp_path, kubeconfig, manifests="app.yaml")
     with pytest.raises(AccessDenied) as caught:
         run(ref("web", "v2"))
     message = caught.value.message
