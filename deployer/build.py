@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from deployer.actions import ActionsIO
 from deployer.config import Config
-from deployer.errors import BuildError, DeployerError
+from deployer.errors import BuildError, DeployerError, engine_message, stream_error
 
 __all__ = ["BuildResult", "DockerBuildAPI", "build_image", "context_archive"]
 
@@ -85,10 +85,9 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
                 aux = chunk.get("aux")
                 if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
                     image_id = aux["ID"]
-                if ("error" in chunk or "errorDetail" in chunk) and not error:
-                    detail = chunk.get("errorDetail")
-                    message = detail.get("message") if isinstance(detail, Mapping) else None
-                    error = str(message or chunk.get("error") or "unknown build error")
+                failure = stream_error(chunk)
+                if failure and not error:
+                    error = failure
                     log.write(error)
                     tail.append(error)
             if pending:
@@ -97,7 +96,7 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
     except DeployerError:  # Cancelled arrives here from the signal handler
         raise
     except Exception as e:  # docker.errors.APIError, requests errors: the engine said no
-        error = _engine_message(e)
+        error = engine_message(e)
     if error:
         where = f" at {step}" if step else ""
         raise BuildError(
@@ -114,7 +113,7 @@ def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildR
         try:
             docker.tag(image_id, repository, tag)
         except Exception as e:
-            raise BuildError(f"Tagging {reference} failed: {_engine_message(e)}") from None
+            raise BuildError(f"Tagging {reference} failed: {engine_message(e)}") from None
     duration = time.monotonic() - start
     io.info(f"Built {image_id[:19]} in {duration:.1f} s, tagged {', '.join(references)}")
     return BuildResult(image_id=image_id, references=tuple(references), duration=duration)
@@ -177,8 +176,3 @@ def context_archive(context: Path, dockerfile: Path) -> tuple[Iterator[bytes], s
         yield buffer.getvalue()
 
     return chunks(), inside
-
-
-def _engine_message(error: Exception) -> str:
-    explanation = getattr(error, "explanation", None)
-    return str(explanation or error)

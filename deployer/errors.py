@@ -17,7 +17,9 @@ they enter our code, with ``raise ... from e``; nothing else escapes to the user
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "AccessDenied",
@@ -31,6 +33,8 @@ __all__ = [
     "PushError",
     "RegistryAuthError",
     "RolloutError",
+    "engine_message",
+    "stream_error",
 ]
 
 
@@ -114,3 +118,20 @@ class Cancelled(DeployerError):
     """The run was cancelled by SIGINT or SIGTERM."""
 
     title = "Cancelled"
+
+
+def engine_message(error: Exception) -> str:
+    """What the Docker engine said, from a docker SDK or requests exception."""
+    return str(getattr(error, "explanation", None) or error)
+
+
+def stream_error(chunk: Mapping[str, Any]) -> str | None:
+    """The error in one line of the engine's JSON stream (build or push), if any.
+
+    The engine reports failures inside the stream, not as HTTP errors.
+    """
+    if "error" not in chunk and "errorDetail" not in chunk:
+        return None
+    detail = chunk.get("errorDetail")
+    message = detail.get("message") if isinstance(detail, Mapping) else None
+    return str(message or chunk.get("error") or "unknown engine error")

@@ -16,7 +16,13 @@ from typing import Any, Protocol
 
 from deployer.actions import ActionsIO
 from deployer.config import Config
-from deployer.errors import DeployerError, PushError, RegistryAuthError
+from deployer.errors import (
+    DeployerError,
+    PushError,
+    RegistryAuthError,
+    engine_message,
+    stream_error,
+)
 
 __all__ = ["ATTEMPTS", "DockerPushAPI", "PushResult", "push_image", "resolve_digest"]
 
@@ -137,8 +143,7 @@ def _engine_call(config: Config, action: str, call: Callable[[], Any]) -> Any:
     except DeployerError:
         raise
     except Exception as e:  # docker.errors.APIError, requests errors
-        message = str(getattr(e, "explanation", None) or e)
-        raise _classify(config, message, action) from None
+        raise _classify(config, engine_message(e), action) from None
 
 
 def _push_once(config: Config, docker: DockerPushAPI, io: ActionsIO, tag: str) -> str:
@@ -158,10 +163,9 @@ def _push_once(config: Config, docker: DockerPushAPI, io: ActionsIO, tag: str) -
         # Read to the end even after an error: the engine ends the stream right after
         # it, and a stream left half-read keeps its connection open.
         for chunk in stream:
-            if "error" in chunk or "errorDetail" in chunk:
-                detail = chunk.get("errorDetail")
-                message = detail.get("message") if isinstance(detail, Mapping) else None
-                failure = failure or str(message or chunk.get("error"))
+            error = stream_error(chunk)
+            if error:
+                failure = failure or error
                 continue
             aux = chunk.get("aux")
             if isinstance(aux, Mapping) and isinstance(aux.get("Digest"), str):

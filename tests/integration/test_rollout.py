@@ -68,6 +68,7 @@ def create_deployment(
     *,
     replicas: int = 2,
     containers: list[dict[str, Any]] | None = None,
+    wait: bool = True,
 ) -> dict[str, Any]:
     body = {
         "apiVersion": "apps/v1",
@@ -84,7 +85,8 @@ def create_deployment(
     }
     apps = k8s.AppsV1Api(admin)
     apps.create_namespaced_deployment(namespace, body)
-    wait_complete(admin, namespace, name)
+    if wait:
+        wait_complete(admin, namespace, name)
     return read(admin, namespace, name)
 
 
@@ -423,22 +425,7 @@ def test_cancel_during_the_rollback_says_the_rollback_was_not_finished(
     admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
 ) -> None:
     # Revision 1 never becomes Ready, so the rollback to it is still waiting when cancelled.
-    k8s.AppsV1Api(admin).create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "web"},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {
-                        "containers": [{"name": "app", "image": ref("never-ready-web", "v1")}]
-                    },
-                },
-            },
-        },
-    )
+    create_deployment(admin, namespace, "web", ref("never-ready-web", "v1"), replicas=1, wait=False)
     run = Run(
         tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="120s"
     )
