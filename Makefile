@@ -14,8 +14,8 @@ env-down:        ## stop everything env-up started
 	bash scripts/env-down.sh
 
 lint:
-	$(PYTHON) -m ruff check deployer tests entrypoint.py bench
-	$(PYTHON) -m ruff format --check deployer tests entrypoint.py bench
+	$(PYTHON) -m ruff check deployer tests entrypoint.py bench testenv
+	$(PYTHON) -m ruff format --check deployer tests entrypoint.py bench testenv
 	$(PYTHON) -m mypy
 	PYTHON=$(PYTHON) bash scripts/lint-workflows.sh
 

@@ -7,6 +7,7 @@ they fail under ``CI=true`` and skip, saying why, on a developer laptop.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -79,6 +80,21 @@ def _suite_secrets() -> dict[str, str]:
     found: dict[str, str] = {}
     if env.get("TEST_REGISTRY_PASSWORD"):
         found["registry password"] = env["TEST_REGISTRY_PASSWORD"]
+    # The cloud stand-ins' credentials (testenv/cloud/standin.py, tests/integration/cloud.py).
+    for name in (
+        "TEST_AWS_SECRET_ACCESS_KEY",
+        "TEST_AZURE_CLIENT_SECRET",
+        "TEST_OIDC_REQUEST_TOKEN",
+        "TEST_ECR_REGISTRY_PASSWORD",
+    ):
+        if env.get(name):
+            found[name] = env[name]
+    gcp_key = Path(env.get("TEST_GCP_CREDENTIALS_FILE") or "/nonexistent")
+    if gcp_key.is_file():
+        private_key = str(json.loads(gcp_key.read_text()).get("private_key", ""))
+        lines = [ln for ln in private_key.splitlines() if ln and not ln.startswith("-----")]
+        if lines:
+            found["Google service-account private key"] = "\n".join(lines)
     for name in ("KUBECONFIG", "TEST_KUBECONFIG_RESTRICTED"):
         path = Path(env.get(name) or "/nonexistent")
         if path.is_file():

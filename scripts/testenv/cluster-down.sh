@@ -4,15 +4,18 @@
 # The logs of the stopped cluster are kept in .testenv/cluster-logs/.
 # Stops by pid file first, then (fallback) any process whose command line
 # names the state directory; waits at most DEADLINE seconds, then SIGKILLs.
+# The cloud stand-ins (scripts/testenv/cloud-up.sh) are stopped with it.
+# DEPLOYER_TESTENV=DIR: the state is in DIR instead of <repo>/.testenv.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-state="$root/.testenv/cluster"
-envfile="$root/.testenv/cluster.env"
+testenv="${DEPLOYER_TESTENV:-$root/.testenv}"
+state="$testenv/cluster"
+envfile="$testenv/cluster.env"
 DEADLINE=${DEADLINE:-20}
 
-if [ -z "${DEPLOYER_CLUSTER_LOCKED:-}" ] && [ -d "$root/.testenv" ]; then
-  exec 8>"$root/.testenv/cluster.lock"
+if [ -z "${DEPLOYER_CLUSTER_LOCKED:-}" ] && [ -d "$testenv" ]; then
+  exec 8>"$testenv/cluster.lock"
   if ! flock -n 8; then
     echo "cluster-down: a cluster-up/cluster-down is running; waiting for it (at most 15 min)"
     flock -w 900 8 || { echo "cluster-down: ERROR: gave up waiting" >&2; exit 1; }
@@ -24,6 +27,9 @@ ours() { # PID: is it one of our daemons (by program name) started with our stat
   argv0="$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1)" || return 1
   case "${argv0##*/}" in
     etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok) ;;
+    python*) # the cloud stand-in
+      tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "/standin.py --state $state/cloud " \
+        || return 1 ;;
     *) return 1 ;;
   esac
   tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$state/"
@@ -32,7 +38,7 @@ leftovers() { local p; for p in $(pgrep -f -- "$state/" || true); do ours "$p" &
 
 pids=()
 # Reverse start order: clients before the API server, the API server before etcd.
-for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd cloud-standin; do
   f="$state/run/$name.pid"
   [ -f "$f" ] || continue
   pid="$(cat "$f")"
@@ -44,7 +50,7 @@ for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   fi
 done
 # Fallback: anything else started with our state directory on its command line
-# (e.g. pid files lost): our five programs, with this repo's state path.
+# (e.g. pid files lost): our five programs and the stand-in, with this repo's state path.
 while read -r pid; do
   [ -n "$pid" ] || continue
   case " ${pids[*]} " in *" $pid "*) continue ;; esac
@@ -72,9 +78,9 @@ if [ -n "$left" ]; then
 fi
 
 if [ -d "$state" ]; then
-  rm -rf "$root/.testenv/cluster-logs"
-  [ -d "$state/logs" ] && mv "$state/logs" "$root/.testenv/cluster-logs"
+  rm -rf "$testenv/cluster-logs"
+  [ -d "$state/logs" ] && mv "$state/logs" "$testenv/cluster-logs"
   rm -rf "$state"
 fi
-rm -f "$envfile"
+rm -f "$envfile" "$testenv/cloud.env"
 echo "cluster-down: control plane stopped${pids[*]:+ (${#pids[@]} processes)}; state removed"

@@ -9,11 +9,18 @@
 # Idempotent: when the control plane it started before still answers, it is
 # reused and only the RBAC, nodes, restricted kubeconfig and env file are
 # refreshed. Every wait has a deadline.
+#
+# The API server authenticates cloud tokens (EKS/GKE/AKS) through a token
+# webhook served by the cloud stand-ins (scripts/testenv/cloud-up.sh), started
+# first. A running API server without that webhook is restarted alone (etcd
+# data and certificates are kept).
+# DEPLOYER_TESTENV=DIR puts the state somewhere other than <repo>/.testenv.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-state="$root/.testenv/cluster"
-envfile="$root/.testenv/cluster.env"
+testenv="${DEPLOYER_TESTENV:-$root/.testenv}"
+state="$testenv/cluster"
+envfile="$testenv/cluster.env"
 manifests="$root/testenv/cluster"
 
 # Non-default loopback ports, so nothing else on the machine clashes.
@@ -77,6 +84,29 @@ check_started() { # NAME: fail with the log's tail when the daemon died
   exit 1
 }
 
+start_apiserver() { # BIN: kube-apiserver, with the cloud stand-ins' token webhook
+  local bin=$1 pki="$state/pki"
+  start kube-apiserver "$bin/kube-apiserver" \
+    --advertise-address 127.0.0.1 --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range 10.96.0.0/16 \
+    --authorization-mode Node,RBAC \
+    --enable-admission-plugins NodeRestriction \
+    --allow-privileged=true --profiling=false --endpoint-reconciler-type none \
+    --event-ttl 1h --v=1 \
+    --authentication-token-webhook-config-file "$state/cloud-webhook.kubeconfig" \
+    --authentication-token-webhook-version v1
+}
+
+has_webhook() { # does the running API server use the token webhook?
+  tr '\0' ' ' <"/proc/$(cat "$state/run/kube-apiserver.pid")/cmdline" 2>/dev/null \
+    | grep -qF -- "--authentication-token-webhook-config-file $state/cloud-webhook.kubeconfig"
+}
+
 write_kubeconfig() { # FILE USER NAMESPACE (then either cert+key files or a token)
   local file=$1 user=$2 ns=$3 cert=${4:-} key=${5:-} token=${6:-}
   local creds
@@ -111,8 +141,8 @@ EOF
 }
 
 # One cluster-up/cluster-down at a time (env-up.sh may run while you do).
-mkdir -p "$root/.testenv"
-exec 8>"$root/.testenv/cluster.lock"
+mkdir -p "$testenv"
+exec 8>"$testenv/cluster.lock"
 if ! flock -n 8; then
   say "another cluster-up/cluster-down is running; waiting for it (at most 15 min)"
   flock -w 900 8 || die "gave up waiting for the other cluster-up/cluster-down"
@@ -129,6 +159,22 @@ done
 if [ "$all_alive" = 1 ] && [ -f "$state/admin.kubeconfig" ] && apiserver_ready; then
   say "control plane already running (state in $state); reusing it"
   reuse=1
+  bash "$root/scripts/testenv/cloud-up.sh" "$state" "$server"
+  if ! has_webhook; then
+    say "kube-apiserver runs without the cloud token webhook; restarting it alone"
+    bin="$(bash "$root/scripts/build-cluster.sh" | tail -n 1)"
+    apiserver_pid="$(cat "$state/run/kube-apiserver.pid")"
+    kill -TERM "$apiserver_pid"
+    end=$((SECONDS + 30))
+    while kill -0 "$apiserver_pid" 2>/dev/null; do
+      [ $SECONDS -lt $end ] || { kill -KILL "$apiserver_pid" 2>/dev/null || true; sleep 0.5; break; }
+      sleep 0.1
+    done
+    start_apiserver "$bin"
+    wait_for 90 kube-apiserver kube-apiserver apiserver_ready || check_started kube-apiserver
+    check_started kube-apiserver
+    say "kube-apiserver ready on $server, with the token webhook"
+  fi
 elif [ "$any_alive" = 1 ] || [ -d "$state" ]; then
   say "stopping what is left of an earlier control plane"
   bash "$root/scripts/testenv/cluster-down.sh"
@@ -185,6 +231,9 @@ extendedKeyUsage=clientAuth"
   )
   say "PKI generated"
 
+  # --- cloud stand-ins (the API server's token webhook) ---------------------
+  bash "$root/scripts/testenv/cloud-up.sh" "$state" "$server"
+
   # --- etcd --------------------------------------------------------------
   start etcd "$bin/etcd" --name deployer-test --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -198,18 +247,7 @@ extendedKeyUsage=clientAuth"
   say "etcd ready on 127.0.0.1:$ETCD_PORT"
 
   # --- kube-apiserver ------------------------------------------------------
-  start kube-apiserver "$bin/kube-apiserver" \
-    --advertise-address 127.0.0.1 --bind-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --cert-dir "$pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-    --client-ca-file "$pki/ca.crt" \
-    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --authorization-mode Node,RBAC \
-    --enable-admission-plugins NodeRestriction \
-    --allow-privileged=true --profiling=false --endpoint-reconciler-type none \
-    --event-ttl 1h --v=1
+  start_apiserver "$bin"
   wait_for 90 kube-apiserver kube-apiserver apiserver_ready || check_started kube-apiserver
   check_started kube-apiserver
   say "kube-apiserver ready on $server"

@@ -4,7 +4,7 @@
 # them. Succeeds when the registry is already down.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-dir="$(pwd)/.testenv/registry"
+dir="${DEPLOYER_TESTENV:-$(pwd)/.testenv}/registry"
 PIDFILE="$dir/registry.pid"
 DEADLINE="${REGISTRY_DOWN_TIMEOUT:-10}"
 

@@ -8,14 +8,21 @@
 # Port: 5000 when free; otherwise the first free port of 5001..5099, so the
 # choice is deterministic on a given machine. The port in use is remembered in
 # .testenv/registry/port and reused while the registry runs.
+#
+# A second user, AWS, has the password that the ECR stand-in's
+# GetAuthorizationToken hands out (.testenv/registry/ecr-password, read by
+# testenv/cloud/standin.py), so a push with ECR-issued credentials really works.
+# DEPLOYER_TESTENV=DIR: the state is in DIR instead of <repo>/.testenv.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$(pwd)"
-dir="$root/.testenv/registry"
+testenv="${DEPLOYER_TESTENV:-$root/.testenv}"
+dir="$testenv/registry"
 mkdir -p "$dir/data"
 chmod 700 "$dir"
 
 USERNAME=deployer
+ECR_USERNAME=AWS
 PIDFILE="$dir/registry.pid"
 LOG="$dir/registry.log"
 DEADLINE="${REGISTRY_UP_TIMEOUT:-20}"
@@ -25,8 +32,8 @@ log() { printf '[registry-up %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # HTTP status of GET /v2/ on port $1, anonymous / with our credentials
 # (000 when nothing answers).
 anon_status() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "http://127.0.0.1:$1/v2/" 2>/dev/null || true; }
-auth_status() {
-  curl -s -o /dev/null -w '%{http_code}' --max-time 3 -u "$USERNAME:$password" \
+auth_status() { # PORT [USER PASSWORD]
+  curl -s -o /dev/null -w '%{http_code}' --max-time 3 -u "${2:-$USERNAME}:${3:-$password}" \
     "http://127.0.0.1:$1/v2/" 2>/dev/null || true
 }
 port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
@@ -42,9 +49,10 @@ write_env() {
     printf 'export TEST_REGISTRY=127.0.0.1:%s\n' "$port"
     printf 'export TEST_REGISTRY_USERNAME=%s\n' "$USERNAME"
     printf 'export TEST_REGISTRY_PASSWORD=%s\n' "$password"
-  } >"$root/.testenv/registry.env.tmp"
-  chmod 600 "$root/.testenv/registry.env.tmp"
-  mv "$root/.testenv/registry.env.tmp" "$root/.testenv/registry.env"
+    printf 'export TEST_ECR_REGISTRY_PASSWORD=%s\n' "$ecr_password"
+  } >"$testenv/registry.env.tmp"
+  chmod 600 "$testenv/registry.env.tmp"
+  mv "$testenv/registry.env.tmp" "$testenv/registry.env"
 }
 
 command -v docker-registry >/dev/null || { log "docker-registry not found; run scripts/install-deps.sh"; exit 1; }
@@ -55,16 +63,27 @@ if [ ! -s "$dir/password" ]; then
   (umask 077; openssl rand -hex 16 >"$dir/password")
   rm -f "$dir/htpasswd"
 fi
+if [ ! -s "$dir/ecr-password" ]; then
+  (umask 077; openssl rand -hex 24 >"$dir/ecr-password")
+  rm -f "$dir/htpasswd"
+fi
 password="$(cat "$dir/password")"
-if [ ! -s "$dir/htpasswd" ]; then
-  (umask 077; htpasswd -Bbn "$USERNAME" "$password" | sed '/^$/d' >"$dir/htpasswd")
+ecr_password="$(cat "$dir/ecr-password")"
+if [ ! -s "$dir/htpasswd" ] || ! grep -q "^$ECR_USERNAME:" "$dir/htpasswd"; then
+  (
+    umask 077
+    { htpasswd -Bbn "$USERNAME" "$password"; htpasswd -Bbn "$ECR_USERNAME" "$ecr_password"; } \
+      | sed '/^$/d' >"$dir/htpasswd.tmp"
+    mv "$dir/htpasswd.tmp" "$dir/htpasswd"
+  )
 fi
 [ -s "$dir/http-secret" ] || (umask 077; openssl rand -hex 32 >"$dir/http-secret")
 
 # Reuse a running registry of ours when it answers as expected.
 if ours_running && [ -s "$dir/port" ]; then
   port="$(cat "$dir/port")"
-  if [ "$(anon_status "$port")" = 401 ] && [ "$(auth_status "$port")" = 200 ]; then
+  if [ "$(anon_status "$port")" = 401 ] && [ "$(auth_status "$port")" = 200 ] \
+     && [ "$(auth_status "$port" "$ECR_USERNAME" "$ecr_password")" = 200 ]; then
     log "registry already answering on 127.0.0.1:$port (reused)"
     write_env
     exit 0
@@ -109,8 +128,9 @@ until [ "$(anon_status "$port")" = 401 ]; do
   sleep 0.2
 done
 code="$(auth_status "$port")"
-if [ "$code" != 200 ]; then
-  log "registry refuses our own credentials (HTTP $code); see $LOG"
+code_ecr="$(auth_status "$port" "$ECR_USERNAME" "$ecr_password")"
+if [ "$code" != 200 ] || [ "$code_ecr" != 200 ]; then
+  log "registry refuses our own credentials (HTTP $code, user $ECR_USERNAME: $code_ecr); see $LOG"
   exit 1
 fi
 log "registry ready on 127.0.0.1:$port in $((SECONDS - start))s"
