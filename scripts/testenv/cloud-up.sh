@@ -21,8 +21,8 @@ state="$1"
 server="$2"
 cloud="$state/cloud"
 pki="$state/pki"
-CLOUD_HTTPS_PORT=16480
-CLOUD_HTTP_PORT=16481
+CLOUD_HTTPS_PORT=${CLOUD_HTTPS_PORT:-16480}
+CLOUD_HTTP_PORT=${CLOUD_HTTP_PORT:-16481}
 PYTHON="${PYTHON:-python3}"
 
 say() { echo "cloud-up: $*"; }

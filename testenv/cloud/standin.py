@@ -72,6 +72,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 CLIENT_ASSERTION_JWT = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105
 # The group testenv/cluster/rbac.yaml binds to the restricted Role.
 CLOUD_GROUP = "cloud:deployers"
 PRESIGN_PARAMS = {
@@ -143,7 +144,7 @@ def jwt_verify(
     keys: dict[str, rsa.RSAPublicKey],
     *,
     issuer: str,
-    audience: str,
+    audience: str | set[str],
     max_lifetime: int | None = None,
 ) -> dict[str, Any]:
     """Verify an RS256 JWT's signature, issuer, audience and times; return its claims."""
@@ -173,8 +174,13 @@ def jwt_verify(
             f"JWT issuer {claims.get('iss')!r} is not {issuer!r}", "InvalidIdentityToken", 400
         )
     aud = claims.get("aud")
-    if audience not in (aud if isinstance(aud, list) else [aud]):
-        raise Refused(f"JWT audience {aud!r} is not {audience!r}", "InvalidIdentityToken", 400)
+    wanted = {audience} if isinstance(audience, str) else audience
+    if not wanted & set(aud if isinstance(aud, list) else [aud]):
+        raise Refused(
+            f"JWT audience {aud!r} is not {' or '.join(sorted(wanted))}",
+            "InvalidIdentityToken",
+            400,
+        )
     exp, iat = claims.get("exp"), claims.get("iat", claims.get("nbf", 0))
     if not isinstance(exp, int | float) or exp <= now:
         raise Refused("JWT has expired", "ExpiredTokenException", 400)
@@ -534,7 +540,8 @@ class Clouds:
             form.get("assertion", ""),
             self.google_public,
             issuer=c["gcp_client_email"],
-            audience=c["gcp_token_uri"],
+            # google-auth puts Google's token URI in aud whatever token_uri says.
+            audience={GOOGLE_TOKEN_URI, c["gcp_token_uri"]},
             max_lifetime=3600,
         )
         scopes = str(claims.get("scope", "")).split()

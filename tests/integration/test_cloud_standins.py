@@ -27,6 +27,7 @@ from tests.integration.cloud import (
     can_i,
     cloud_settings,
     eks_token_botocore,
+    gcp_env,
     github_oidc_token,
     http,
     whoami,
@@ -278,7 +279,7 @@ def test_gke_service_account_key_gives_an_access_token_the_cluster_accepts(
         key_file, private_key, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600
     )
     assert _google_grant(key_file, expired)[0] == 400
-    wrong_audience = _sa_assertion(key_file, private_key, aud="https://oauth2.googleapis.com/token")
+    wrong_audience = _sa_assertion(key_file, private_key, aud="https://oauth2.example.com/token")
     assert _google_grant(key_file, wrong_audience)[0] == 400
 
 
@@ -363,3 +364,30 @@ def test_aks_token_for_another_resource_is_refused_by_the_cluster(env: dict[str,
     )
     assert status == 200, answer
     _refused(answer["access_token"])
+
+
+@pytest.mark.parametrize("kind", ["service_account", "external_account"])
+def test_google_auth_library_gets_tokens_the_cluster_accepts(
+    env: dict[str, str], kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """google-auth (what gke-gcloud-auth-plugin's Application Default Credentials are)
+    talks to the stand-ins unchanged, through the files google-github-actions/auth writes."""
+    pytest.importorskip("google.auth", reason="google-auth is the product's GKE dependency")
+    import google.auth
+    import google.auth.transport.requests
+
+    for name, value in gcp_env(tmp_path, kind=kind).items():  # type: ignore[arg-type]
+        monkeypatch.setenv(name, value)
+    credentials, project = google.auth.default(
+        scopes=[
+            "https://www.googleapis.com/auth/cloud-platform",
+            "https://www.googleapis.com/auth/userinfo.email",
+        ]
+    )
+    credentials.refresh(google.auth.transport.requests.Request())
+    assert project == "deployer-test"
+    username = _user(credentials.token)["username"]
+    if kind == "service_account":
+        assert username == f"gke:{env['TEST_GCP_CLIENT_EMAIL']}"
+    else:
+        assert username.endswith("/subject/" + env["TEST_OIDC_SUBJECT"])
