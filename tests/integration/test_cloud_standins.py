@@ -391,3 +391,53 @@ def test_google_auth_library_gets_tokens_the_cluster_accepts(
         assert username == f"gke:{env['TEST_GCP_CLIENT_EMAIL']}"
     else:
         assert username.endswith("/subject/" + env["TEST_OIDC_SUBJECT"])
+
+
+def test_an_ecr_password_pushes_to_the_test_registry(env: dict[str, str], tmp_path: Path) -> None:
+    """The password GetAuthorizationToken hands out really pushes (user AWS in the htpasswd)."""
+    import uuid
+
+    import docker
+
+    services = need_service("DOCKER_HOST", "TEST_REGISTRY")
+    ecr = _botocore_client(
+        "ecr",
+        env,
+        aws_access_key_id=env["TEST_AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["TEST_AWS_SECRET_ACCESS_KEY"],
+    )
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    username, _, password = base64.b64decode(token).decode().partition(":")
+
+    (tmp_path / "hello.txt").write_text(f"{uuid.uuid4()}\n")  # a new layer: a real blob upload
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY hello.txt /hello.txt\n")
+    repository = f"{services['TEST_REGISTRY']}/cloud-standin-ecr"
+    client = docker.DockerClient(base_url=services["DOCKER_HOST"], timeout=120)
+    image, _ = client.images.build(path=str(tmp_path), tag=f"{repository}:t", rm=True)
+    try:
+        lines = list(
+            client.api.push(
+                repository,
+                tag="t",
+                stream=True,
+                decode=True,
+                auth_config={"username": username, "password": password},
+            )
+        )
+        assert not [line for line in lines if "error" in line], lines
+        assert any(
+            str(line.get("aux", {}).get("Digest", "")).startswith("sha256:") for line in lines
+        )
+        refused = list(
+            client.api.push(
+                repository,
+                tag="t",
+                stream=True,
+                decode=True,
+                auth_config={"username": username, "password": password + "x"},
+            )
+        )
+        assert any("error" in line for line in refused), refused
+    finally:
+        client.images.remove(image.id, force=True)
+        client.close()
