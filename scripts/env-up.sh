@@ -32,6 +32,7 @@ mkdir -p .testenv
 phase "docker engine" docker scripts/testenv/docker-up.sh
 phase "registry" registry scripts/testenv/registry-up.sh
 if [ -f scripts/testenv/cluster-up.sh ]; then
+  rm -f .testenv/cloud.env # written by cloud-up.sh, which cluster-up.sh runs
   phase "control plane" cluster scripts/testenv/cluster-up.sh
 else
   log "control plane: scripts/testenv/cluster-up.sh not present, skipped"

@@ -11,7 +11,8 @@ server (``TEST_CLOUD_SERVER``) sends every bearer token it does not know to them
   update-kubeconfig`` (or eksctl's ``aws-iam-authenticator``),
   ``gcloud container clusters get-credentials`` and ``az aks get-credentials``
   followed by ``kubelogin convert-kubeconfig -l spn|workloadidentity`` write;
-- :func:`aws_env`, :func:`gcp_env`, :func:`azure_env`, :func:`oidc_env`: the
+- :func:`aws_env`, :func:`aws_web_identity_env`, :func:`gcp_env`, :func:`azure_env`,
+  :func:`azure_federated_env`, :func:`oidc_env`: the
   job environment the usual auth actions (aws-actions/configure-aws-credentials,
   google-github-actions/auth, azure/login) and the runner would give;
 - :func:`whoami`: the user the API server sees for a bearer token
@@ -212,6 +213,32 @@ def aws_env(*, session_token: str | None = None) -> dict[str, str]:
     if session_token:
         out["AWS_SESSION_TOKEN"] = session_token
     return out
+
+
+def aws_web_identity_env(workspace: Path) -> dict[str, str]:
+    """Web identity from a token file (AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), the
+    file holding a runner OIDC token for ``sts.amazonaws.com`` (valid 5 min)."""
+    env = cloud_settings()
+    token_file = workspace / "aws-web-identity-token"
+    token_file.write_text(github_oidc_token("sts.amazonaws.com"))
+    token_file.chmod(0o600)
+    return {
+        "AWS_ROLE_ARN": env["TEST_AWS_ROLE_ARN"],
+        "AWS_WEB_IDENTITY_TOKEN_FILE": str(token_file),
+        "AWS_REGION": env["TEST_AWS_REGION"],
+        "AWS_DEFAULT_REGION": env["TEST_AWS_REGION"],
+        "AWS_ENDPOINT_URL_STS": env["TEST_STS_ENDPOINT"],
+        "AWS_ENDPOINT_URL_ECR": env["TEST_ECR_ENDPOINT"],
+    }
+
+
+def azure_federated_env(workspace: Path) -> dict[str, str]:
+    """kubelogin's workloadidentity mode: AZURE_FEDERATED_TOKEN_FILE holding a runner
+    OIDC token for ``api://AzureADTokenExchange`` (valid 5 min)."""
+    token_file = workspace / "azure-identity-token"
+    token_file.write_text(github_oidc_token("api://AzureADTokenExchange"))
+    token_file.chmod(0o600)
+    return {**azure_env(secret=False), "AZURE_FEDERATED_TOKEN_FILE": str(token_file)}
 
 
 def gcp_env(

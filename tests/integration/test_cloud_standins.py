@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.conftest import need_service
 from tests.integration.cloud import (
+    aws_web_identity_env,
     can_i,
     cloud_settings,
     eks_token_botocore,
@@ -198,6 +199,29 @@ def test_runner_oidc_token_gives_role_credentials_for_eks_and_ecr(env: dict[str,
         },
     )
     assert status == 401
+
+
+def test_botocore_web_identity_token_file_flow_gets_credentials_eks_accepts(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """botocore's own AWS_WEB_IDENTITY_TOKEN_FILE provider, through AWS_ENDPOINT_URL_STS."""
+    import botocore.session
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    for name, value in aws_web_identity_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    credentials = botocore.session.get_session().get_credentials().get_frozen_credentials()
+    assert credentials.access_key.startswith("ASIA")
+    token = _eks(
+        env,
+        access_key=credentials.access_key,
+        secret_key=credentials.secret_key,
+        session_token=credentials.token,
+    )
+    assert _user(token)["username"].startswith(f"eks:{env['TEST_AWS_ROLE_ARN'].rsplit('/', 1)[1]}:")
 
 
 def test_web_identity_token_for_another_audience_is_refused(env: dict[str, str]) -> None:
