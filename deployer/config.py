@@ -54,6 +54,7 @@ INPUTS: dict[str, tuple[str, str]] = {
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
     "dry-run": ("false", "false"),
+    "allow-cluster-scoped": ("false", "true"),
 }
 
 DOCKER_HUB = "docker.io"
@@ -214,6 +215,7 @@ class Config(BaseModel):
     timeout: float
     rollback_on_failure: bool
     dry_run: bool
+    allow_cluster_scoped: bool = False
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
@@ -390,7 +392,7 @@ def load_config(env: Mapping[str, str]) -> Config:
     image = check.take("image", split_image, raw["image"].strip())
     flags = {
         name: check.take(name, _parse_bool, raw[name])
-        for name in ("build", "push", "rollback-on-failure", "dry-run")
+        for name in ("build", "push", "rollback-on-failure", "dry-run", "allow-cluster-scoped")
     }
     # A failed boolean must not block the remaining checks: fall back to the default.
     bools = {
@@ -483,6 +485,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             timeout=timeout,
             rollback_on_failure=bools["rollback-on-failure"],
             dry_run=bools["dry-run"],
+            allow_cluster_scoped=bools["allow-cluster-scoped"],
             workspace=workspace,
             docker_host=env.get("DOCKER_HOST") or None,
             kubeconfig_path=env.get("KUBECONFIG") or None,
