@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from deployer.safeyaml import check_events, safe_loader
+from deployer.safeyaml import check_events, construct
 
 __all__ = ["MAX_BYTES", "Kubeconfig", "credentials_in", "parse_kubeconfig"]
 
@@ -77,7 +77,6 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
     decoded, was_base64 = _decode(text)
     # Aliases, depth and size are refused from the event stream, before a node is
     # built: the composer recurses, so depth alone could crash it.
-    loader = safe_loader()
     try:
         check_events(
             decoded,
@@ -86,7 +85,7 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
             aliases="a kubeconfig never needs",
             verdict="not a kubeconfig",
         )
-        data = yaml.load(decoded, Loader=loader)  # noqa: S506 - a safe loader
+        data = construct(decoded)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -10,6 +10,7 @@ does nothing.
 
 from __future__ import annotations
 
+import datetime
 import glob
 import os
 import stat
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import ConfigError, InputProblem
-from deployer.safeyaml import check_events, safe_loader
+from deployer.safeyaml import check_events, construct
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS",
@@ -230,7 +231,11 @@ def _read(path: Path, shown: str, budget: int) -> str:
 
 
 def _parse(text: str, shown: str) -> list[Any]:
-    """Every YAML document of ``text``, guarded like the kubeconfig; ValueError if not."""
+    """Every YAML document of ``text``, guarded like the kubeconfig, as JSON values.
+
+    Raises ValueError saying what is wrong, never quoting the file (a Secret's
+    ``stringData`` may be in it).
+    """
     import yaml
 
     try:
@@ -241,13 +246,35 @@ def _parse(text: str, shown: str) -> list[Any]:
             aliases="deployer does not accept in manifests; write the repeated part out",
             verdict="too much for a manifest file",
         )
-        return list(yaml.load_all(text, Loader=safe_loader()))  # a safe loader
+        return [_json_value(doc) for doc in construct(text, documents=True)]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ValueError(f"'{shown}' is not valid YAML{where}") from None
-    except ValueError as e:
+    except _NotJson as e:
+        raise ValueError(
+            f"'{shown}' has a {e} value, which a Kubernetes object cannot hold; quote it"
+        ) from None
+    except ValueError as e:  # a limit, or a value the constructor failed on: never quoted
         raise ValueError(f"'{shown}' {e}") from None
+
+
+class _NotJson(Exception):
+    """A YAML value with no JSON form (``!!set``, ``!!binary``)."""
+
+
+def _json_value(node: Any) -> Any:
+    """``node`` with dates as ISO strings, as kubectl's YAML-to-JSON step sends them."""
+    if isinstance(node, dict):
+        return {_json_value(k): _json_value(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_value(item) for item in node]
+    if isinstance(node, datetime.date):  # datetime too
+        return node.isoformat()
+    if node is None or isinstance(node, str | int | float):  # bool is an int
+        return node
+    tags: dict[type, str] = {set: "!!set", bytes: "!!binary"}
+    raise _NotJson(tags.get(type(node), type(node).__name__))
 
 
 def _documents(data: Any) -> Iterator[Any]:

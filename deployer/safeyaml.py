@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_events", "safe_loader"]
+__all__ = ["check_events", "construct", "safe_loader"]
 
 
 def safe_loader() -> Any:
@@ -43,3 +43,24 @@ def check_events(text: str, *, max_depth: int, max_events: int, aliases: str, ve
             depth -= 1
         if count > max_events:
             raise ValueError(f"has more than {max_events} YAML nodes; {verdict}")
+
+
+def construct(text: str, *, documents: bool = False) -> Any:
+    """Load ``text`` (every document if ``documents``) after :func:`check_events`.
+
+    The safe constructor fails on some values with whatever Python raises
+    (``!!timestamp x`` is an AttributeError, ``2001-13-45`` a ValueError): those become
+    one ValueError that does not quote the value. Syntax errors stay ``yaml.YAMLError``.
+    """
+    import yaml
+
+    try:
+        if documents:
+            return list(yaml.load_all(text, Loader=safe_loader()))  # a safe loader
+        return yaml.load(text, Loader=safe_loader())  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        raise
+    except Exception:  # any constructor failure is the text's fault
+        raise ValueError(
+            "has a value YAML cannot read (a bad date, number or tag); quote it"
+        ) from None

@@ -226,3 +226,33 @@ def test_a_same_named_kind_in_another_group_is_asked_about(layout: tuple[Path, P
     )
     assert manifest.cluster_scoped is None
     assert refuse_cluster_scoped([manifest], lambda v, k: True, allowed=False, namespace="p") == []
+
+
+# -- values: what is sent is JSON, as kubectl sends it ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("!!set {a}", "has a !!set value, which a Kubernetes object cannot hold; quote it"),
+        ("!!binary aGVsbG8=", "has a !!binary value"),
+        ("!!timestamp x", "has a value YAML cannot read (a bad date, number or tag); quote it"),
+        ("2001-13-45", "has a value YAML cannot read"),
+        ("!!int hush-secret", "has a value YAML cannot read"),
+        ("1" * 5000, "has a value YAML cannot read"),
+    ],
+)
+def test_a_value_with_no_json_form_is_named_never_quoted(
+    layout: tuple[Path, Path], value: str, says: str
+) -> None:
+    workspace, _ = layout
+    (workspace / "k8s" / "app.yaml").write_text(CONFIGMAP.replace("{a: b}", f"{{a: {value}}}"))
+    [problem] = problems(workspace, "k8s")
+    assert problem.startswith(f"'k8s/app.yaml' {says}")
+    assert "hush" not in problem
+
+
+def test_dates_are_sent_as_the_strings_kubectl_sends(layout: tuple[Path, Path]) -> None:
+    workspace, _ = layout
+    [manifest] = docs(workspace, CONFIGMAP.replace("{a: b}", "{day: 2024-01-31, 2024-02-01: b}"))
+    assert manifest.doc["data"] == {"day": "2024-01-31", "2024-02-01": "b"}
