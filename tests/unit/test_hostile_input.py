@@ -193,6 +193,7 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         ),
         ("!!python/object/apply:os.system ['true']", "is not valid YAML"),
         ("bm90IGEga3ViZWNvbmZpZw=", "looks like base64 but does not decode"),
+        ("clusters: []\nx: !!timestamp x\n", "has a value YAML cannot read"),
     ],
     ids=[
         "not-yaml",
@@ -208,6 +209,7 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         "too-many-nodes",
         "python-tag",
         "broken-base64",
+        "bad-timestamp",
     ],
 )
 def test_bad_kubeconfig_is_a_clear_config_error_in_bounded_time(
