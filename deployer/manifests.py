@@ -11,7 +11,10 @@ does nothing.
 from __future__ import annotations
 
 import datetime
+import fnmatch
+import functools
 import glob
+import itertools
 import os
 import stat
 from collections.abc import Callable, Iterator, Mapping
@@ -168,6 +171,58 @@ def _resolved(workspace: Path, shown: str, problems: list[InputProblem]) -> Path
     return path
 
 
+def _matches(workspace: Path, pattern: str) -> list[str]:
+    """The workspace paths ``pattern`` matches, as :func:`glob.glob` finds them, sorted.
+
+    ``**`` is walked without following links to directories: Python 3.11's glob follows
+    them, and two links that loop make its walk exponential (the job would hang).
+    Without ``**`` a glob is as deep as the pattern, so it stays :func:`glob.glob`.
+    """
+    parts = tuple(Path(pattern).parts)
+    if "**" not in parts:
+        return sorted(glob.glob(pattern, root_dir=workspace))
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts))
+    start = workspace.joinpath(*fixed)
+    try:
+        outside = bool(fixed) and not start.resolve().is_relative_to(workspace)
+    except (OSError, RuntimeError):  # a link loop
+        outside = True
+    if outside:
+        return [Path(*fixed).as_posix()]  # named, and refused, by _resolved
+    found = []
+    # From the pattern's literal start (which may be a link); below it, no link is entered.
+    for top, dirs, files in os.walk(start):
+        base = Path(top).relative_to(workspace).parts
+        for name in dirs + files:
+            if _glob_match((*base, name), parts):
+                found.append(Path(*base, name).as_posix())
+    return sorted(found)
+
+
+def _glob_match(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether path components match glob components (``**``: any number of directories).
+
+    As glob does, ``*`` and ``**`` do not match names starting with ``.``.
+    """
+
+    @functools.cache
+    def match(i: int, j: int) -> bool:
+        if j == len(pattern):
+            return i == len(path)
+        if pattern[j] == "**":
+            if match(i, j + 1):
+                return True
+            return i < len(path) and not path[i].startswith(".") and match(i + 1, j)
+        if i == len(path):
+            return False
+        name, want = path[i], pattern[j]
+        if name.startswith(".") and not want.startswith("."):
+            return False
+        return fnmatch.fnmatchcase(name, want) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
 def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[tuple[str, Path]]:
     """``(name as shown, real path)`` of every file ``pattern`` names, links resolved.
 
@@ -179,7 +234,7 @@ def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[
         return []
     found: list[tuple[str, Path]] = []
     known = len(problems)
-    for match in sorted(glob.glob(pattern, root_dir=workspace, recursive=True)):
+    for match in _matches(workspace, pattern):
         path = _resolved(workspace, match, problems)
         if path is None:
             continue

@@ -8,6 +8,7 @@ cluster-scoped kinds need ``allow-cluster-scoped: true``.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,44 @@ def test_dates_are_sent_as_the_strings_kubectl_sends(layout: tuple[Path, Path]) 
     workspace, _ = layout
     [manifest] = docs(workspace, CONFIGMAP.replace("{a: b}", "{day: 2024-01-31, 2024-02-01: b}"))
     assert manifest.doc["data"] == {"day": "2024-01-31", "2024-02-01": "b"}
+
+
+# -- ** patterns: bounded, and never walking out of the workspace ------------------------------
+
+
+def test_recursive_patterns_do_not_follow_looping_links(layout: tuple[Path, Path]) -> None:
+    workspace, _ = layout
+    (workspace / "k8s" / "app.yaml").write_text(CONFIGMAP)
+    (workspace / "k8s" / "deep" / "er").mkdir(parents=True)
+    (workspace / "k8s" / "deep" / "er" / "more.yaml").write_text(CONFIGMAP.replace("app", "more"))
+    # Two links that loop: Python 3.11's glob walked them exponentially (a hung job).
+    (workspace / "k8s" / "up").symlink_to("..")
+    (workspace / "k8s" / "here").symlink_to(".")
+    (workspace / ".git").mkdir()
+    (workspace / ".git" / "hidden.yaml").write_text(CONFIGMAP)
+    started = time.monotonic()
+    found = load(workspace, "**/*.yaml")
+    assert time.monotonic() - started < 2
+    assert [m.source for m in found] == [
+        "k8s/app.yaml (document 1)",
+        "k8s/deep/er/more.yaml (document 1)",
+    ]
+
+
+def test_a_recursive_pattern_below_a_link_to_outside_is_refused(
+    layout: tuple[Path, Path],
+) -> None:
+    workspace, runner_temp = layout
+    (workspace / "ext").symlink_to(runner_temp)
+    assert problems(workspace, "ext/**/*.yaml") == [
+        "'ext' leads outside the workspace; only files inside it are read"
+    ]
+
+
+def test_a_recursive_pattern_below_a_link_inside_is_walked(layout: tuple[Path, Path]) -> None:
+    workspace, _ = layout
+    (workspace / "infra" / "prod").mkdir(parents=True)
+    (workspace / "infra" / "prod" / "app.yaml").write_text(CONFIGMAP)
+    (workspace / "deploy").symlink_to("infra")
+    [manifest] = load(workspace, "deploy/**/*.yaml")
+    assert manifest.source == "deploy/prod/app.yaml (document 1)"
