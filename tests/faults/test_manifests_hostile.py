@@ -5,6 +5,8 @@ a server-side dry-run apply before anything changes; a document's own
 ``metadata.namespace`` wins over the configured namespace (kubectl instead refuses
 a mismatch with an explicit ``-n``); only ``apps/v1`` Deployments are watched and
 rolled back, other kinds are applied as they are (their image substituted too).
+Cluster-scoped kinds (built in, or a CRD's ``scope: Cluster`` seen through discovery)
+are refused unless ``allow-cluster-scoped: true``.
 """
 
 from __future__ import annotations
