@@ -99,8 +99,10 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
         raise ValueError("has no current-context; set one with kubectl config use-context")
     names = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, Mapping)]
     if data["current-context"] not in names:
+        # Not quoted: nothing of a secret input is echoed (the runner masks only credentials).
         raise ValueError(
-            f"names current-context '{data['current-context']}' but has no such context"
+            "has a current-context that none of its contexts is named; "
+            "set one with kubectl config use-context"
         )
     return Kubeconfig(data, text, was_base64)
 

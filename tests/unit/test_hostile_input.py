@@ -180,7 +180,10 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         ("clusters: [unclosed\ncontexts: {", "is not valid YAML"),
         ("- just\n- a list\n", "is not a kubeconfig"),
         (yaml.safe_dump(kubeconfig(**{"current-context": ""})), "has no current-context"),
-        (yaml.safe_dump(kubeconfig(**{"current-context": "gone"})), "current-context 'gone'"),
+        (
+            yaml.safe_dump(kubeconfig(**{"current-context": "tok-gone"})),
+            "has a current-context that none of its contexts is named",
+        ),
         (yaml.safe_dump(kubeconfig(contexts=5)), "'contexts' section that is not a list"),
         (yaml.safe_dump(kubeconfig(users="x")), "'users' section that is not a list"),
         (BILLION_LAUGHS, "uses YAML aliases"),
@@ -229,7 +232,7 @@ def test_bad_kubeconfig_is_a_clear_config_error_in_bounded_time(
         if value is text or "base64" not in says:
             assert says in problem.problem or "larger than" in problem.problem, problem.problem
         # The message never quotes the kubeconfig's content.
-        assert "tok-123456789" not in result.message
+        assert "tok-" not in result.message
     assert time.monotonic() - started < 2
 
 
