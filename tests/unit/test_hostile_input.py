@@ -453,7 +453,10 @@ def run_with_manifest(tmp_path: Path, text: str) -> tuple[int, str, dict[str, st
             MANIFEST_HEAD + "data:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)),
             "nests deeper than 100",
         ),
-        (MANIFEST_HEAD + "data: [" + "0," * 600_000 + "0]\n", "has more than 500000 YAML nodes"),
+        (
+            MANIFEST_HEAD + "data: [" + "0," * 1_100_000 + "0]\n",
+            "has more than 1000000 YAML nodes",
+        ),
         (MANIFEST_HEAD + "data: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
     ],
     ids=["aliases", "deeply-nested-flow", "deeply-nested-block", "too-many-nodes", "python-tag"],

@@ -298,3 +298,18 @@ def test_a_recursive_pattern_below_a_link_inside_is_walked(layout: tuple[Path, P
     (workspace / "deploy").symlink_to("infra")
     [manifest] = load(workspace, "deploy/**/*.yaml")
     assert manifest.source == "deploy/prod/app.yaml (document 1)"
+
+
+def test_a_realistic_file_just_under_the_cap_loads(layout: tuple[Path, Path]) -> None:
+    """The caps leave room for real bundles: ~9,000 ConfigMaps of 20 keys in 4 MiB."""
+    workspace, _ = layout
+    doc = (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c{n}\n"
+        "  labels: {{app: web, tier: backend}}\ndata:\n"
+        + "".join(f"  key{i}: value-{i}\n" for i in range(20))
+    )
+    number = (MAX_FILE_BYTES - 2048) // (len(doc) + 8)  # "c{n}" grows to 4 digits, "---"
+    text = "".join(doc.format(n=n) + "---\n" for n in range(number))
+    assert MAX_FILE_BYTES - 64 * 1024 < len(text) < MAX_FILE_BYTES
+    (workspace / "k8s" / "bundle.yaml").write_text(text)
+    assert len(load(workspace, "k8s")) == number
