@@ -434,5 +434,9 @@ def cluster_scoped_note(manifests: list[Manifest]) -> str:
     scoped = [m for m in manifests if m.cluster_scoped]
     if not scoped:
         return ""
-    items = "\n".join(f"- `{m.kind}` `{m.name}` from `{m.source}`" for m in scoped)
+
+    def code(text: str) -> str:  # a file name may hold a backtick: it cannot end the span
+        return "`" + text.replace("`", "'").replace("\n", " ") + "`"
+
+    items = "\n".join(f"- {code(m.kind)} {code(m.name)} from {code(m.source)}" for m in scoped)
     return f"\n\nCluster-scoped objects (allowed by `allow-cluster-scoped`):\n\n{items}"

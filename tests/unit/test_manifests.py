@@ -313,3 +313,12 @@ def test_a_realistic_file_just_under_the_cap_loads(layout: tuple[Path, Path]) ->
     assert MAX_FILE_BYTES - 64 * 1024 < len(text) < MAX_FILE_BYTES
     (workspace / "k8s" / "bundle.yaml").write_text(text)
     assert len(load(workspace, "k8s")) == number
+
+
+def test_the_plan_note_keeps_a_file_name_inside_its_code_span(layout: tuple[Path, Path]) -> None:
+    workspace, _ = layout
+    (workspace / "k8s" / "a`[x](https:evil)`.yaml").write_text(CLUSTER_ADMIN)
+    manifests = load(workspace, "k8s")
+    refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
+    note = cluster_scoped_note(manifests)
+    assert "from `k8s/a'[x](https:evil)'.yaml (document 1)`" in note
