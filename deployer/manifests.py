@@ -396,6 +396,24 @@ def _builtin_cluster_scoped(doc: Mapping[str, Any]) -> bool:
     return (group, str(doc["kind"])) in CLUSTER_SCOPED_KINDS
 
 
+def _defined_scopes(manifests: list[Manifest]) -> dict[tuple[str, str], bool]:
+    """``(group, kind) -> cluster-scoped`` for the CRDs among the manifests."""
+    found: dict[tuple[str, str], bool] = {}
+    for m in manifests:
+        if (m.api_version.rpartition("/")[0], m.kind) != (
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+        ):
+            continue
+        spec = m.doc.get("spec")
+        names = spec.get("names") if isinstance(spec, dict) else None
+        if isinstance(spec, dict) and isinstance(names, dict):
+            found[(str(spec.get("group", "")), str(names.get("kind", "")))] = (
+                spec.get("scope") == "Cluster"
+            )
+    return found
+
+
 def refuse_cluster_scoped(
     manifests: list[Manifest],
     namespaced: Callable[[str, str], bool],
@@ -409,9 +427,15 @@ def refuse_cluster_scoped(
     are not built in. A ClusterRoleBinding is not confined by the ``namespace``
     input: applying one must be asked for with ``allow-cluster-scoped: true``.
     """
+    defined = _defined_scopes(manifests)
     for m in manifests:
         if m.cluster_scoped is None:
-            m.cluster_scoped = not namespaced(m.api_version, m.kind)
+            key = (m.api_version.rpartition("/")[0], m.kind)
+            # A kind whose CRD is among the manifests is not served yet: its CRD says.
+            by_crd = defined.get(key)
+            m.cluster_scoped = (
+                by_crd if by_crd is not None else not namespaced(m.api_version, m.kind)
+            )
     scoped = [m for m in manifests if m.cluster_scoped]
     if scoped and not allowed:
         raise ConfigError(

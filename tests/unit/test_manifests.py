@@ -322,3 +322,25 @@ def test_the_plan_note_keeps_a_file_name_inside_its_code_span(layout: tuple[Path
     refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
     note = cluster_scoped_note(manifests)
     assert "from `k8s/a'[x](https:evil)'.yaml (document 1)`" in note
+
+
+def test_a_kind_defined_by_a_crd_among_the_manifests_takes_its_scope_from_it(
+    layout: tuple[Path, Path],
+) -> None:
+    """Not served yet, so discovery cannot tell: the CRD in the same run says."""
+    workspace, _ = layout
+    crd = (
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata: {name: tenants.example.com}\n"
+        "spec: {group: example.com, scope: SCOPE, names: {kind: Tenant, plural: tenants}}\n"
+    )
+    tenant = "---\napiVersion: example.com/v1\nkind: Tenant\nmetadata: {name: t}\n"
+    # The CRD itself is always cluster-scoped.
+    for scope, expected in (
+        ("Cluster", ["tenants.example.com", "t"]),
+        ("Namespaced", ["tenants.example.com"]),
+    ):
+        manifests = docs(workspace, crd.replace("SCOPE", scope) + tenant)
+        scoped = refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
+        assert [m.name for m in scoped] == expected
+        assert manifests[1].cluster_scoped is (scope == "Cluster")
