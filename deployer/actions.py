@@ -125,6 +125,10 @@ class ActionsIO:
     def notice(self, message: str, *, title: str = "") -> None:
         self._command("notice", message, {"title": title})
 
+    def debug(self, message: str) -> None:
+        """A line the runner shows only with debug logging on (ACTIONS_STEP_DEBUG)."""
+        self._command("debug", message, {})
+
     @contextmanager
     def group(self, title: str) -> Iterator[None]:
         """A collapsible log group, closed even when the body raises."""

@@ -54,6 +54,7 @@ INPUTS: dict[str, tuple[str, str]] = {
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
     "dry-run": ("false", "false"),
+    "allow-cluster-scoped": ("false", "true"),
 }
 
 DOCKER_HUB = "docker.io"
@@ -69,6 +70,10 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+# ``user:token@`` before a host; not the ``@sha256:…`` of a digest.
+_USERINFO_RE = re.compile(
+    r"(?:(?<=://)|^)[^/@\s]*@(?![a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32})"
+)
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -107,26 +112,28 @@ def split_image(value: str) -> ImageName:
     if not value:
         raise ValueError("is required")
     if value != value.strip() or any(c.isspace() for c in value):
-        raise ValueError(f"'{value}' contains white space")
+        raise ValueError(f"'{_shown(value)}' contains white space")
     if "@" in value:
-        raise ValueError(f"'{value}' contains a digest; give the repository only")
+        raise ValueError(f"'{_shown(value)}' contains a digest; give the repository only")
     if "://" in value:
-        raise ValueError(f"'{value}' has a URL scheme; give the repository only")
+        raise ValueError(f"'{_shown(value)}' has a URL scheme; give the repository only")
     if "//" in value or value.startswith("/") or value.endswith("/"):
-        raise ValueError(f"'{value}' has an empty path component")
+        raise ValueError(f"'{_shown(value)}' has an empty path component")
     first, _, rest = value.partition("/")
     if rest and ("." in first or ":" in first or first == "localhost"):
         registry, path = first, rest
         if not _DOMAIN_RE.match(registry):
-            raise ValueError(f"'{registry}' is not a valid registry host")
+            raise ValueError(f"'{_shown(registry)}' is not a valid registry host")
     else:
         registry, path = DOCKER_HUB, value
     if ":" in path:
-        raise ValueError(f"'{value}' contains a tag; give the repository only and use 'tags'")
+        raise ValueError(
+            f"'{_shown(value)}' contains a tag; give the repository only and use 'tags'"
+        )
     if path != path.lower():
-        raise ValueError(f"'{value}' has upper-case letters; repositories are lower case")
+        raise ValueError(f"'{_shown(value)}' has upper-case letters; repositories are lower case")
     if not _PATH_RE.match(path):
-        raise ValueError(f"'{value}' is not a valid repository name")
+        raise ValueError(f"'{_shown(value)}' is not a valid repository name")
     if len(value) > 255:
         raise ValueError("is longer than 255 characters")
     if registry in _HUB_ALIASES:
@@ -142,13 +149,13 @@ def parse_duration(text: str) -> float:
     else:
         match = _DURATION_RE.match(text)
         if not text or not match or not any(match.groups()):
-            raise ValueError(f"'{text}' is not a duration")
+            raise ValueError(f"'{_shown(text)}' is not a duration")
         hours, minutes, secs = (float(g) if g else 0.0 for g in match.groups())
         seconds = hours * 3600 + minutes * 60 + secs
     if seconds <= 0:
-        raise ValueError(f"'{text}' must be longer than zero")
+        raise ValueError(f"'{_shown(text)}' must be longer than zero")
     if seconds > 6 * 3600:
-        raise ValueError(f"'{text}' is longer than the 6 h a job may run")
+        raise ValueError(f"'{_shown(text)}' is longer than the 6 h a job may run")
     return seconds
 
 
@@ -208,6 +215,7 @@ class Config(BaseModel):
     timeout: float
     rollback_on_failure: bool
     dry_run: bool
+    allow_cluster_scoped: bool = False
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
@@ -261,10 +269,13 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered == "false":
         return False
-    raise ValueError(f"'{text}' is not a boolean; use true or false")
+    raise ValueError(f"'{_shown(text)}' is not a boolean; use true or false")
 
 
 def _parse_pairs(text: str) -> dict[str, str]:
+    """``KEY=VALUE`` lines. Errors name the line number only: a value may be a secret
+    (``NPM_TOKEN: npm_…`` with ``:`` for ``=``), and the runner masks only whole secrets,
+    so not even a prefix of a bad line is echoed."""
     pairs: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -272,11 +283,23 @@ def _parse_pairs(text: str) -> dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"line {number} ('{line.strip()[:40]}') has no '='; write KEY=VALUE")
+            raise ValueError(f"line {number} has no '='; write KEY=VALUE, one per line")
         if not _ARG_KEY_RE.match(key):
-            raise ValueError(f"line {number} has an invalid key '{key[:40]}'")
+            raise ValueError(
+                f"line {number} has an invalid key before its '=' (letters, digits, '_', '.', "
+                "'-', not starting with a digit); write KEY=VALUE, one per line"
+            )
         pairs[key] = value
     return pairs
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """``value`` for an error message: cut to ``limit`` and without URL credentials.
+
+    ``https://user:token@ghcr.io`` in ``registry`` (or in ``image``) would otherwise be
+    quoted back with its token.
+    """
+    return _USERINFO_RE.sub("***@", value)[:limit]
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -328,24 +351,24 @@ def _build_files(
         )
     except (OSError, RuntimeError) as e:  # a name too long, a symlink loop
         why = getattr(e, "strerror", None) or e
-        check.fail("context", f"'{raw['context'][:60]}' cannot be resolved: {why}")
+        check.fail("context", f"'{_shown(raw['context'])}' cannot be resolved: {why}")
         return workspace, workspace / "Dockerfile"
     if not building:  # deploying an image that exists: no build files needed
         return context, dockerfile
     if not _is("dir", context):
-        check.fail("context", f"'{raw['context'][:60]}' is not a directory in the workspace")
+        check.fail("context", f"'{_shown(raw['context'])}' is not a directory in the workspace")
         return workspace, dockerfile
     if not _inside(context, workspace):
-        check.fail("context", f"'{raw['context'][:60]}' lies outside the workspace")
+        check.fail("context", f"'{_shown(raw['context'])}' lies outside the workspace")
         return workspace, dockerfile
     if not _is("file", dockerfile):
         check.fail(
             "dockerfile",
-            f"'{dockerfile_text[:60] or 'Dockerfile'}' is not a file "
+            f"'{_shown(dockerfile_text) or 'Dockerfile'}' is not a file "
             + ("(paths are relative to the workspace)" if dockerfile_text else "in the context"),
         )
     elif not _inside(dockerfile, workspace):
-        check.fail("dockerfile", f"'{dockerfile_text[:60]}' lies outside the workspace")
+        check.fail("dockerfile", f"'{_shown(dockerfile_text)}' lies outside the workspace")
 
     return context, dockerfile
 
@@ -369,7 +392,7 @@ def load_config(env: Mapping[str, str]) -> Config:
     image = check.take("image", split_image, raw["image"].strip())
     flags = {
         name: check.take(name, _parse_bool, raw[name])
-        for name in ("build", "push", "rollback-on-failure", "dry-run")
+        for name in ("build", "push", "rollback-on-failure", "dry-run", "allow-cluster-scoped")
     }
     # A failed boolean must not block the remaining checks: fall back to the default.
     bools = {
@@ -383,7 +406,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         if not _TAG_RE.match(tag):
             check.fail(
                 "tags",
-                f"'{tag[:60]}' is not a valid tag (letters, digits, '_', '.', '-'; "
+                f"'{_shown(tag)}' is not a valid tag (letters, digits, '_', '.', '-'; "
                 "at most 128; not starting with '.' or '-')",
             )
     if not tags:
@@ -394,7 +417,7 @@ def load_config(env: Mapping[str, str]) -> Config:
     labels = check.take("labels", _parse_pairs, raw["labels"]) or {}
     target = raw["target"].strip() or None
     if target is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", target):
-        check.fail("target", f"'{target[:60]}' is not a valid build stage name")
+        check.fail("target", f"'{_shown(target)}' is not a valid build stage name")
 
     registry_text = raw["registry"].strip()
     registry = image.registry if image else DOCKER_HUB
@@ -402,11 +425,11 @@ def load_config(env: Mapping[str, str]) -> Config:
         given = registry_text.removeprefix("https://").removeprefix("http://").rstrip("/")
         given = DOCKER_HUB if given in _HUB_ALIASES else given
         if not _DOMAIN_RE.match(given):
-            check.fail("registry", f"'{registry_text[:60]}' is not a registry host")
+            check.fail("registry", f"'{_shown(registry_text)}' is not a registry host")
         elif image and given != image.registry:
             check.fail(
                 "registry",
-                f"'{registry_text}' is not the registry of image '{image.repository}' "
+                f"'{_shown(registry_text)}' is not the registry of image '{image.repository}' "
                 f"({image.registry}); leave it empty to use the image's",
             )
 
@@ -419,16 +442,16 @@ def load_config(env: Mapping[str, str]) -> Config:
 
     namespace = raw["namespace"].strip() or None
     if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
-        check.fail("namespace", f"'{namespace[:70]}' is not a valid namespace name")
+        check.fail("namespace", f"'{_shown(namespace, 70)}' is not a valid namespace name")
     deployments = _split_list(raw["deployments"])
     for name in deployments:
         if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
-            check.fail("deployments", f"'{name[:70]}' is not a valid Deployment name")
+            check.fail("deployments", f"'{_shown(name, 70)}' is not a valid Deployment name")
     if len(set(deployments)) != len(deployments):
         check.fail("deployments", "names a Deployment more than once")
     container = raw["container"].strip() or None
     if container and (len(container) > 63 or not _DNS_LABEL_RE.match(container)):
-        check.fail("container", f"'{container[:70]}' is not a valid container name")
+        check.fail("container", f"'{_shown(container, 70)}' is not a valid container name")
     manifests = _split_list(raw["manifests"])
     if raw["kubeconfig"].strip():
         check.take("kubeconfig", parse_kubeconfig, raw["kubeconfig"])
@@ -462,6 +485,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             timeout=timeout,
             rollback_on_failure=bools["rollback-on-failure"],
             dry_run=bools["dry-run"],
+            allow_cluster_scoped=bools["allow-cluster-scoped"],
             workspace=workspace,
             docker_host=env.get("DOCKER_HOST") or None,
             kubeconfig_path=env.get("KUBECONFIG") or None,

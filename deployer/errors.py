@@ -9,7 +9,8 @@
     ├── ClusterError           the cluster could not be reached or refused a request
     │   └── AccessDenied       401/403: names the verb and resource that were refused
     ├── RolloutError           a rollout failed (and was or was not rolled back)
-    └── Cancelled              SIGINT/SIGTERM arrived (the runner's cancel)
+    ├── Cancelled              SIGINT/SIGTERM arrived (the runner's cancel)
+    └── InternalError          anything else: a bug; reported like the others, never a traceback
 
 Library exceptions (docker, kubernetes, urllib3) are translated into these where
 they enter our code, with ``raise ... from e``; nothing else escapes to the user.
@@ -30,6 +31,7 @@ __all__ = [
     "DeployerError",
     "EngineError",
     "InputProblem",
+    "InternalError",
     "PushError",
     "RegistryAuthError",
     "RolloutError",
@@ -118,6 +120,12 @@ class Cancelled(DeployerError):
     """The run was cancelled by SIGINT or SIGTERM."""
 
     title = "Cancelled"
+
+
+class InternalError(DeployerError):
+    """An exception deployer did not expect (a bug), caught by the run's last resort."""
+
+    title = "Internal error"
 
 
 def engine_message(error: Exception) -> str:

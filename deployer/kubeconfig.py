@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from deployer.safeyaml import check_events, construct
+
 __all__ = ["MAX_BYTES", "Kubeconfig", "credentials_in", "parse_kubeconfig"]
 
 MAX_BYTES = 1024 * 1024
@@ -73,24 +75,17 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
     if len(text.encode()) > MAX_BYTES:
         raise ValueError(f"is larger than {MAX_BYTES // 1024} KiB")
     decoded, was_base64 = _decode(text)
-    # libyaml when PyYAML has it (the wheels do): the pure-Python scanner is slow on
-    # hostile flow nesting. Aliases, depth and size are refused from the event stream,
-    # before a node is built: the composer recurses, so depth alone could crash it.
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    # Aliases, depth and size are refused from the event stream, before a node is
+    # built: the composer recurses, so depth alone could crash it.
     try:
-        depth = 0
-        for count, event in enumerate(yaml.parse(decoded, Loader=loader)):
-            if isinstance(event, yaml.AliasEvent):
-                raise ValueError("uses YAML aliases, which a kubeconfig never needs")
-            if isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    raise ValueError(f"nests deeper than {MAX_DEPTH} levels; not a kubeconfig")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-            if count > MAX_EVENTS:
-                raise ValueError(f"has more than {MAX_EVENTS} YAML nodes; not a kubeconfig")
-        data = yaml.load(decoded, Loader=loader)  # noqa: S506 - a safe loader
+        check_events(
+            decoded,
+            max_depth=MAX_DEPTH,
+            max_events=MAX_EVENTS,
+            aliases="a kubeconfig never needs",
+            verdict="not a kubeconfig",
+        )
+        data = construct(decoded)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -104,8 +99,10 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
         raise ValueError("has no current-context; set one with kubectl config use-context")
     names = [c.get("name") for c in data.get("contexts") or [] if isinstance(c, Mapping)]
     if data["current-context"] not in names:
+        # Not quoted: nothing of a secret input is echoed (the runner masks only credentials).
         raise ValueError(
-            f"names current-context '{data['current-context']}' but has no such context"
+            "has a current-context that none of its contexts is named; "
+            "set one with kubectl config use-context"
         )
     return Kubeconfig(data, text, was_base64)
 

@@ -10,21 +10,83 @@ does nothing.
 
 from __future__ import annotations
 
+import datetime
+import fnmatch
+import functools
 import glob
-from collections.abc import Iterator, Mapping
+import itertools
+import os
+import stat
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from deployer.errors import ConfigError, InputProblem
+from deployer.safeyaml import check_events, construct
 
-__all__ = ["Manifest", "load_manifests", "repository_of", "same_repository"]
+__all__ = [
+    "CLUSTER_SCOPED_KINDS",
+    "Manifest",
+    "cluster_scoped_note",
+    "load_manifests",
+    "refuse_cluster_scoped",
+    "repository_of",
+    "same_repository",
+]
 
 _EXAMPLE = "k8s/*.yaml"
 _HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 _SUFFIXES = (".yaml", ".yml", ".json")
+_MIB = 1024 * 1024
+MAX_FILE_BYTES = 4 * _MIB  # an object is at most ~1.5 MiB in etcd; a file may hold several
+MAX_TOTAL_BYTES = 16 * _MIB
+MAX_DEPTH = 100  # deep CRD schemas nest ~40 levels
+MAX_EVENTS = 1_000_000  # a realistic 4 MiB file has ~600,000 (libyaml: ~3 s)
+
+# Kinds Kubernetes itself serves cluster-scoped, as (API group, kind); a custom
+# resource's scope comes from the cluster's discovery (see refuse_cluster_scoped).
+CLUSTER_SCOPED_KINDS = frozenset(
+    {
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "PersistentVolume"),
+        ("", "ComponentStatus"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        ("apiregistration.k8s.io", "APIService"),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"),
+        ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"),
+        ("storage.k8s.io", "StorageClass"),
+        ("storage.k8s.io", "CSIDriver"),
+        ("storage.k8s.io", "CSINode"),
+        ("storage.k8s.io", "VolumeAttachment"),
+        ("storage.k8s.io", "VolumeAttributesClass"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("node.k8s.io", "RuntimeClass"),
+        ("networking.k8s.io", "IngressClass"),
+        ("networking.k8s.io", "IPAddress"),
+        ("networking.k8s.io", "ServiceCIDR"),
+        ("certificates.k8s.io", "CertificateSigningRequest"),
+        ("certificates.k8s.io", "ClusterTrustBundle"),
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+        ("resource.k8s.io", "DeviceClass"),
+        ("resource.k8s.io", "ResourceSlice"),
+        ("internal.apiserver.k8s.io", "StorageVersion"),
+        ("storagemigration.k8s.io", "StorageVersionMigration"),
+        ("authentication.k8s.io", "TokenReview"),
+        ("authentication.k8s.io", "SelfSubjectReview"),
+        ("authorization.k8s.io", "SubjectAccessReview"),
+        ("authorization.k8s.io", "SelfSubjectAccessReview"),
+        ("authorization.k8s.io", "SelfSubjectRulesReview"),
+    }
+)
 
 
 def repository_of(reference: str) -> str:
@@ -57,6 +119,7 @@ class Manifest:
     source: str  # "k8s/app.yaml (document 2)"
     doc: dict[str, Any]
     substituted: int
+    cluster_scoped: bool | None = None  # None: not known before the cluster's discovery
 
     @property
     def kind(self) -> str:
@@ -89,32 +152,184 @@ def _substitute(node: Any, repository: str, image: str) -> int:
     return count
 
 
-def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[Path]:
-    if Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+def _problem(text: str) -> InputProblem:
+    return InputProblem("manifests", text, _EXAMPLE)
+
+
+def _resolved(workspace: Path, shown: str, problems: list[InputProblem]) -> Path | None:
+    """The real path of ``shown`` if it is inside the workspace once every link is followed."""
+    try:
+        path = (workspace / shown).resolve(strict=True)
+    except (OSError, RuntimeError):  # a dangling link, a loop, a name too long
+        problems.append(_problem(f"'{shown}' cannot be resolved (a dangling or looping link?)"))
+        return None
+    if not path.is_relative_to(workspace):
         problems.append(
-            InputProblem("manifests", f"'{pattern}' must be a path inside the workspace", _EXAMPLE)
+            _problem(f"'{shown}' leads outside the workspace; only files inside it are read")
         )
-        return []
+        return None
+    return path
+
+
+def _matches(workspace: Path, pattern: str) -> list[str]:
+    """The workspace paths ``pattern`` matches, as :func:`glob.glob` finds them, sorted.
+
+    ``**`` is walked without following links to directories: Python 3.11's glob follows
+    them, and two links that loop make its walk exponential (the job would hang).
+    Without ``**`` a glob is as deep as the pattern, so it stays :func:`glob.glob`.
+    """
+    parts = tuple(Path(pattern).parts)
+    if "**" not in parts:
+        return sorted(glob.glob(pattern, root_dir=workspace))
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts))
+    start = workspace.joinpath(*fixed)
+    try:
+        outside = bool(fixed) and not start.resolve().is_relative_to(workspace)
+    except (OSError, RuntimeError):  # a link loop
+        outside = True
+    if outside:
+        return [Path(*fixed).as_posix()]  # named, and refused, by _resolved
     found = []
-    for match in sorted(glob.glob(pattern, root_dir=workspace, recursive=True)):
-        path = (workspace / match).resolve()
-        if not path.is_relative_to(workspace.resolve()):
-            problems.append(
-                InputProblem("manifests", f"'{match}' lies outside the workspace", _EXAMPLE)
-            )
-        elif path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and p.is_file()))
-        elif path.is_file():
-            found.append(path)
-    if not found:
+    # From the pattern's literal start (which may be a link); below it, no link is entered.
+    for top, dirs, files in os.walk(start):
+        base = Path(top).relative_to(workspace).parts
+        for name in dirs + files:
+            if _glob_match((*base, name), parts):
+                found.append(Path(*base, name).as_posix())
+    return sorted(found)
+
+
+def _glob_match(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+    """Whether path components match glob components (``**``: any number of directories).
+
+    As glob does, ``*`` and ``**`` do not match names starting with ``.``.
+    """
+
+    @functools.cache
+    def match(i: int, j: int) -> bool:
+        if j == len(pattern):
+            return i == len(path)
+        if pattern[j] == "**":
+            if match(i, j + 1):
+                return True
+            return i < len(path) and not path[i].startswith(".") and match(i + 1, j)
+        if i == len(path):
+            return False
+        name, want = path[i], pattern[j]
+        if name.startswith(".") and not want.startswith("."):
+            return False
+        return fnmatch.fnmatchcase(name, want) and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[tuple[str, Path]]:
+    """``(name as shown, real path)`` of every file ``pattern`` names, links resolved.
+
+    A matched directory stands for its ``.yaml``/``.yml``/``.json`` entries; each of
+    them, like each match, must resolve to a path inside the workspace.
+    """
+    if "\0" in pattern or Path(pattern).is_absolute() or ".." in Path(pattern).parts:
+        problems.append(_problem(f"'{pattern[:60]}' must be a path inside the workspace"))
+        return []
+    found: list[tuple[str, Path]] = []
+    known = len(problems)
+    for match in _matches(workspace, pattern):
+        path = _resolved(workspace, match, problems)
+        if path is None:
+            continue
+        if not path.is_dir():
+            found.append((Path(match).as_posix(), path))
+            continue
+        for entry in sorted(path.iterdir()):
+            shown = (Path(match) / entry.name).as_posix()
+            if entry.suffix not in _SUFFIXES:
+                continue
+            real = _resolved(workspace, shown, problems)
+            if real is not None and not real.is_dir():
+                found.append((shown, real))
+    if not found and len(problems) == known:
         problems.append(
-            InputProblem(
-                "manifests",
-                f"'{pattern}' matches no file (paths are relative to the workspace)",
-                _EXAMPLE,
-            )
+            _problem(f"'{pattern[:60]}' matches no file (paths are relative to the workspace)")
         )
     return found
+
+
+def _read(path: Path, shown: str, budget: int) -> str:
+    """The text of a regular file of at most ``min(MAX_FILE_BYTES, budget)`` bytes.
+
+    Raises ValueError saying what is wrong. The file is opened without following a
+    last link (it was resolved already) and without blocking (a FIFO), then checked
+    on the open descriptor, so what is read is what was checked.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise ValueError(f"'{shown}' cannot be read: {e.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"'{shown}' is not a regular file")
+        limit = min(MAX_FILE_BYTES, budget)
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        if limit < MAX_FILE_BYTES:
+            raise ValueError(
+                f"'{shown}' goes over {MAX_TOTAL_BYTES // _MIB} MiB of manifests in all"
+            )
+        raise ValueError(f"'{shown}' is larger than {MAX_FILE_BYTES // _MIB} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"'{shown}' is not UTF-8 text") from None
+
+
+def _parse(text: str, shown: str) -> list[Any]:
+    """Every YAML document of ``text``, guarded like the kubeconfig, as JSON values.
+
+    Raises ValueError saying what is wrong, never quoting the file (a Secret's
+    ``stringData`` may be in it).
+    """
+    import yaml
+
+    try:
+        check_events(
+            text,
+            max_depth=MAX_DEPTH,
+            max_events=MAX_EVENTS,
+            aliases="deployer does not accept in manifests; write the repeated part out",
+            verdict="too much for a manifest file",
+        )
+        return [_json_value(doc) for doc in construct(text, documents=True)]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"'{shown}' is not valid YAML{where}") from None
+    except _NotJson as e:
+        raise ValueError(
+            f"'{shown}' has a {e} value, which a Kubernetes object cannot hold; quote it"
+        ) from None
+    except ValueError as e:  # a limit, or a value the constructor failed on: never quoted
+        raise ValueError(f"'{shown}' {e}") from None
+
+
+class _NotJson(Exception):
+    """A YAML value with no JSON form (``!!set``, ``!!binary``)."""
+
+
+def _json_value(node: Any) -> Any:
+    """``node`` with dates as ISO strings, as kubectl's YAML-to-JSON step sends them."""
+    if isinstance(node, dict):
+        return {_json_value(k): _json_value(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_json_value(item) for item in node]
+    if isinstance(node, datetime.date):  # datetime too
+        return node.isoformat()
+    if node is None or isinstance(node, str | int | float):  # bool is an int
+        return node
+    tags: dict[type, str] = {set: "!!set", bytes: "!!binary"}
+    raise _NotJson(tags.get(type(node), type(node).__name__))
 
 
 def _documents(data: Any) -> Iterator[Any]:
@@ -132,28 +347,22 @@ def load_manifests(
     workspace: Path, patterns: tuple[str, ...], repository: str, image: str
 ) -> list[Manifest]:
     """Read, validate and substitute; raises :class:`ConfigError` on input 'manifests'."""
+    workspace = workspace.resolve()
     problems: list[InputProblem] = []
     manifests: list[Manifest] = []
     seen: set[Path] = set()
+    budget = MAX_TOTAL_BYTES
     for pattern in patterns:
-        for path in _files(workspace, pattern, problems):
+        for shown, path in _files(workspace, pattern, problems):
             if path in seen:
                 continue
             seen.add(path)
-            shown = path.relative_to(workspace.resolve()).as_posix()
             try:
-                loaded = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as e:
-                problems.append(
-                    InputProblem("manifests", f"'{shown}' cannot be read: {e}", _EXAMPLE)
-                )
-                continue
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                where = f" at line {mark.line + 1}" if mark is not None else ""
-                problems.append(
-                    InputProblem("manifests", f"'{shown}' is not valid YAML{where}", _EXAMPLE)
-                )
+                text = _read(path, shown, budget)
+                budget -= len(text.encode())
+                loaded = _parse(text, shown)
+            except ValueError as e:
+                problems.append(_problem(str(e)))
                 continue
             number = 0
             for data in loaded:
@@ -171,15 +380,87 @@ def load_manifests(
                         or not meta.get("name")
                     ):
                         problems.append(
-                            InputProblem(
-                                "manifests",
-                                f"{source} needs apiVersion, kind and metadata.name",
-                                _EXAMPLE,
-                            )
+                            _problem(f"{source} needs apiVersion, kind and metadata.name")
                         )
                         continue
                     count = _substitute(doc, repository, image)
-                    manifests.append(Manifest(source, doc, count))
+                    scoped = True if _builtin_cluster_scoped(doc) else None
+                    manifests.append(Manifest(source, doc, count, scoped))
     if problems:
         raise ConfigError(problems)
     return manifests
+
+
+def _builtin_cluster_scoped(doc: Mapping[str, Any]) -> bool:
+    group = str(doc["apiVersion"]).rpartition("/")[0]
+    return (group, str(doc["kind"])) in CLUSTER_SCOPED_KINDS
+
+
+def _defined_scopes(manifests: list[Manifest]) -> dict[tuple[str, str], bool]:
+    """``(group, kind) -> cluster-scoped`` for the CRDs among the manifests."""
+    found: dict[tuple[str, str], bool] = {}
+    for m in manifests:
+        if (m.api_version.rpartition("/")[0], m.kind) != (
+            "apiextensions.k8s.io",
+            "CustomResourceDefinition",
+        ):
+            continue
+        spec = m.doc.get("spec")
+        names = spec.get("names") if isinstance(spec, dict) else None
+        if isinstance(spec, dict) and isinstance(names, dict):
+            found[(str(spec.get("group", "")), str(names.get("kind", "")))] = (
+                spec.get("scope") == "Cluster"
+            )
+    return found
+
+
+def refuse_cluster_scoped(
+    manifests: list[Manifest],
+    namespaced: Callable[[str, str], bool],
+    *,
+    allowed: bool,
+    namespace: str,
+) -> list[Manifest]:
+    """The cluster-scoped documents; :class:`ConfigError` for them unless ``allowed``.
+
+    ``namespaced(api_version, kind)`` asks the cluster (discovery) about kinds that
+    are not built in. A ClusterRoleBinding is not confined by the ``namespace``
+    input: applying one must be asked for with ``allow-cluster-scoped: true``.
+    """
+    defined = _defined_scopes(manifests)
+    for m in manifests:
+        if m.cluster_scoped is None:
+            key = (m.api_version.rpartition("/")[0], m.kind)
+            # A kind whose CRD is among the manifests is not served yet: its CRD says.
+            by_crd = defined.get(key)
+            m.cluster_scoped = (
+                by_crd if by_crd is not None else not namespaced(m.api_version, m.kind)
+            )
+    scoped = [m for m in manifests if m.cluster_scoped]
+    if scoped and not allowed:
+        raise ConfigError(
+            [
+                InputProblem(
+                    "manifests",
+                    f"{m.source} ({m.kind} {m.name}) is cluster-scoped: it would change the "
+                    f"whole cluster, not only namespace {namespace}; remove it, or set "
+                    "allow-cluster-scoped: true if this workflow should apply it",
+                    _EXAMPLE,
+                )
+                for m in scoped
+            ]
+        )
+    return scoped
+
+
+def cluster_scoped_note(manifests: list[Manifest]) -> str:
+    """Markdown for the dry-run plan: the cluster-scoped objects a run would apply."""
+    scoped = [m for m in manifests if m.cluster_scoped]
+    if not scoped:
+        return ""
+
+    def code(text: str) -> str:  # a file name may hold a backtick: it cannot end the span
+        return "`" + text.replace("`", "'").replace("\n", " ") + "`"
+
+    items = "\n".join(f"- {code(m.kind)} {code(m.name)} from {code(m.source)}" for m in scoped)
+    return f"\n\nCluster-scoped objects (allowed by `allow-cluster-scoped`):\n\n{items}"

@@ -2,7 +2,9 @@
 
 ``run`` is the one top-level handler: every :class:`DeployerError` becomes
 ``::error::`` lines, a summary section and exit code 1; nothing a user did
-wrong ends in a traceback. Clients are made here and passed to the stages.
+wrong ends in a traceback. Any other exception (a bug) ends the same way, as an
+:class:`InternalError`, with its frames (never its text) in the debug log; the
+outputs and the summary are always written. Clients are made here and passed to the stages.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
@@ -20,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
 from deployer.config import Config, load_config, raw_inputs
-from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError
+from deployer.errors import (
+    Cancelled,
+    ConfigError,
+    DeployerError,
+    EngineError,
+    InternalError,
+)
 from deployer.kubeconfig import credentials_in
 from deployer.report import RunReport, outputs, summary
 
@@ -32,6 +41,7 @@ __all__ = ["main", "mask_secrets", "run"]
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DOCKER_API_VERSION = "1.41"
 ENGINE_READ_TIMEOUT = 900  # seconds without a byte from the engine (a long RUN step)
+_TRACE_FRAMES = 12  # innermost frames of an unexpected exception shown in the debug log
 
 
 def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
@@ -186,10 +196,10 @@ def run(
     """Run the whole action with ``env`` as its environment; return the exit code."""
     started = time.monotonic()
     io = ActionsIO(out, env)
-    mask_secrets(io, env)
     report = RunReport()
     cancel = threading.Event()
     try:
+        mask_secrets(io, env)
         with cancellation(cancel):
             config = load_config(env)
             _stages(config, io, report, cancel, make_docker, make_deploy)
@@ -209,11 +219,59 @@ def run(
                 log.write(e.details)
         report.errors.append(e)
         report.status = "failed"
+    except Exception as e:  # the last resort: a bug still ends in one error and a report
+        internal = InternalError(
+            f"deployer stopped on an unexpected {type(e).__name__}. This is a bug in deployer: "
+            "please report it with this run's debug log. If the rollout had started, check "
+            "the Deployments (kubectl rollout status)"
+        )
+        io.error(internal.message, title=internal.title)
+        _debug_trace(io, e)
+        report.errors.append(internal)
+        report.status = "failed"
     report.duration = time.monotonic() - started
-    io.set_outputs(outputs(report))
-    io.append_summary(summary(report))
+    _write_report(io, report, env)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned") else 1
+
+
+def _debug_trace(io: ActionsIO, error: BaseException) -> None:
+    """Where ``error`` was raised, as ``::debug::`` lines: file, line and function only.
+
+    Not the exception's text nor the source lines' values: a message can quote an
+    input or a server's answer, and the runner masks only whole registered secrets.
+    """
+    frames = traceback.extract_tb(error.__traceback__)
+    for frame in frames[-_TRACE_FRAMES:]:
+        io.debug(f"{type(error).__name__} at {frame.filename}:{frame.lineno} in {frame.name}")
+
+
+def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> None:
+    """Outputs, then the summary; a file that cannot be written is a warning, not a crash.
+
+    The exit code stays the run's: the work (and any rollback) is done by now.
+    """
+    parts: list[tuple[str, str, Callable[[], None]]] = [
+        ("outputs", "GITHUB_OUTPUT", lambda: io.set_outputs(outputs(report))),
+        ("job summary", "GITHUB_STEP_SUMMARY", lambda: io.append_summary(summary(report))),
+    ]
+    for what, variable, write in parts:
+        try:
+            write()
+        except OSError as e:
+            io.warning(
+                f"The step's {what} could not be written to {variable} ({env.get(variable)}): "
+                f"{e.strerror or type(e).__name__}. The run's status is {report.status}; see "
+                "the log above",
+                title=f"No {what}",
+            )
+        except Exception as e:  # a bug in the report: the run's own result stands
+            io.warning(
+                f"The step's {what} could not be made ({type(e).__name__}, a bug in "
+                f"deployer). The run's status is {report.status}; see the log above",
+                title=f"No {what}",
+            )
+            _debug_trace(io, e)
 
 
 def main() -> int:

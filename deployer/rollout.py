@@ -48,7 +48,13 @@ from deployer.cluster import (
 from deployer.config import INPUTS, Config
 from deployer.diagnose import Diagnosis, diagnose_pod
 from deployer.errors import AccessDenied, Cancelled, ClusterError, ConfigError, InputProblem
-from deployer.manifests import Manifest, load_manifests, same_repository
+from deployer.manifests import (
+    Manifest,
+    cluster_scoped_note,
+    load_manifests,
+    refuse_cluster_scoped,
+    same_repository,
+)
 from deployer.rollout_status import (
     PodProblem,
     condition,
@@ -573,6 +579,13 @@ class Stage:
     # -- 1. check -------------------------------------------------------------------
 
     def _check(self, namespace: str, *, announce: bool = True) -> None:
+        discovered: dict[str, list[Any]] = {}
+        refuse_cluster_scoped(
+            self.manifests,
+            lambda version, kind: discover(self.kube, version, kind, discovered).namespaced,
+            allowed=self.config.allow_cluster_scoped,
+            namespace=namespace,
+        )
         problems: list[InputProblem] = []
         for manifest in self.manifests:
             own = manifest.doc["metadata"].get("namespace")
@@ -589,7 +602,6 @@ class Stage:
                 )
         if problems:
             raise ConfigError(problems)
-        discovered: dict[str, list[Any]] = {}
         applied: dict[tuple[str, str], Manifest] = {}
         for manifest in self.manifests:
             if manifest.kind == "Deployment" and manifest.api_version == "apps/v1":
@@ -748,8 +760,13 @@ class Stage:
                 self.io.info(f"  {t.key}: container {container}: {current} -> {self.image}")
                 lines.append(f"| {t.key} | {container} | `{current}` | `{self.image}` |")
         for m in self.manifests:
-            self.io.info(f"  apply {m.kind} {m.name} from {m.source}")
-        self.io.append_summary("### Rollout plan (dry run)\n\n" + "\n".join(lines))
+            scope = " (cluster-scoped)" if m.cluster_scoped else ""
+            self.io.info(f"  apply {m.kind} {m.name}{scope} from {m.source}")
+        self.io.append_summary(
+            "### Rollout plan (dry run)\n\n"
+            + "\n".join(lines)
+            + cluster_scoped_note(self.manifests)
+        )
         for t in self.targets:
             t.outcome, t.reason = "planned", ""
         return self._result(status="planned")

@@ -5,10 +5,13 @@ a server-side dry-run apply before anything changes; a document's own
 ``metadata.namespace`` wins over the configured namespace (kubectl instead refuses
 a mismatch with an explicit ``-n``); only ``apps/v1`` Deployments are watched and
 rolled back, other kinds are applied as they are (their image substituted too).
+Cluster-scoped kinds (built in, or a CRD's ``scope: Cluster`` seen through discovery)
+are refused unless ``allow-cluster-scoped: true``.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,3 +165,148 @@ def test_several_documents_and_kinds_only_deployments_are_verified(
     assert db.spec.template.spec.containers[0].image == new  # substituted, not verified
     assert k8s.CoreV1Api(admin).read_namespaced_service("svc", namespace).spec.ports[0].port == 80
     assert "Applied StatefulSet db" in run.log
+
+
+# -- cluster-scoped objects (issue 11, item 3) ----------------------------------------------
+
+
+def cluster_admin_binding(name: str, namespace: str) -> str:
+    return f"""apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {{name: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}}
+subjects: [{{kind: ServiceAccount, name: default, namespace: {namespace}}}]
+"""
+
+
+def binding_exists(admin: k8s.ApiClient, name: str) -> bool:
+    try:
+        k8s.RbacAuthorizationV1Api(admin).read_cluster_role_binding(name)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return False
+    return True
+
+
+@pytest.fixture
+def binding(admin: k8s.ApiClient) -> Iterator[str]:
+    """A ClusterRoleBinding name; deleted afterwards should a run have applied it."""
+    name = f"ci-admin-{uuid.uuid4().hex[:6]}"
+    yield name
+    if binding_exists(admin, name):
+        k8s.RbacAuthorizationV1Api(admin).delete_cluster_role_binding(name)
+
+
+def test_a_cluster_admin_binding_is_refused_and_nothing_changes(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path, binding: str
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "app.yaml").write_text(deployment_doc("web", f"{REGISTRY}/web:latest"))
+    (tmp_path / "k8s" / "rbac.yaml").write_text(cluster_admin_binding(binding, namespace))
+    # Admin credentials: the API server would accept it; deployer must not send it.
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s")
+    with pytest.raises(ConfigError) as caught:
+        run(ref("web", "v2"))
+    [problem] = caught.value.problems
+    assert problem.input == "manifests"
+    assert problem.problem.startswith(
+        f"k8s/rbac.yaml (document 1) (ClusterRoleBinding {binding}) is cluster-scoped: it would "
+        f"change the whole cluster, not only namespace {namespace}"
+    )
+    assert not binding_exists(admin, binding)
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+@pytest.fixture
+def cluster_scoped_crd(admin: k8s.ApiClient) -> Iterator[str]:
+    """A custom kind served cluster-scoped: only discovery can tell."""
+    group = f"t{uuid.uuid4().hex[:6]}.deployer.test"
+    body = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"tenants.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Cluster",
+            "names": {"plural": "tenants", "singular": "tenant", "kind": "Tenant"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    crds = k8s.ApiextensionsV1Api(admin)
+    crds.create_custom_resource_definition(body)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = crds.read_custom_resource_definition(f"tenants.{group}").status
+            if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the CRD was not established in 30 s")
+        yield group
+    finally:
+        crds.delete_custom_resource_definition(f"tenants.{group}")
+
+
+def test_a_cluster_scoped_custom_kind_is_refused_through_discovery(
+    admin: k8s.ApiClient,
+    namespace: str,
+    settings: dict[str, str],
+    tmp_path: Path,
+    cluster_scoped_crd: str,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(
+        f"apiVersion: {cluster_scoped_crd}/v1\nkind: Tenant\nmetadata: {{name: acme}}\n"
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s.yaml")
+    with pytest.raises(ConfigError) as caught:
+        run(ref("web", "v2"))
+    [problem] = caught.value.problems
+    assert problem.problem.startswith("k8s.yaml (document 1) (Tenant acme) is cluster-scoped")
+    tenants = k8s.CustomObjectsApi(admin).list_cluster_custom_object(
+        cluster_scoped_crd, "v1", "tenants"
+    )
+    assert tenants["items"] == []
+
+
+def test_allowed_cluster_scoped_objects_are_listed_in_the_dry_run_plan(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path, binding: str
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    (tmp_path / "k8s.yaml").write_text(
+        deployment_doc("web", f"{REGISTRY}/web:latest")
+        + "---\n"
+        + cluster_admin_binding(binding, namespace)
+    )
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        manifests="k8s.yaml",
+        allow_cluster_scoped="true",
+        dry_run="true",
+    )
+    result = run(ref("web", "v2"))
+    assert result.status == "planned", run.log
+    assert f"apply ClusterRoleBinding {binding} (cluster-scoped) from k8s.yaml (document 2)" in (
+        run.log
+    )
+    summary = run.summary.read_text()
+    assert "Cluster-scoped objects (allowed by `allow-cluster-scoped`)" in summary
+    assert f"- `ClusterRoleBinding` `{binding}` from `k8s.yaml (document 2)`" in summary
+    assert not binding_exists(admin, binding)  # a dry run

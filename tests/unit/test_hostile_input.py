@@ -180,7 +180,10 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         ("clusters: [unclosed\ncontexts: {", "is not valid YAML"),
         ("- just\n- a list\n", "is not a kubeconfig"),
         (yaml.safe_dump(kubeconfig(**{"current-context": ""})), "has no current-context"),
-        (yaml.safe_dump(kubeconfig(**{"current-context": "gone"})), "current-context 'gone'"),
+        (
+            yaml.safe_dump(kubeconfig(**{"current-context": "tok-gone"})),
+            "has a current-context that none of its contexts is named",
+        ),
         (yaml.safe_dump(kubeconfig(contexts=5)), "'contexts' section that is not a list"),
         (yaml.safe_dump(kubeconfig(users="x")), "'users' section that is not a list"),
         (BILLION_LAUGHS, "uses YAML aliases"),
@@ -193,6 +196,7 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         ),
         ("!!python/object/apply:os.system ['true']", "is not valid YAML"),
         ("bm90IGEga3ViZWNvbmZpZw=", "looks like base64 but does not decode"),
+        ("clusters: []\nx: !!timestamp x\n", "has a value YAML cannot read"),
     ],
     ids=[
         "not-yaml",
@@ -208,6 +212,7 @@ BILLION_LAUGHS = "clusters: []\n" + "\n".join(
         "too-many-nodes",
         "python-tag",
         "broken-base64",
+        "bad-timestamp",
     ],
 )
 def test_bad_kubeconfig_is_a_clear_config_error_in_bounded_time(
@@ -227,7 +232,7 @@ def test_bad_kubeconfig_is_a_clear_config_error_in_bounded_time(
         if value is text or "base64" not in says:
             assert says in problem.problem or "larger than" in problem.problem, problem.problem
         # The message never quotes the kubeconfig's content.
-        assert "tok-123456789" not in result.message
+        assert "tok-" not in result.message
     assert time.monotonic() - started < 2
 
 
@@ -387,3 +392,208 @@ def _dirs(tmp_path: Path) -> tuple[Path, Path]:
     files.mkdir()
     (workspace / "Dockerfile").write_text("FROM scratch\n")
     return workspace, files
+
+
+# -- manifests: the same guards as the kubeconfig (issue 11, item 4) ----------------------
+
+MANIFEST_HEAD = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\n"
+# 6 levels of ten, ~500 bytes: a million nodes (seconds) to load before.
+MANIFEST_LAUGHS = (
+    MANIFEST_HEAD
+    + "data:\n"
+    + "\n".join(
+        [
+            '  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+            *(
+                f"  {chr(ord('b') + i)}: &{chr(ord('b') + i)} "
+                f"[{', '.join(['*' + chr(ord('a') + i)] * 10)}]"
+                for i in range(5)
+            ),
+        ]
+    )
+)
+
+
+class ManifestDeploy(FakeDeploy):
+    """The deploy stage's preflight as far as it touches files: it loads the manifests."""
+
+    def check(self, config: Config, io: Any, cancel: Any) -> None:
+        from deployer.manifests import load_manifests
+
+        super().check(config, io, cancel)
+        load_manifests(
+            config.workspace, config.manifests, config.image.repository, "ghcr.io/acme/web@x"
+        )
+
+
+def run_with_manifest(tmp_path: Path, text: str) -> tuple[int, str, dict[str, str], str, float]:
+    workspace, files = _dirs(tmp_path)
+    (workspace / "k8s.yaml").write_text(text)
+    env = base_env(workspace, files)
+    env[input_env_name("manifests")] = "k8s.yaml"
+    out = io.StringIO()
+    started = time.monotonic()
+    code = run(
+        env,
+        out,
+        make_docker=lambda _c: FakeEngine(),
+        make_deploy=lambda _c: ManifestDeploy([], RolloutResult("succeeded", (web("succeeded"),))),
+    )
+    elapsed = time.monotonic() - started
+    outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
+    return code, out.getvalue(), outputs, Path(env["GITHUB_STEP_SUMMARY"]).read_text(), elapsed
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (MANIFEST_LAUGHS, "uses YAML aliases, which deployer does not accept in manifests"),
+        (MANIFEST_HEAD + "data: " + "[" * 100_000 + "]" * 100_000, "nests deeper than 100"),
+        (
+            MANIFEST_HEAD + "data:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 200)),
+            "nests deeper than 100",
+        ),
+        (
+            MANIFEST_HEAD + "data: [" + "0," * 1_100_000 + "0]\n",
+            "has more than 1000000 YAML nodes",
+        ),
+        (MANIFEST_HEAD + "data: !!python/object/apply:os.system ['true']\n", "not valid YAML"),
+    ],
+    ids=["aliases", "deeply-nested-flow", "deeply-nested-block", "too-many-nodes", "python-tag"],
+)
+def test_a_manifest_bomb_is_an_input_error_in_bounded_time(
+    tmp_path: Path, text: str, says: str
+) -> None:
+    code, log, outputs, summary, elapsed = run_with_manifest(tmp_path, text)
+    assert elapsed < 3, f"{elapsed:.1f} s"
+    assert code == 1
+    [error] = [c for c in commands(log) if c.startswith("::error")]
+    assert error.startswith(
+        "::error title=Invalid input 'manifests'::Input 'manifests': 'k8s.yaml'"
+    )
+    assert says in error
+    assert "Traceback" not in log
+    assert set(outputs) == ACTION_OUTPUTS and outputs["status"] == "failed"
+    assert "Invalid input" in summary
+
+
+DOCUMENT = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+# Values the safe loader turns into something other than JSON, or fails to construct.
+YAML_VALUES = [
+    f"x: {v}\n"
+    for v in (
+        "!!set {a}",
+        "!!binary aGVsbG8=",
+        "2001-13-45",
+        "2001-12-14t21:59:43.10-05:00",
+        "!!int x",
+        "!!float x",
+        "0x_",
+        "1" * 5000,
+        "!!timestamp x",
+        ".nan",
+        "!!str",
+        "!<tag:yaml.org,2002:python/none> ''",
+    )
+]
+MANIFEST_TEXT = st.one_of(
+    st.text(),
+    st.text(alphabet="[]{}&*!|>-:,#'\"\n ?%@`"),
+    DOCUMENT.map(lambda d: yaml.safe_dump(d) if d is not None else ""),
+    st.builds(
+        lambda doc, junk: MANIFEST_HEAD + yaml.safe_dump({"data": doc}) + junk,
+        DOCUMENT,
+        st.sampled_from(
+            ["", "---\n", "--- [\n", "...\n", "*x\n", "&a b\n", "\0", "\ufeff", *YAML_VALUES]
+        ),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+@given(text=MANIFEST_TEXT)
+def test_any_manifest_text_loads_or_is_a_clear_input_error(text: str) -> None:
+    from deployer.manifests import load_manifests
+
+    with tempfile.TemporaryDirectory() as root:
+        workspace = Path(root)
+        (workspace / "k8s.yaml").write_text(text, encoding="utf-8", errors="surrogatepass")
+        started = time.monotonic()
+        result: list[Any] | ConfigError
+        try:
+            result = load_manifests(workspace, ("k8s.yaml",), "ghcr.io/acme/web", "img@x")
+        except ConfigError as e:
+            result = e
+        if isinstance(result, ConfigError):
+            assert result.problems and {p.input for p in result.problems} == {"manifests"}
+        else:
+            for m in result:  # what is sent as the request body
+                assert m.kind and m.name and m.api_version
+                json.dumps(m.doc)
+        assert time.monotonic() - started < 1
+
+
+# -- the last resort: a bug still ends in one error, the outputs and the summary ----------
+
+
+class BuggyDeploy(FakeDeploy):
+    def check(self, config: Config, io: Any, cancel: Any) -> None:
+        raise KeyError("value-from-a-server-that-may-hold-hostile-password")
+
+    @classmethod
+    def factory(cls, _config: Config) -> BuggyDeploy:
+        return cls([])
+
+
+def test_an_unexpected_exception_is_one_error_with_outputs_and_summary(
+    dirs: tuple[Path, Path],
+) -> None:
+    env = base_env(*dirs)
+    out = io.StringIO()
+    code = run(env, out, make_docker=lambda _c: FakeEngine(), make_deploy=BuggyDeploy.factory)
+    log = out.getvalue()
+    assert code == 1
+    [error] = [c for c in commands(log) if c.startswith("::error")]
+    assert error.startswith(
+        "::error title=Internal error::deployer stopped on an unexpected KeyError"
+    )
+    assert "Traceback" not in log
+    # Where it happened goes to the debug log; what the exception said goes nowhere.
+    assert any(c.startswith("::debug::KeyError at ") and " in check" in c for c in commands(log))
+    assert "value-from-a-server" not in log
+    outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
+    assert set(outputs) == ACTION_OUTPUTS and outputs["status"] == "failed"
+    text = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "deployer: failed" in text and "Internal error" in text
+    assert "value-from-a-server" not in text
+
+
+@pytest.mark.parametrize("variable", ["GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"])
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_a_missing_runner_file_directory_is_a_warning_and_the_exit_code_stands(
+    tmp_path: Path, variable: str, outcome: str
+) -> None:
+    env = base_env(*_dirs(tmp_path))
+    env[variable] = str(tmp_path / "gone" / "file")
+    result = RolloutResult(outcome, (web(outcome),))
+    out = io.StringIO()
+    code = run(
+        env,
+        out,
+        make_docker=lambda _c: FakeEngine(),
+        make_deploy=lambda _c: FakeDeploy([], result),
+    )
+    log = out.getvalue()
+    assert code == (0 if outcome == "succeeded" else 1)
+    warnings = [c for c in commands(log) if c.startswith("::warning")]
+    assert any(f"could not be written to {variable}" in w for w in warnings), log
+    assert f"The run's status is {outcome}" in log
+    assert log.splitlines()[-1].startswith(f"deployer: {outcome} in ")
+    other = "GITHUB_STEP_SUMMARY" if variable == "GITHUB_OUTPUT" else "GITHUB_OUTPUT"
+    assert Path(env[other]).read_text()  # the other file is still written

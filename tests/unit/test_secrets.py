@@ -261,3 +261,56 @@ def test_cluster_connect_errors_never_quote_the_kubeconfig(tmp_path: Path) -> No
     with pytest.raises(DeployerError) as caught:
         connect(config)
     assert_no_leaks({"error": "\n".join(iter_error_texts([caught.value]))}, SECRETS)
+
+
+# -- input errors never quote a value that can carry a secret (issue 11, item 1) ----------
+
+NPM_TOKEN = "npm_Q7xK2mP9vL4wR8tY3uI6oP1aS5dF0gH"
+
+
+@pytest.mark.parametrize("name", ["build-args", "labels"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"NPM_TOKEN: {NPM_TOKEN}",  # ':' typed for '='
+        f"A=1\n  {NPM_TOKEN}",  # a multi-line secret's second line
+        f"NPM TOKEN {NPM_TOKEN}=x",  # an invalid key that holds the secret
+        f"{NPM_TOKEN}: =x",
+    ],
+)
+def test_a_bad_pairs_line_is_named_by_number_never_quoted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    # The runner masks the whole secret only: the secret here is not registered,
+    # as when a step passes `NPM_TOKEN: ${{ secrets.NPM_TOKEN }}`, and still never shows.
+    env = runner_env(tmp_path, "")
+    env["INPUT_DEPLOYMENTS"] = ""
+    env[f"INPUT_{name.upper()}"] = value
+    out = io.StringIO()
+    code = run(env, out, make_docker=lambda _c: FakeEngine())
+    texts = captured(env, out.getvalue(), capsys)
+    assert code == 1
+    [error] = [c for c in commands(out.getvalue()) if c.startswith("::error")]
+    assert f"Input '{name}': line " in error
+    for where, text in texts.items():
+        for start in range(len(NPM_TOKEN) - 4):
+            assert NPM_TOKEN[start : start + 5] not in text, f"{where} quotes part of the token"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("registry", f"https://bob:{NPM_TOKEN}@ghcr.io"),
+        ("registry", f"{NPM_TOKEN}@ghcr.io/"),
+        ("image", f"bob:{NPM_TOKEN}@ghcr.io/acme/web"),
+        ("image", f"https://{NPM_TOKEN}@ghcr.io/acme/web"),
+    ],
+)
+def test_credentials_in_a_url_are_not_quoted_back(tmp_path: Path, name: str, value: str) -> None:
+    env = runner_env(tmp_path, "")
+    env[f"INPUT_{name.upper()}"] = value
+    out = io.StringIO()
+    assert run(env, out, make_docker=lambda _c: FakeEngine()) == 1
+    [error] = [c for c in commands(out.getvalue()) if c.startswith("::error")]
+    assert f"Input '{name}'" in error and "***@" in error
+    assert NPM_TOKEN[:5] not in out.getvalue() + Path(env["GITHUB_STEP_SUMMARY"]).read_text()

@@ -221,3 +221,30 @@ def test_action_is_a_docker_container_action(action: dict[str, Any]) -> None:
     assert image == "Dockerfile" or re.fullmatch(
         r"docker://ghcr\.io/[a-z0-9._-]+/[a-z0-9._-]+:v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", image
     ), image
+
+
+def readme_workflows() -> list[dict[str, Any]]:
+    """The workflows shown in README.md's yaml code blocks."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
+    return [w for w in map(yaml.safe_load, blocks) if isinstance(w, dict) and "jobs" in w]
+
+
+def checkouts(workflow: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for job in workflow.get("jobs", {}).values():
+        for step in job.get("steps", []):
+            if str(step.get("uses", "")).startswith("actions/checkout@"):
+                yield step
+
+
+def test_the_readme_and_examples_check_out_without_persisting_the_token() -> None:
+    """With the token in .git/config, a `COPY . .` bakes it into the pushed image."""
+    workflows = {f"README.md workflow {n + 1}": w for n, w in enumerate(readme_workflows())}
+    assert workflows, "README.md shows no workflow"
+    workflows.update({rel(p): load(p) for p in sorted(EXAMPLES_DIR.glob("*.yml"))})
+    for name, workflow in workflows.items():
+        steps = list(checkouts(workflow))
+        assert steps, f"{name} has no checkout step"
+        for step in steps:
+            persisted = (step.get("with") or {}).get("persist-credentials")
+            assert persisted is False, f"{name}: set persist-credentials: false on {step['uses']}"
