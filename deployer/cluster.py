@@ -85,9 +85,9 @@ def _redacted(text: str, secrets: Sequence[str]) -> str:
 def _tls_problem(error: BaseException) -> str | None:
     """What is wrong with the API server's certificate, if that is why a request failed."""
     seen: BaseException | None = error
-    for _ in range(6):  # urllib3 nests: MaxRetryError.reason → SSLError → ssl's error
+    for _ in range(8):  # urllib3 nests: MaxRetryError.reason → SSLError → ssl's own error
         if seen is None:
-            return None
+            break
         if isinstance(seen, ssl.SSLCertVerificationError):
             why = seen.verify_message or seen.reason or "verification failed"
             return (
@@ -96,11 +96,8 @@ def _tls_problem(error: BaseException) -> str | None:
             )
         if isinstance(seen, ssl.SSLError):
             return f"the TLS handshake with the API server failed ({seen.reason or seen})"
-        seen = (
-            getattr(seen, "reason", None)
-            if isinstance(getattr(seen, "reason", None), BaseException)
-            else (seen.args[0] if seen.args and isinstance(seen.args[0], BaseException) else None)
-        ) or seen.__context__
+        reason = getattr(seen, "reason", None)
+        seen = reason if isinstance(reason, BaseException) else seen.__cause__ or seen.__context__
     return None
 
 
@@ -186,24 +183,22 @@ def _load(
 def connect(config: Config, io: ActionsIO | None = None) -> tuple[ApiClient, str]:
     """The API client and namespace for ``config``; raises :class:`ClusterError`.
 
-    ``io`` masks every token a cloud credential plugin's stand-in makes, and gets
-    the warning for a kubeconfig that turns TLS verification off.
+    No command the kubeconfig names is run: a cloud plugin's token is made in-process
+    (:mod:`deployer.cloud.plugins`). ``io`` masks those tokens and gets the warning
+    for a kubeconfig that turns TLS verification off.
     """
     configuration = Configuration()
     if config.kubeconfig is not None or config.kubeconfig_path:
-        if config.kubeconfig is not None:
-            text = config.kubeconfig.get_secret_value()
-            where, base_path = "The 'kubeconfig' input", ""
-        else:
-            text = ""
-            where, base_path = f"KUBECONFIG ({config.kubeconfig_path})", ""
+        from_input = config.kubeconfig is not None
+        where = "The 'kubeconfig' input" if from_input else f"KUBECONFIG ({config.kubeconfig_path})"
+        text = config.kubeconfig.get_secret_value() if config.kubeconfig is not None else ""
         try:
-            if config.kubeconfig is not None:
-                kubeconfig = parse_kubeconfig(text)
+            if from_input:
+                kubeconfig, base_path = parse_kubeconfig(text), ""
             else:
                 kubeconfig, base = read_kubeconfig_files(config.kubeconfig_path or "")
-                text, base_path = kubeconfig.raw, str(base)
-            _load(kubeconfig, configuration, base_path, config.kubeconfig is not None, config, io)
+                text, base_path = kubeconfig.raw, str(base)  # relative paths: as kubectl
+            _load(kubeconfig, configuration, base_path, from_input, config, io)
         except DeployerError:
             raise
         except Exception as e:
@@ -416,9 +411,8 @@ class Kube:
                     raise ClusterError(f"Cannot {what}: {tls}") from None
                 problem = f"cannot reach the API server at {self.host}: {type(e).__name__}"
             except ApiException as e:  # TLS problems arrive as status 0
-                raise ClusterError(
-                    f"Cannot {what}: {str(e.reason).splitlines()[0]} ({self.host})"
-                ) from None
+                reason = _tls_problem(e) or str(e.reason).splitlines()[0]
+                raise ClusterError(f"Cannot {what}: {reason} ({self.host})") from None
             else:
                 status = int(resp.status)
                 if 200 <= status < 300:

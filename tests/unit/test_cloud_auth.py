@@ -894,3 +894,26 @@ def test_role_arn_input_is_checked(tmp_path: Path) -> None:
         tmp_path, "ghcr.io/a/b", **{"INPUT_AWS-ROLE-ARN": "arn:aws:iam::123456789012:role/gha"}
     )
     assert ok.aws_role_arn == "arn:aws:iam::123456789012:role/gha"
+
+
+def test_kubeconfig_lists_are_merged_as_kubectl_does(tmp_path: Path) -> None:
+    """KUBECONFIG=a:b: the first file's current-context, each name from its first file."""
+    from deployer.cluster import connect
+
+    first = yaml.safe_load(kubeconfig({"token": "first-token"}))
+    first["users"][0]["name"] = "other"  # context x's user 'u' comes from the second file
+    second = yaml.safe_load(kubeconfig({"token": "second-token"}))
+    second["current-context"] = "y"
+    (tmp_path / "a").write_text(yaml.safe_dump(first))
+    (tmp_path / "b").write_text(yaml.safe_dump(second))
+    paths = f"{tmp_path / 'a'}:{tmp_path / 'missing'}:{tmp_path / 'b'}"
+    config = load_config(
+        {
+            "INPUT_IMAGE": "ghcr.io/a/b",
+            "INPUT_BUILD": "false",
+            "GITHUB_WORKSPACE": str(tmp_path),
+            "KUBECONFIG": paths,
+        }
+    )
+    api, _ = connect(config)
+    assert api.configuration.get_api_key_with_prefix("BearerToken") == "Bearer second-token"
