@@ -85,8 +85,11 @@ def recognise(entry: Mapping[str, Any]) -> Plugin:
     if not isinstance(raw_args, list):
         raise ValueError("has an exec entry whose 'args' is not a list")
     args = [str(a) for a in raw_args]
+    raw_env = entry.get("env") or []
+    if not isinstance(raw_env, list):
+        raise ValueError("has an exec entry whose 'env' is not a list")
     env: dict[str, str] = {}
-    for item in entry.get("env") or []:
+    for item in raw_env:
         if isinstance(item, Mapping) and item.get("name"):
             env[str(item["name"])] = str(item.get("value") or "")
     if base == "aws":

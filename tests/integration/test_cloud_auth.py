@@ -29,6 +29,7 @@ from tests.integration.cloud import (
     gcp_env,
     gke_kubeconfig,
     oidc_env,
+    whoami,
 )
 from tests.integration.test_build_push import go, registry_get, runner_env, services, workspace
 from tests.integration.test_rollout import create_deployment, read
@@ -241,3 +242,24 @@ def test_ecr_login_from_aws_credentials_is_accepted_by_the_registry(
     )
     with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback test registry
         assert answer.status == 200
+
+
+def test_artifact_registry_login_is_a_google_access_token(tmp_path: Path) -> None:
+    """oauth2accesstoken + the access token the Google stand-in issued for the key."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    env = {
+        "INPUT_IMAGE": "europe-west1-docker.pkg.dev/deployer-test/apps/web",
+        "GITHUB_WORKSPACE": str(workspace),
+        "INPUT_BUILD": "false",
+        **gcp_env(workspace),
+    }
+    masked: list[str] = []
+    login = registry_login(load_config(env), masked.append)
+    assert login.registry_username == "oauth2accesstoken"
+    token = login.registry_password.get_secret_value() if login.registry_password else ""
+    assert token in masked
+    status, review = whoami(token)  # the same token the cluster accepts as that identity
+    assert status == 201, review
+    user = review["status"]["userInfo"]["username"]
+    assert user.endswith(cloud_settings()["TEST_GCP_CLIENT_EMAIL"]), user

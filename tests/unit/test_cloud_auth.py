@@ -20,6 +20,8 @@ from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deployer.actions import ActionsIO
 from deployer.cloud import CloudEnv, TokenSource
@@ -917,3 +919,36 @@ def test_kubeconfig_lists_are_merged_as_kubectl_does(tmp_path: Path) -> None:
     )
     api, _ = connect(config)
     assert api.configuration.get_api_key_with_prefix("BearerToken") == "Bearer second-token"
+
+
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    exec_entry=st.dictionaries(
+        st.sampled_from(["command", "args", "env", "apiVersion", "provideClusterInfo"]),
+        _VALUES,
+    )
+    | _VALUES,
+    command=st.sampled_from(
+        ["aws", "aws-iam-authenticator", "kubelogin", "gke-gcloud-auth-plugin", "sh"]
+    ),
+)
+def test_any_exec_entry_is_a_plugin_or_a_value_error(exec_entry: Any, command: str) -> None:
+    """Whatever the exec entry holds, checking it never raises anything but ValueError."""
+    if isinstance(exec_entry, dict) and "command" not in exec_entry:
+        exec_entry["command"] = command
+    text = kubeconfig({"exec": exec_entry})
+    try:
+        from deployer.kubeconfig import check_input_kubeconfig
+
+        check_input_kubeconfig(text)
+    except ValueError:
+        pass
