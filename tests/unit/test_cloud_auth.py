@@ -952,3 +952,23 @@ def test_any_exec_entry_is_a_plugin_or_a_value_error(exec_entry: Any, command: s
         check_input_kubeconfig(text)
     except ValueError:
         pass
+
+
+def test_an_ecr_push_without_aws_credentials_stops_before_the_build(tmp_path: Path) -> None:
+    """The pipeline fills the registry login before the build; nothing is built without one."""
+    from deployer.pipeline import run
+    from tests.unit.test_actions import commands
+    from tests.unit.test_pipeline import FakeEngine
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    env = {
+        "GITHUB_WORKSPACE": str(tmp_path),
+        "INPUT_IMAGE": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web",
+    }
+    engine = FakeEngine()
+    out = io.StringIO()
+    assert run(env, out, make_docker=lambda _c: engine) == 1
+    [error] = [c for c in commands(out.getvalue()) if c.startswith("::error")]
+    assert "ECR registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com" in error
+    assert "aws-actions/configure-aws-credentials" in error
+    assert not [call for call in engine.calls if call[0] == "build"]
