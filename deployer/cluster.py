@@ -192,17 +192,18 @@ def connect(config: Config, io: ActionsIO | None = None) -> tuple[ApiClient, str
         from_input = config.kubeconfig is not None
         where = "The 'kubeconfig' input" if from_input else f"KUBECONFIG ({config.kubeconfig_path})"
         text = config.kubeconfig.get_secret_value() if config.kubeconfig is not None else ""
+        secrets = credentials_in(text)
         try:
             if from_input:
                 kubeconfig, base_path = parse_kubeconfig(text), ""
             else:
                 kubeconfig, base = read_kubeconfig_files(config.kubeconfig_path or "")
-                text, base_path = kubeconfig.raw, str(base)  # relative paths: as kubectl
+                secrets, base_path = kubeconfig.credentials(), str(base)  # paths: as kubectl
             _load(kubeconfig, configuration, base_path, from_input, config, io)
         except DeployerError:
             raise
         except Exception as e:
-            problem = _redacted(str(e), credentials_in(text)) or type(e).__name__
+            problem = _redacted(str(e), secrets) or type(e).__name__
             raise ClusterError(f"{where} could not be loaded: {problem}") from None
     else:
         try:

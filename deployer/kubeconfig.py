@@ -88,6 +88,19 @@ class Kubeconfig:
         name = self._context().get("cluster")
         return str(name or ""), self._named("clusters", name)
 
+    def credentials(self) -> list[str]:
+        """Every credential in it: user secrets, exec env and --client-secret, server userinfo."""
+        found: list[str] = []
+        for user in self.data.get("users") or []:
+            if isinstance(user, Mapping):
+                found.extend(_walk_secrets(user.get("user") or {}))
+                found.extend(_exec_arg_secrets(user.get("user") or {}))
+        for cluster in self.data.get("clusters") or []:
+            body = cluster.get("cluster") if isinstance(cluster, Mapping) else None
+            if isinstance(body, Mapping):
+                found.extend(server_userinfo(str(body.get("server") or "")))
+        return [s for s in found if s.strip()]
+
     def without_commands(self) -> dict[str, Any]:
         """A copy without any exec or auth-provider entry: what the client library gets."""
         data = copy.deepcopy(self.data)
@@ -280,15 +293,7 @@ def credentials_in(text: str) -> list[str]:
         config = parse_kubeconfig(text)
     except ValueError:
         return found
-    for user in config.data.get("users") or []:
-        if isinstance(user, Mapping):
-            found.extend(_walk_secrets(user.get("user") or {}))
-            found.extend(_exec_arg_secrets(user.get("user") or {}))
-    for cluster in config.data.get("clusters") or []:
-        body = cluster.get("cluster") if isinstance(cluster, Mapping) else None
-        if isinstance(body, Mapping):
-            found.extend(server_userinfo(str(body.get("server") or "")))
-    return [s for s in found if s.strip()]
+    return [s for s in [*found, *config.credentials()] if s.strip()]
 
 
 def server_userinfo(server: str) -> list[str]:

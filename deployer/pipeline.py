@@ -60,7 +60,7 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         except ValueError:
             pass  # reported, redacted, when the deploy stage loads it
         else:
-            for secret in credentials_in(kubeconfig.raw):
+            for secret in kubeconfig.credentials():
                 io.mask(secret)
     for name in SECRET_ENV:
         io.mask(env.get(name))

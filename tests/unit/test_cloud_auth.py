@@ -972,3 +972,17 @@ def test_an_ecr_push_without_aws_credentials_stops_before_the_build(tmp_path: Pa
     assert "ECR registry 123456789012.dkr.ecr.eu-west-1.amazonaws.com" in error
     assert "aws-actions/configure-aws-credentials" in error
     assert not [call for call in engine.calls if call[0] == "build"]
+
+
+def test_every_file_of_a_kubeconfig_list_is_masked(tmp_path: Path) -> None:
+    from deployer.pipeline import mask_secrets
+
+    (tmp_path / "a").write_text(kubeconfig({"token": "token-of-file-a"}))
+    second = yaml.safe_load(kubeconfig({"token": "token-of-file-b"}))
+    second["users"][0]["name"] = "v"
+    (tmp_path / "b").write_text(yaml.safe_dump(second))
+    out = io.StringIO()
+    mask_secrets(ActionsIO(out, {}), {"KUBECONFIG": f"{tmp_path / 'a'}:{tmp_path / 'b'}"})
+    masks = out.getvalue().splitlines()
+    assert "::add-mask::token-of-file-a" in masks
+    assert "::add-mask::token-of-file-b" in masks
