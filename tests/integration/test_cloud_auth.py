@@ -23,7 +23,9 @@ from deployer.config import load_config
 from tests.integration.cloud import (
     aks_kubeconfig,
     aws_env,
+    aws_web_identity_env,
     azure_env,
+    azure_federated_env,
     cloud_settings,
     eks_kubeconfig,
     gcp_env,
@@ -127,6 +129,23 @@ def test_eks_with_the_runners_oidc_token_and_aws_role_arn(
         aws_role_arn=settings["TEST_AWS_ROLE_ARN"],
     )
     code, log, outputs, _ = go(env)
+    assert code == 0, log
+    assert outputs["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("source", ["aws-web-identity-file", "azure-federated-token-file"])
+def test_token_files_in_the_workspace_are_credentials_too(
+    services: dict[str, str], workspace: Path, web: str, tmp_path: Path, source: str
+) -> None:
+    """AWS_WEB_IDENTITY_TOKEN_FILE (EKS) and AZURE_FEDERATED_TOKEN_FILE (AKS workloadidentity)."""
+    if source.startswith("aws"):
+        kubeconfig = eks_kubeconfig(tmp_path / "eks.kubeconfig")
+        env = aws_web_identity_env(workspace)
+    else:
+        kubeconfig = aks_kubeconfig(tmp_path / "aks.kubeconfig", login="workloadidentity")
+        env = azure_federated_env(workspace)
+    repo = f"cloud-{uuid.uuid4().hex[:8]}/web"
+    code, log, outputs, _ = go(cloud_run(services, workspace, kubeconfig, web, repo, env))
     assert code == 0, log
     assert outputs["status"] == "succeeded"
 
