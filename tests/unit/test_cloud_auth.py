@@ -986,3 +986,49 @@ def test_every_file_of_a_kubeconfig_list_is_masked(tmp_path: Path) -> None:
     masks = out.getvalue().splitlines()
     assert "::add-mask::token-of-file-a" in masks
     assert "::add-mask::token-of-file-b" in masks
+
+
+def test_a_cloud_token_is_masked_before_anything_and_leaks_nowhere(tmp_path: Path) -> None:
+    """A run whose EKS token reaches the API server (here: nothing listens) and fails."""
+    from deployer.pipeline import run
+    from tests.unit.test_secrets import assert_no_leaks
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "output").touch()
+    (files / "summary").touch()
+    text = kubeconfig(
+        {"exec": {"command": "aws", "args": ["eks", "get-token", "--cluster-name", "prod"]}},
+        {"server": "https://127.0.0.1:1", "certificate-authority-data": "Zm9v"},
+    )
+    env = {
+        "GITHUB_WORKSPACE": str(tmp_path),
+        "GITHUB_OUTPUT": str(files / "output"),
+        "GITHUB_STEP_SUMMARY": str(files / "summary"),
+        "INPUT_IMAGE": "ghcr.io/acme/web",
+        "INPUT_BUILD": "false",
+        "INPUT_DEPLOYMENTS": "web",
+        "INPUT_TIMEOUT": "3s",
+        "INPUT_KUBECONFIG": text,
+        "AWS_ACCESS_KEY_ID": KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_SESSION_TOKEN": "session-token-value",
+        "AWS_REGION": "eu-west-1",
+    }
+    out = io.StringIO()
+    assert run(env, out) == 1
+    log = out.getvalue()
+    tokens = [
+        line.removeprefix("::add-mask::")
+        for line in log.splitlines()
+        if line.startswith("::add-mask::k8s-aws-v1.")
+    ]
+    assert tokens, log
+    texts = {
+        "log": "\n".join(line for line in log.splitlines() if not line.startswith("::add-mask::")),
+        "output": (files / "output").read_text(),
+        "summary": (files / "summary").read_text(),
+    }
+    secrets = {"EKS token": tokens[0], "secret key": SECRET, "session token": "session-token-value"}
+    assert_no_leaks(texts, secrets)
+    assert "::error" in texts["log"]
