@@ -12,22 +12,30 @@ a credential: requests carry them in headers, and loader errors are redacted.
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, cast
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
 from kubernetes import config as _kube_config
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
+from deployer.actions import ActionsIO
 from deployer.config import Config
-from deployer.errors import AccessDenied, Cancelled, ClusterError
-from deployer.kubeconfig import credentials_in, parse_kubeconfig
+from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError
+from deployer.kubeconfig import (
+    Kubeconfig,
+    check_input_kubeconfig,
+    credentials_in,
+    parse_kubeconfig,
+    read_kubeconfig_files,
+)
 
 __all__ = [
     "DEPLOYMENTS",
@@ -74,6 +82,25 @@ def _redacted(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def _tls_problem(error: BaseException) -> str | None:
+    """What is wrong with the API server's certificate, if that is why a request failed."""
+    seen: BaseException | None = error
+    for _ in range(8):  # urllib3 nests: MaxRetryError.reason → SSLError → ssl's own error
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            why = seen.verify_message or seen.reason or "verification failed"
+            return (
+                f"the API server's TLS certificate is not trusted ({why}); check the "
+                "kubeconfig's certificate-authority-data is the CA of this cluster"
+            )
+        if isinstance(seen, ssl.SSLError):
+            return f"the TLS handshake with the API server failed ({seen.reason or seen})"
+        reason = getattr(seen, "reason", None)
+        seen = reason if isinstance(reason, BaseException) else seen.__cause__ or seen.__context__
+    return None
+
+
 def _read_namespace_file() -> str | None:
     try:
         text = _SERVICEACCOUNT_NAMESPACE.read_text().strip()
@@ -84,12 +111,10 @@ def _read_namespace_file() -> str | None:
 
 def _file_context_namespace(path: str) -> str | None:
     try:
-        _, current = kube_config.list_kube_config_contexts(config_file=path)
-    except Exception:
+        kubeconfig, _ = read_kubeconfig_files(path)
+    except ValueError:
         return None
-    context = (current or {}).get("context") or {}
-    namespace = context.get("namespace")
-    return namespace if isinstance(namespace, str) and namespace else None
+    return kubeconfig.context_namespace()
 
 
 def default_namespace(config: Config) -> str:
@@ -107,31 +132,79 @@ def default_namespace(config: Config) -> str:
     return _read_namespace_file() or "default"
 
 
-def connect(config: Config) -> tuple[ApiClient, str]:
-    """The API client and namespace for ``config``; raises :class:`ClusterError`."""
+def _without_userinfo(server: str) -> str:
+    """``https://user:password@host`` → ``https://host`` (for messages and the client)."""
+    parts = urlsplit(server)
+    if "@" not in parts.netloc:
+        return server
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _load(
+    kubeconfig: Kubeconfig,
+    configuration: Configuration,
+    base_path: str,
+    from_input: bool,
+    config: Config,
+    io: ActionsIO | None,
+) -> None:
+    """Fill ``configuration`` from a checked kubeconfig; no command is ever run."""
+    from deployer.cloud.plugins import plugin_for_user, token_source
+
+    if from_input:
+        check_input_kubeconfig(kubeconfig.raw)
+    user_name, user = kubeconfig.current_user()
+    try:
+        plugin = plugin_for_user(user)
+    except ValueError as e:
+        raise ValueError(f"user '{user_name[:60]}' {e}") from None
+    from kubernetes.config import kube_config as loaders
+
+    loader = cast(Any, loaders).KubeConfigLoader(
+        config_dict=kubeconfig.without_commands(), config_base_path=base_path
+    )
+    loader.load_and_set(configuration)
+    configuration.host = _without_userinfo(str(configuration.host))
+    cluster_name, cluster = kubeconfig.current_cluster()
+    if cluster.get("insecure-skip-tls-verify") is True and io is not None:
+        text = (
+            f"The kubeconfig's cluster '{cluster_name}' sets insecure-skip-tls-verify: true: "
+            "the API server's certificate is not checked, so whoever sits between the runner "
+            "and the cluster can read the credentials and change what is deployed. Put the "
+            "cluster's CA in certificate-authority-data instead."
+        )
+        io.warning(text, title="TLS verification is off")
+        io.append_summary(f"> [!WARNING]\n> {text}")
+    if plugin is not None:
+        mask = io.mask if io is not None else (lambda _secret: None)
+        token_source(plugin, config, mask).install(configuration)
+
+
+def connect(config: Config, io: ActionsIO | None = None) -> tuple[ApiClient, str]:
+    """The API client and namespace for ``config``; raises :class:`ClusterError`.
+
+    No command the kubeconfig names is run: a cloud plugin's token is made in-process
+    (:mod:`deployer.cloud.plugins`). ``io`` masks those tokens and gets the warning
+    for a kubeconfig that turns TLS verification off.
+    """
     configuration = Configuration()
-    if config.kubeconfig is not None:
-        text = config.kubeconfig.get_secret_value()
+    if config.kubeconfig is not None or config.kubeconfig_path:
+        from_input = config.kubeconfig is not None
+        where = "The 'kubeconfig' input" if from_input else f"KUBECONFIG ({config.kubeconfig_path})"
+        text = config.kubeconfig.get_secret_value() if config.kubeconfig is not None else ""
+        secrets = credentials_in(text)
         try:
-            parsed = parse_kubeconfig(text)
-            kube_config.load_kube_config_from_dict(
-                parsed.data, client_configuration=configuration, persist_config=False
-            )
+            if from_input:
+                kubeconfig, base_path = parse_kubeconfig(text), ""
+            else:
+                kubeconfig, base = read_kubeconfig_files(config.kubeconfig_path or "")
+                secrets, base_path = kubeconfig.credentials(), str(base)  # paths: as kubectl
+            _load(kubeconfig, configuration, base_path, from_input, config, io)
+        except DeployerError:
+            raise
         except Exception as e:
-            problem = _redacted(str(e), credentials_in(text)) or type(e).__name__
-            raise ClusterError(f"The 'kubeconfig' input could not be loaded: {problem}") from None
-    elif config.kubeconfig_path:
-        try:
-            kube_config.load_kube_config(
-                config_file=config.kubeconfig_path,
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        except Exception as e:
-            raise ClusterError(
-                f"KUBECONFIG ({config.kubeconfig_path}) could not be loaded: "
-                f"{str(e) or type(e).__name__}"
-            ) from None
+            problem = _redacted(str(e), secrets) or type(e).__name__
+            raise ClusterError(f"{where} could not be loaded: {problem}") from None
     else:
         try:
             kube_config.load_incluster_config(client_configuration=configuration)
@@ -334,11 +407,13 @@ class Kube:
                 )
                 data: bytes = resp.read()
             except (urllib3.exceptions.HTTPError, OSError) as e:
+                tls = _tls_problem(e)
+                if tls:  # a wrong CA does not get better by retrying
+                    raise ClusterError(f"Cannot {what}: {tls}") from None
                 problem = f"cannot reach the API server at {self.host}: {type(e).__name__}"
             except ApiException as e:  # TLS problems arrive as status 0
-                raise ClusterError(
-                    f"Cannot {what}: {str(e.reason).splitlines()[0]} ({self.host})"
-                ) from None
+                reason = _tls_problem(e) or str(e.reason).splitlines()[0]
+                raise ClusterError(f"Cannot {what}: {reason} ({self.host})") from None
             else:
                 status = int(resp.status)
                 if 200 <= status < 300:

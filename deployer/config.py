@@ -17,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from deployer.cloud import CloudEnv
 from deployer.errors import ConfigError, InputProblem
-from deployer.kubeconfig import parse_kubeconfig
+from deployer.kubeconfig import check_input_kubeconfig
 
 __all__ = [
     "INPUTS",
@@ -47,6 +48,7 @@ INPUTS: dict[str, tuple[str, str]] = {
     "registry-username": ("", "${{ github.actor }}"),
     "registry-password": ("", "${{ secrets.GITHUB_TOKEN }}"),
     "kubeconfig": ("", "${{ secrets.KUBECONFIG }}"),
+    "aws-role-arn": ("", "arn:aws:iam::123456789012:role/github-deploy"),
     "namespace": ("", "production"),
     "deployments": ("", "web,worker"),
     "container": ("", "web"),
@@ -74,6 +76,7 @@ _ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _USERINFO_RE = re.compile(
     r"(?:(?<=://)|^)[^/@\s]*@(?![a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32})"
 )
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -219,6 +222,8 @@ class Config(BaseModel):
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
+    aws_role_arn: str | None = None
+    cloud_env: CloudEnv = Field(default_factory=CloudEnv, description="AWS_*, AZURE_*, ...")
     github: GitHubContext
     created: str
 
@@ -454,7 +459,10 @@ def load_config(env: Mapping[str, str]) -> Config:
         check.fail("container", f"'{_shown(container, 70)}' is not a valid container name")
     manifests = _split_list(raw["manifests"])
     if raw["kubeconfig"].strip():
-        check.take("kubeconfig", parse_kubeconfig, raw["kubeconfig"])
+        check.take("kubeconfig", check_input_kubeconfig, raw["kubeconfig"])
+    aws_role_arn = raw["aws-role-arn"].strip() or None
+    if aws_role_arn and not _ROLE_ARN_RE.match(aws_role_arn):
+        check.fail("aws-role-arn", f"'{aws_role_arn[:100]}' is not an IAM role ARN")
     timeout = check.take("timeout", parse_duration, raw["timeout"])
     if (deployments or manifests) and not bools["push"] and bools["build"]:
         check.fail("push", "is false, but a cluster can only run an image that was pushed")
@@ -489,6 +497,8 @@ def load_config(env: Mapping[str, str]) -> Config:
             workspace=workspace,
             docker_host=env.get("DOCKER_HOST") or None,
             kubeconfig_path=env.get("KUBECONFIG") or None,
+            aws_role_arn=aws_role_arn,
+            cloud_env=CloudEnv.from_environ(env),
             github=github,
             created=_created(env),
         )

@@ -7,6 +7,7 @@
     ├── PushError              the push or the digest lookup failed
     │   └── RegistryAuthError  the registry refused the credentials (never retried)
     ├── ClusterError           the cluster could not be reached or refused a request
+    ├── CredentialsError       cloud credentials (AWS, Google, Azure) missing or refused
     │   └── AccessDenied       401/403: names the verb and resource that were refused
     ├── RolloutError           a rollout failed (and was or was not rolled back)
     ├── Cancelled              SIGINT/SIGTERM arrived (the runner's cancel)
@@ -28,6 +29,7 @@ __all__ = [
     "Cancelled",
     "ClusterError",
     "ConfigError",
+    "CredentialsError",
     "DeployerError",
     "EngineError",
     "InputProblem",
@@ -102,6 +104,12 @@ class ClusterError(DeployerError):
     """The cluster could not be reached or refused a request."""
 
     title = "Kubernetes error"
+
+
+class CredentialsError(DeployerError):
+    """Cloud credentials for the cluster or the registry are missing or were refused."""
+
+    title = "Cloud credentials error"
 
 
 class AccessDenied(ClusterError):

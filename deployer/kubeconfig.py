@@ -3,6 +3,12 @@
 A kubeconfig arrives as YAML or as base64 of YAML. It is parsed with PyYAML's safe
 loader after refusing anchors/aliases (a "billion laughs" document) and anything
 over :data:`MAX_BYTES`, so a hostile value costs bounded time and memory.
+
+No command a kubeconfig names is ever run: :meth:`Kubeconfig.without_commands` is
+what the kubernetes client gets, and the current user's ``exec`` entry must be a
+plugin :mod:`deployer.cloud.plugins` serves in-process. The input form may not
+name files of the action's container (``tokenFile``, ``client-key``, ...); a
+KUBECONFIG file may.
 """
 
 from __future__ import annotations
@@ -10,13 +16,24 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import copy
 import re
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deployer.safeyaml import check_events, construct
 
-__all__ = ["MAX_BYTES", "Kubeconfig", "credentials_in", "parse_kubeconfig"]
+__all__ = [
+    "FILE_KEYS",
+    "MAX_BYTES",
+    "Kubeconfig",
+    "check_input_kubeconfig",
+    "credentials_in",
+    "parse_kubeconfig",
+    "read_kubeconfig_files",
+]
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 32  # a kubeconfig nests about 5 levels deep
@@ -33,6 +50,11 @@ _SECRET_KEYS = {
     "client-secret",
     "secret",
 }
+# Keys whose value is a path the client would read: refused in the input form.
+FILE_KEYS = {
+    "cluster": ("certificate-authority",),
+    "user": ("client-certificate", "client-key", "tokenFile"),
+}
 
 
 class Kubeconfig:
@@ -47,6 +69,49 @@ class Kubeconfig:
     def current_context(self) -> str | None:
         name = self.data.get("current-context")
         return name if isinstance(name, str) and name else None
+
+    def _named(self, section: str, name: object) -> dict[str, Any]:
+        for entry in self.data.get(section) or []:
+            if isinstance(entry, Mapping) and entry.get("name") == name:
+                body = entry.get(section[:-1])
+                return dict(body) if isinstance(body, Mapping) else {}
+        return {}
+
+    def _context(self) -> dict[str, Any]:
+        return self._named("contexts", self.current_context)
+
+    def current_user(self) -> tuple[str, dict[str, Any]]:
+        """The current context's user: (name, the ``user`` mapping)."""
+        name = self._context().get("user")
+        return str(name or ""), self._named("users", name)
+
+    def current_cluster(self) -> tuple[str, dict[str, Any]]:
+        """The current context's cluster: (name, the ``cluster`` mapping)."""
+        name = self._context().get("cluster")
+        return str(name or ""), self._named("clusters", name)
+
+    def credentials(self) -> list[str]:
+        """Every credential in it: user secrets, exec env and --client-secret, server userinfo."""
+        found: list[str] = []
+        for user in self.data.get("users") or []:
+            if isinstance(user, Mapping):
+                found.extend(_walk_secrets(user.get("user") or {}))
+                found.extend(_exec_arg_secrets(user.get("user") or {}))
+        for cluster in self.data.get("clusters") or []:
+            body = cluster.get("cluster") if isinstance(cluster, Mapping) else None
+            if isinstance(body, Mapping):
+                found.extend(server_userinfo(str(body.get("server") or "")))
+        return [s for s in found if s.strip()]
+
+    def without_commands(self) -> dict[str, Any]:
+        """A copy without any exec or auth-provider entry: what the client library gets."""
+        data = copy.deepcopy(self.data)
+        for entry in data.get("users") or []:
+            user = entry.get("user") if isinstance(entry, Mapping) else None
+            if isinstance(user, dict):
+                user.pop("exec", None)
+                user.pop("auth-provider", None)
+        return data
 
     def context_namespace(self) -> str | None:
         """The namespace of the current context, if it sets one."""
@@ -70,11 +135,16 @@ def _decode(text: str) -> tuple[str, bool]:
 
 def parse_kubeconfig(text: str) -> Kubeconfig:
     """Parse YAML or base64-of-YAML; raises ValueError saying what is wrong (never the content)."""
+    decoded, was_base64 = _decode(text)
+    data = _check_structure(_parse_document(decoded, len(text.encode())))
+    return Kubeconfig(data, text, was_base64)
+
+
+def _parse_document(decoded: str, size: int) -> Any:
     import yaml  # here: runs without a kubeconfig do not pay for the import
 
-    if len(text.encode()) > MAX_BYTES:
+    if size > MAX_BYTES:
         raise ValueError(f"is larger than {MAX_BYTES // 1024} KiB")
-    decoded, was_base64 = _decode(text)
     # Aliases, depth and size are refused from the event stream, before a node is
     # built: the composer recurses, so depth alone could crash it.
     try:
@@ -90,6 +160,10 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ValueError(f"is not valid YAML{where}") from None
+    return data
+
+
+def _check_structure(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or "clusters" not in data:
         raise ValueError("is not a kubeconfig (no 'clusters' section)")
     for section in ("clusters", "contexts", "users"):
@@ -104,7 +178,81 @@ def parse_kubeconfig(text: str) -> Kubeconfig:
             "has a current-context that none of its contexts is named; "
             "set one with kubectl config use-context"
         )
-    return Kubeconfig(data, text, was_base64)
+    return data
+
+
+def _merge(documents: list[Any]) -> Any:
+    """Several KUBECONFIG files as kubectl merges them: the first of each name wins."""
+    merged: dict[str, Any] = {}
+    for data in documents:
+        if not isinstance(data, dict):
+            continue
+        if not merged.get("current-context") and data.get("current-context"):
+            merged["current-context"] = data["current-context"]
+        for section in ("clusters", "contexts", "users"):
+            entries = data.get(section) or []
+            if not isinstance(entries, list):
+                raise ValueError(f"has a '{section}' section that is not a list")
+            have = merged.setdefault(section, [])
+            names = {e.get("name") for e in have if isinstance(e, Mapping)}
+            have.extend(e for e in entries if isinstance(e, Mapping) and e.get("name") not in names)
+    return merged
+
+
+def read_kubeconfig_files(value: str) -> tuple[Kubeconfig, Path]:
+    """KUBECONFIG (one path, or several joined by ':'): the merged kubeconfig and its base dir.
+
+    Raises ValueError saying what is wrong (never the content).
+    """
+    paths = [Path(p) for p in value.split(":") if p]
+    documents, texts = [], []
+    for path in paths:
+        try:
+            with path.open("rb") as fh:
+                raw = fh.read(MAX_BYTES + 1)
+        except FileNotFoundError:
+            if len(paths) == 1:
+                raise ValueError(f"{path} does not exist") from None
+            continue
+        except OSError as e:
+            raise ValueError(f"{path} cannot be read: {e.strerror}") from None
+        text = raw.decode("utf-8", "replace")
+        texts.append(text)
+        documents.append(_parse_document(text, len(raw)))
+    if not documents:
+        raise ValueError("names no file that exists")
+    data = _check_structure(documents[0] if len(documents) == 1 else _merge(documents))
+    return Kubeconfig(data, "\n".join(texts), False), paths[0].parent
+
+
+def _check_no_files(config: Kubeconfig) -> None:
+    for section, keys in FILE_KEYS.items():
+        for entry in config.data.get(section + "s") or []:
+            body = entry.get(section) if isinstance(entry, Mapping) else None
+            if not isinstance(body, Mapping):
+                continue
+            for key in keys:
+                if body.get(key):
+                    data_key = "token" if key == "tokenFile" else f"{key}-data"
+                    raise ValueError(
+                        f"{section} '{entry.get('name')}' names a file ({key}), which the input "
+                        f"form may not read from the action's container; put the content in "
+                        f"'{data_key}' instead, or use a KUBECONFIG file in the workspace"
+                    )
+
+
+def check_input_kubeconfig(text: str) -> Kubeconfig:
+    """The ``kubeconfig`` input, parsed and checked: no file references, no unknown plugin."""
+    from deployer.cloud.plugins import plugin_for_user
+
+    config = parse_kubeconfig(text)
+    _check_no_files(config)
+    name, user = config.current_user()
+    try:
+        plugin_for_user(user)
+    except ValueError as e:
+        raise ValueError(f"user '{name[:60]}' {e}") from None
+    return config
 
 
 def _walk_secrets(node: Any, key: str | None = None) -> Iterator[str]:
@@ -142,7 +290,30 @@ def credentials_in(text: str) -> list[str]:
         config = parse_kubeconfig(text)
     except ValueError:
         return found
-    for user in config.data.get("users") or []:
-        if isinstance(user, Mapping):
-            found.extend(_walk_secrets(user.get("user") or {}))
-    return [s for s in found if s.strip()]
+    return [s for s in [*found, *config.credentials()] if s.strip()]
+
+
+def server_userinfo(server: str) -> list[str]:
+    """``user:password`` and the password of a server URL that carries them."""
+    try:
+        parts = urlsplit(server)
+        password = parts.password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return [f"{parts.username or ''}:{password}", password]
+
+
+def _exec_arg_secrets(user: Any) -> list[str]:
+    entry = user.get("exec") if isinstance(user, Mapping) else None
+    args = entry.get("args") if isinstance(entry, Mapping) else None
+    if not isinstance(args, list):
+        return []
+    found = []
+    for i, arg in enumerate(str(a) for a in args):
+        if arg == "--client-secret" and i + 1 < len(args):
+            found.append(str(args[i + 1]))
+        elif arg.startswith("--client-secret="):
+            found.append(arg.partition("=")[2])
+    return found

@@ -10,6 +10,7 @@ outputs and the summary are always written. Clients are made here and passed to 
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import signal
 import sys
@@ -30,7 +31,7 @@ from deployer.errors import (
     EngineError,
     InternalError,
 )
-from deployer.kubeconfig import credentials_in
+from deployer.kubeconfig import credentials_in, read_kubeconfig_files
 from deployer.report import RunReport, outputs, summary
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "mask_secrets", "run"]
 
+# Job environment variables that hold cloud secrets (the runner masks only secrets.*).
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "AAD_SERVICE_PRINCIPAL_CLIENT_SECRET",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+)
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 DOCKER_API_VERSION = "1.41"
 ENGINE_READ_TIMEOUT = 900  # seconds without a byte from the engine (a long RUN step)
@@ -55,6 +64,16 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         io.mask(base64.b64encode(pair.encode()).decode())
     for secret in credentials_in(inputs["kubeconfig"]):
         io.mask(secret)
+    if env.get("KUBECONFIG") and not inputs["kubeconfig"].strip():
+        try:
+            kubeconfig, _ = read_kubeconfig_files(env["KUBECONFIG"])
+        except ValueError:
+            pass  # reported, redacted, when the deploy stage loads it
+        else:
+            for secret in kubeconfig.credentials():
+                io.mask(secret)
+    for name in SECRET_ENV:
+        io.mask(env.get(name))
 
 
 @contextmanager
@@ -119,10 +138,10 @@ class Deploy(Protocol):
 class KubernetesDeploy:
     """The real deploy stage: one API client for the checks and the rollout."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, io: ActionsIO | None = None) -> None:
         from deployer.cluster import connect
 
-        self._api, _namespace = connect(config)
+        self._api, _namespace = connect(config, io)
 
     def check(self, config: Config, io: ActionsIO, cancel: threading.Event) -> None:
         from deployer.rollout import check_cluster
@@ -144,8 +163,10 @@ def _build_and_push(
     config: Config, io: ActionsIO, report: RunReport, make_docker: Callable[[Config], Any]
 ) -> None:
     from deployer.build import build_image
+    from deployer.cloud.registry import registry_login
     from deployer.push import push_image, resolve_digest
 
+    config = registry_login(config, io.mask)  # ECR / Artifact Registry without a password
     engine = make_docker(config)
     try:
         if config.build:
@@ -191,11 +212,13 @@ def run(
     out: TextIO | None = None,
     *,
     make_docker: Callable[[Config], Any] = docker_client,
-    make_deploy: Callable[[Config], Deploy] = KubernetesDeploy,
+    make_deploy: Callable[[Config], Deploy] | None = None,
 ) -> int:
     """Run the whole action with ``env`` as its environment; return the exit code."""
     started = time.monotonic()
     io = ActionsIO(out, env)
+    if make_deploy is None:
+        make_deploy = functools.partial(KubernetesDeploy, io=io)
     report = RunReport()
     cancel = threading.Event()
     try:

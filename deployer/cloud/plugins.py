@@ -1,0 +1,236 @@
+"""Which credential plugin a kubeconfig ``exec`` entry names, and its token made in-process.
+
+Supported (nothing is ever executed):
+
+    aws eks get-token --cluster-name C [--region R] [--role-arn A]     EKS
+    aws-iam-authenticator token -i C [-r A] [--region R]                  EKS
+    gke-gcloud-auth-plugin                                                GKE
+    kubelogin get-token --login spn|workloadidentity --server-id S ...    AKS
+
+Every other ``exec`` command, every ``auth-provider``, and kubelogin's other
+modes (azurecli, devicecode, msi, ...) are refused with a message that says
+what to use instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from deployer.cloud import CloudEnv, TokenSource
+from deployer.cloud.azure import AzureLogin
+from deployer.cloud.http import Http, send
+from deployer.errors import CredentialsError
+
+if TYPE_CHECKING:
+    from deployer.config import Config
+
+__all__ = ["SUPPORTED", "Plugin", "plugin_for_user", "recognise", "token_source"]
+
+SUPPORTED = (
+    "aws eks get-token, aws-iam-authenticator token, gke-gcloud-auth-plugin, "
+    "kubelogin get-token --login spn|workloadidentity"
+)
+_KUBELOGIN_MODES = ("spn", "workloadidentity")
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A recognised plugin entry: which cloud, and what its arguments said."""
+
+    kind: str  # "eks", "gke" or "aks"
+    command: str
+    cluster: str = ""
+    region: str = ""
+    role_arn: str = ""
+    azure: AzureLogin | None = None
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+def _options(args: Sequence[str], flags: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``--name value`` / ``--name=value`` / ``-n value`` → {canonical name: value}."""
+    found: dict[str, str] = {}
+    words: list[str] = []
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        name, eq, value = arg.partition("=")
+        if name in flags:
+            if not eq:
+                i += 1
+                value = items[i] if i < len(items) else ""
+            found[flags[name]] = value
+        elif not arg.startswith("-"):
+            words.append(arg)
+        i += 1
+    return found, words
+
+
+def _unsupported(command: str) -> ValueError:
+    return ValueError(
+        f"runs the credential plugin '{command[:60]}', which deployer does not run (it runs "
+        f"no command a kubeconfig names); supported plugins, made in-process: {SUPPORTED}"
+    )
+
+
+def recognise(entry: Mapping[str, Any]) -> Plugin:
+    """The plugin an ``exec`` entry names; ValueError naming it and the supported ones."""
+    command = str(entry.get("command") or "")
+    base = PurePosixPath(command).name
+    raw_args = entry.get("args") or []
+    if not isinstance(raw_args, list):
+        raise ValueError("has an exec entry whose 'args' is not a list")
+    args = [str(a) for a in raw_args]
+    raw_env = entry.get("env") or []
+    if not isinstance(raw_env, list):
+        raise ValueError("has an exec entry whose 'env' is not a list")
+    env: dict[str, str] = {}
+    for item in raw_env:
+        if isinstance(item, Mapping) and item.get("name"):
+            env[str(item["name"])] = str(item.get("value") or "")
+    if base == "aws":
+        opts, words = _options(
+            args,
+            {
+                "--cluster-name": "cluster",
+                "--cluster-id": "cluster",
+                "--region": "region",
+                "--role-arn": "role",
+                "--profile": "profile",
+                "--output": "output",
+            },
+        )
+        if words[:2] != ["eks", "get-token"] or not opts.get("cluster"):
+            raise _unsupported(" ".join([command, *args[:3]]))
+        return Plugin(
+            "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
+        )
+    if base == "aws-iam-authenticator":
+        opts, words = _options(
+            args,
+            {
+                "-i": "cluster",
+                "--cluster-id": "cluster",
+                "-r": "role",
+                "--role": "role",
+                "--region": "region",
+            },
+        )
+        if words[:1] != ["token"] or not opts.get("cluster"):
+            raise _unsupported(" ".join([command, *args[:2]]))
+        return Plugin(
+            "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
+        )
+    if base == "gke-gcloud-auth-plugin":
+        return Plugin("gke", base, env=env)
+    if base == "kubelogin":
+        opts, words = _options(
+            args,
+            {
+                "--login": "login",
+                "-l": "login",
+                "--server-id": "server",
+                "--client-id": "client",
+                "--tenant-id": "tenant",
+                "-t": "tenant",
+                "--environment": "environment",
+                "-e": "environment",
+                "--client-secret": "secret",
+            },
+        )
+        if words[:1] != ["get-token"]:
+            raise _unsupported(" ".join([command, *args[:1]]))
+        mode = (opts.get("login") or env.get("AAD_LOGIN_METHOD") or "devicecode").lower()
+        if mode not in _KUBELOGIN_MODES:
+            raise ValueError(
+                f"uses kubelogin --login {mode[:30]}, which needs a login a container action "
+                "cannot see or do; use --login workloadidentity (OIDC: AZURE_CLIENT_ID, "
+                "AZURE_TENANT_ID and `permissions: id-token: write`) or --login spn "
+                "(AZURE_CLIENT_SECRET), e.g. kubelogin convert-kubeconfig -l workloadidentity"
+            )
+        if not opts.get("server"):
+            raise ValueError("has a kubelogin entry without --server-id")
+        login = AzureLogin(
+            mode,
+            opts["server"],
+            opts.get("client", ""),
+            opts.get("tenant", ""),
+            opts.get("environment", ""),
+            opts.get("secret", ""),
+        )
+        return Plugin("aks", base, azure=login, env=env)
+    raise _unsupported(command)
+
+
+def plugin_for_user(user: Mapping[str, Any]) -> Plugin | None:
+    """The plugin a kubeconfig user needs; None for static credentials; ValueError if refused."""
+    provider = user.get("auth-provider")
+    if provider is not None:
+        name = provider.get("name") if isinstance(provider, Mapping) else None
+        raise ValueError(
+            f"uses auth-provider '{str(name)[:40]}', which deployer does not support (kubectl "
+            f"dropped auth-providers in 1.26); use an exec entry of: {SUPPORTED}"
+        )
+    entry = user.get("exec")
+    if entry is None:
+        return None
+    if not isinstance(entry, Mapping):
+        raise ValueError("has an exec entry that is not a mapping")
+    return recognise(entry)
+
+
+def token_source(
+    plugin: Plugin,
+    config: Config,
+    mask: Callable[[str], None],
+    http: Http = send,
+    clock: Callable[[], float] = time.time,
+) -> TokenSource:
+    """A :class:`TokenSource` making the plugin's token from the job's credentials."""
+    env = CloudEnv({**config.cloud_env, **plugin.env})
+    workspace = config.workspace
+    fetch: Callable[[], tuple[str, float]]
+    if plugin.kind == "eks":
+        from deployer.cloud import aws
+
+        region = plugin.region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION", "")
+        if not region:
+            raise CredentialsError(
+                f"The kubeconfig for EKS cluster {plugin.cluster} names no region: set "
+                "AWS_REGION (aws-actions/configure-aws-credentials sets it from aws-region)"
+            )
+        creds = aws.AwsCredentials(
+            env,
+            workspace,
+            region,
+            mask,
+            oidc_role_arn=config.aws_role_arn,
+            assume_role_arn=plugin.role_arn or None,
+            what=f"EKS cluster {plugin.cluster}",
+            http=http,
+            clock=clock,
+        )
+
+        def fetch() -> tuple[str, float]:
+            return aws.eks_token(creds.get(), plugin.cluster, region, clock())
+
+    elif plugin.kind == "gke":
+        from deployer.cloud import gcp
+
+        def fetch() -> tuple[str, float]:
+            return gcp.access_token(env, workspace, mask)
+
+    else:
+        from deployer.cloud import azure
+
+        login = plugin.azure
+        assert login is not None
+
+        def fetch() -> tuple[str, float]:
+            return azure.access_token(login, env, workspace, mask, http, clock)
+
+    return TokenSource(fetch, mask, clock=clock)
