@@ -210,8 +210,8 @@ def run(
         report.errors.append(e)
         report.status = "failed"
     report.duration = time.monotonic() - started
-    io.set_outputs(outputs(report))
-    io.append_summary(summary(report))
+    io.set_outputs(outputs(report, redact=io.redact))
+    io.append_summary(summary(report, redact=io.redact))
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned") else 1
 
