@@ -45,7 +45,7 @@ LINE_CHARS = 400  # one line of untrusted text in a fenced block, before wrappin
 WRAP_COLUMNS = 100  # fenced lines are wrapped so the block never scrolls sideways
 SECTION_LINES = 60  # lines of one fenced block
 FENCE_INPUT = 64 * 1024  # characters of a fenced block's text looked at (head; 3x that of its end)
-CELL_CHARS = 60  # a table cell
+CELL_CHARS = 40  # a table cell (one line: GitHub's tables do not wrap)
 OUTPUT_REASON_CHARS = 4_000  # a reason in the ``deployments`` output
 LEAD_LINES = 10  # answer lines under the title
 TABLE_ROWS = 50
@@ -244,7 +244,7 @@ def fenced(text: str, *, max_lines: int = SECTION_LINES) -> str:
 _DIGEST = re.compile(r"^(?P<repo>.+)@(?P<algo>[a-z0-9]+):(?P<hex>[0-9a-fA-F]{12,})$")
 
 
-def _short_repository(repository: str, limit: int = 40) -> str:
+def _short_repository(repository: str, limit: int = 32) -> str:
     if len(repository) <= limit:
         return repository
     tail = repository[-(limit - 1) :]
@@ -297,12 +297,33 @@ def _is_culprit(d: DeploymentResult) -> bool:
     return d.result in ("failed", "rolled-back", "cancelled") and not _FOLLOWER.match(d.reason)
 
 
+_NOT_READY = re.compile(r"pod (?P<pod>[\w.-]+) never became ready")
+_TOO_SLOW = re.compile(r"^not complete after (?P<seconds>\d+) s")
+
+
+def _first_event(d: DeploymentResult) -> str:
+    """The first Warning event of the diagnosis (e.g. the failing readiness probe), if any."""
+    lines = (d.diagnosis or "").splitlines()
+    if "Warning events:" in lines:
+        at = lines.index("Warning events:") + 1
+        if at < len(lines):
+            return lines[at].strip()
+    return ""
+
+
 def _cause(d: DeploymentResult) -> str:
     found = _POD_REASON.search(d.reason)
     if found and found["container"]:
         return f"{code(found['reason'])} in container {code(found['container'])}"
     if found:
         return f"{code(found['reason'])} (pod {code(found['pod'])})"
+    event = _first_event(d)
+    seen = f" ({code(event, limit=120)})" if event else ""
+    if _NOT_READY.search(d.reason):
+        return f"the new pods never became Ready{seen}"
+    slow = _TOO_SLOW.match(d.reason)
+    if slow:
+        return f"not complete after {slow['seconds']} s{seen}"
     return code(d.reason.split("; ")[0], limit=160) or "no reason given"
 
 
@@ -324,7 +345,7 @@ def _outcome(d: DeploymentResult) -> str:
 
 def _next_step(d: DeploymentResult) -> str:
     """What to do next for this failure, where we know it; '' otherwise."""
-    found = _POD_REASON.search(d.reason)
+    found = _POD_REASON.search(d.reason) or _NOT_READY.search(d.reason)
     pod = found["pod"] if found else ""
     describe_pod = _kubectl(d, "describe", "pod", pod) if pod else ""
     describe = describe_pod or _kubectl(d, "describe", _workload(d))
@@ -453,7 +474,7 @@ def _table(deployments: Sequence[DeploymentResult]) -> list[str]:
             f"| {icon} {RESULT_WORDS.get(d.result, code(d.result, cell=True))} "
             f"| {code(_workload(d), limit=CELL_CHARS, cell=True)} "
             f"| {'' if d.revision is None else d.revision} "
-            f"| {code(short_image(now), limit=CELL_CHARS, cell=True)} |"
+            f"| {code(short_image(now), limit=2 * CELL_CHARS, cell=True)} |"
         )
     if len(deployments) > TABLE_ROWS:
         lines += ["", f"… and {len(deployments) - TABLE_ROWS} more in the `deployments` output."]
@@ -461,11 +482,12 @@ def _table(deployments: Sequence[DeploymentResult]) -> list[str]:
 
 
 def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
+    image = deployments[0].new_image if deployments else ""
     lines = [
-        "The plan: each container below would be set to the new image.",
+        f"The plan: each container below would be set to {code(short_image(image))}.",
         "",
-        "| Workload | Container | Now | Would become |",
-        "|---|---|---|---|",
+        "| Workload | Container | Now |",
+        "|---|---|---|",
     ]
     rows = 0
     for d in deployments:
@@ -478,8 +500,7 @@ def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
             lines.append(
                 f"| {code(_workload(d), limit=CELL_CHARS, cell=True)} "
                 f"| {code(container, limit=CELL_CHARS, cell=True)} "
-                f"| {code(short_image(before), limit=CELL_CHARS, cell=True) or 'new'} "
-                f"| {code(short_image(d.new_image), limit=CELL_CHARS, cell=True)} |"
+                f"| {code(short_image(before), limit=2 * CELL_CHARS, cell=True) or 'new'} |"
             )
     total = sum(len(d.containers) for d in deployments)
     if total > rows:
@@ -565,7 +586,7 @@ def _error_sections(errors: Sequence[_Error]) -> list[str]:
             lines += ["Nothing was built, pushed or changed. Fix these inputs:", ""]
             for p in error.problems[:MAX_PROBLEMS]:
                 lines += [
-                    f"- Input **{code(p.input, limit=CELL_CHARS)}**: {code(p.problem)}",
+                    f"- Input **{code(p.input, limit=CELL_CHARS)}**: {code(p.problem)}\\",
                     f"  Example: {code(f'{p.input}: {p.example}')}",
                 ]
             if len(error.problems) > MAX_PROBLEMS:

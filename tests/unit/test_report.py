@@ -56,6 +56,33 @@ def test_a_rolled_back_run_leads_with_what_happened_where_and_what_runs_now(
     assert f"docker run --rm {REPO}@{NEW_DIGEST}" in lines[3]
 
 
+def test_pods_that_never_become_ready_are_named_with_their_first_warning() -> None:
+    """Reason and diagnosis as the rollout wrote them for a failing readiness probe."""
+    never_ready = result(
+        "web",
+        "rolled-back",
+        "not complete after 13 s: 1 out of 2 new replicas have been updated; pod "
+        "web-7688579cf-4rskn never became ready (containers with unready status: [app]); "
+        "rolled back to the previous revision",
+        revision=3,
+        previous="127.0.0.1:5000/ok/web:1",
+        diagnosis="pod web-7688579cf-4rskn: not ready: containers with unready status: [app]\n"
+        "Warning events:\n  Unhealthy: Readiness probe failed: HTTP probe failed with "
+        "statuscode: 503",
+    )
+    text = summary(
+        RunReport(status="rolled-back", rollout=RolloutResult("rolled-back", (never_ready,))),
+        redact=str,
+    )
+    lead, next_step = text.split("\n\n")[1:3]
+    assert lead == (
+        "**`deployment/web`**: the new pods never became Ready (`Unhealthy: Readiness probe "
+        "failed: HTTP probe failed with statuscode: 503`) — rolled back to "
+        "`127.0.0.1:5000/ok/web:1` (revision 3)"
+    )
+    assert "`kubectl -n payments-production describe pod web-7688579cf-4rskn`" in next_step
+
+
 def test_tables_put_the_outcome_first_shorten_images_and_keep_reasons_out(
     summaries: dict[str, str],
 ) -> None:
@@ -98,11 +125,10 @@ def test_success_leads_with_what_runs_now_and_collapses_the_details(
 def test_dry_run_shows_the_plan_as_a_table(summaries: dict[str, str]) -> None:
     text = summaries["dry-run"]
     assert text.startswith("## 📝 Dry run: nothing was pushed or changed\n")
-    assert "| Workload | Container | Now | Would become |" in text
-    assert (
-        "| `deployment/checkout-worker` | `sidecar` | `docker.io/envoyproxy/envoy:v1.31.2` |"
-        in (text)
-    )
+    assert "would be set to `…/payments/checkout-web:sha-0123456`" in text
+    assert "| Workload | Container | Now |" in text
+    row = "| `deployment/checkout-worker` | `sidecar` | `docker.io/envoyproxy/envoy:v1.31.2` |"
+    assert row in text
 
 
 def test_an_input_error_names_the_input_what_is_wrong_and_a_right_example(
@@ -221,7 +247,7 @@ def test_untrusted_text_never_becomes_a_link_an_image_or_html(tmp_path: Path) ->
     html = render(text)
     assert_inert(html)
     assert html.count("<tr>") == 2  # the pipes in the image name did not add cells or rows
-    assert len(re.findall(r"<td>", html)) == 4
+    assert len(re.findall(r"<td>", html)) == 3
 
 
 def test_a_build_error_and_an_input_value_are_inert(tmp_path: Path) -> None:
