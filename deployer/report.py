@@ -168,6 +168,14 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _clip_middle(text: str, limit: int) -> str:
+    """Names keep both ends: ``deployment/payments-c…-eu-west-1b-2`` tells two apart."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 2
+    return text[: limit - 1 - tail] + "…" + text[-tail:]
+
+
 def code(text: str, *, limit: int = FIELD_CHARS, cell: bool = False) -> str:
     """``text`` as one inline code span: shown literally, never a link, image or HTML.
 
@@ -274,9 +282,10 @@ def _kind(d: DeploymentResult) -> str:
     return str(getattr(d, "kind", "") or "Deployment")
 
 
-def _workload(d: DeploymentResult) -> str:
-    """``deployment/web``: the name kubectl takes."""
-    return f"{_kind(d).lower()}/{d.name}"
+def _workload(d: DeploymentResult, limit: int = 0) -> str:
+    """``deployment/web``: the name kubectl takes (cut in the middle to ``limit``)."""
+    name = f"{_kind(d).lower()}/{d.name}"
+    return _clip_middle(name, limit) if limit else name
 
 
 def _kubectl(d: DeploymentResult, *args: str) -> str:
@@ -350,14 +359,15 @@ def _next_step(d: DeploymentResult) -> str:
     describe_pod = _kubectl(d, "describe", "pod", pod) if pod else ""
     describe = describe_pod or _kubectl(d, "describe", _workload(d))
     reason = d.reason
+    logs = " (its last log lines are below)" if "log lines:" in (d.diagnosis or "") else ""
     if "OOMKilled" in reason:
         return (
             "the container ran out of memory: raise its `resources.limits.memory`, "
-            "or find what uses the memory (its last log lines are below)."
+            f"or find what uses the memory{logs}."
         )
     if "CrashLoopBackOff" in reason or re.search(r": Error\b", reason):
         return (
-            "the container exits soon after it starts: its last log lines are below. "
+            f"the container exits soon after it starts{logs}. "
             f"Reproduce it locally with {code('docker run --rm ' + d.new_image)}."
         )
     if "ImagePullBackOff" in reason or "ErrImagePull" in reason:
@@ -472,7 +482,7 @@ def _table(deployments: Sequence[DeploymentResult]) -> list[str]:
         now = d.previous_image if d.result == "rolled-back" else d.new_image
         lines.append(
             f"| {icon} {RESULT_WORDS.get(d.result, code(d.result, cell=True))} "
-            f"| {code(_workload(d), limit=CELL_CHARS, cell=True)} "
+            f"| {code(_workload(d, CELL_CHARS), cell=True)} "
             f"| {'' if d.revision is None else d.revision} "
             f"| {code(short_image(now), limit=2 * CELL_CHARS, cell=True)} |"
         )
@@ -498,8 +508,8 @@ def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
             rows += 1
             before = befores[i] if i < len(befores) else ""
             lines.append(
-                f"| {code(_workload(d), limit=CELL_CHARS, cell=True)} "
-                f"| {code(container, limit=CELL_CHARS, cell=True)} "
+                f"| {code(_workload(d, CELL_CHARS), cell=True)} "
+                f"| {code(_clip_middle(container, CELL_CHARS), cell=True)} "
                 f"| {code(short_image(before), limit=2 * CELL_CHARS, cell=True) or 'new'} |"
             )
     total = sum(len(d.containers) for d in deployments)
@@ -511,13 +521,13 @@ def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
 def _workload_section(d: DeploymentResult) -> list[str]:
     icon = STATUS_ICON.get(d.result, "")
     heading = (
-        f"### {icon} {code(_workload(d), limit=CELL_CHARS)} in "
-        f"{code(d.namespace, limit=CELL_CHARS)}: {RESULT_WORDS.get(d.result, d.result)}"
+        f"### {icon} {code(_workload(d, 2 * CELL_CHARS))} in "
+        f"{code(d.namespace, limit=2 * CELL_CHARS)}: {RESULT_WORDS.get(d.result, d.result)}"
     )
     diagnosis = d.diagnosis or ""
     reason = _clip(d.reason, FIELD_CHARS)
     first = diagnosis.split("\n", 1)[0].strip()
-    if first and first in reason:
+    if first and reason.startswith(first):
         # The diagnosis starts with the reason; show only what the reason adds (the undo).
         extra = reason.replace(first, "", 1).strip("; ")
         text = diagnosis + (f"\n\n{extra}" if extra else "")
@@ -539,8 +549,7 @@ def _follower_section(d: DeploymentResult) -> list[str]:
 
 def _workload_text(d: DeploymentResult) -> str:
     """For an HTML ``<summary>``: our own characters only, the rest replaced."""
-    name = re.sub(r"[^\w./-]", "?", _workload(d))
-    return _clip(name, CELL_CHARS)
+    return re.sub(r"[^\w./-]", "?", _workload(d, 2 * CELL_CHARS))
 
 
 def _details(report: RunReport) -> list[str]:
@@ -562,8 +571,8 @@ def _details(report: RunReport) -> list[str]:
         containers = ", ".join(d.containers)
         before = code(d.previous_image) or "(new)"
         items.append(
-            f"- {code(_workload(d), limit=CELL_CHARS)} in {code(d.namespace, limit=CELL_CHARS)}, "
-            f"container {code(containers, limit=CELL_CHARS)}: {before} → {code(d.new_image)}"
+            f"- {code(_workload(d))} in {code(d.namespace)}, "
+            f"container {code(containers)}: {before} → {code(d.new_image)}"
         )
     times = []
     if report.build:

@@ -1,7 +1,7 @@
 """The job summaries in a real browser, at GitHub's content width.
 
 The summaries of whole runs (tests/unit/summary_runs.py: a success, a rolled-back
-run, a dry run, an input error, a failed build) are rendered as GitHub-flavoured
+run, a dry run, an input error, a failed build, long names) are rendered as GitHub-flavoured
 Markdown (markdown-it-py: GFM tables, autolinks, raw HTML) into a page with
 GitHub-like CSS, and opened in Debian's headless Chromium 1012 px wide. A script in
 the page measures, with every <details> closed and then open, whether anything
@@ -49,6 +49,7 @@ NEEDLES = {
     "dry-run": ("Dry run: nothing was pushed", "sidecar"),
     "input-error": ("Invalid input", "has upper-case letters"),
     "build-failed": ("Build failed", "RUN pip install"),
+    "long-names": ("Rolled back", "OOMKilled"),
 }
 
 # GitHub's Markdown styles, the parts that decide widths: tables are blocks that

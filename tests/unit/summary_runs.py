@@ -85,6 +85,33 @@ ROLLED_BACK = RolloutResult(
 )
 
 
+# Names at the lengths Kubernetes and registries allow in practice.
+LONG = "payments-checkout-web-canary-eu-west-1b"
+LONG_REPO = f"{REPO}-service-canary"
+LONG_NAMES = RolloutResult(
+    "rolled-back",
+    (
+        result(
+            f"{LONG}-blue",
+            "rolled-back",
+            f"pod {LONG}-blue-6bc6899bdd-hkx7r, container application-server: CrashLoopBackOff "
+            "(last exit: OOMKilled): back-off 5m0s restarting failed container; rolled back to "
+            "the previous revision",
+            previous=f"{LONG_REPO}@sha256:{'ab' * 32}",
+            containers=("application-server",),
+            diagnosis=f"pod {LONG}-blue-6bc6899bdd-hkx7r, container application-server: "
+            "CrashLoopBackOff (last exit: OOMKilled): back-off 5m0s restarting failed container",
+        ),
+        result(
+            f"{LONG}-green",
+            "rolled-back",
+            f"rolled back because {LONG}-blue failed; rolled back to the previous revision",
+            previous=f"{LONG_REPO}:release-2026-11-27-hotfix-with-a-long-tag-name",
+        ),
+    ),
+)
+
+
 def planned(image: str) -> RolloutResult:
     return RolloutResult(
         "planned",
@@ -179,4 +206,5 @@ def summaries(tmp_path: Path) -> dict[str, str]:
         ]
     )
     found["build-failed"] = go(runner_env(tmp_path / "build-failed"), SUCCEEDED, broken)[3]
+    found["long-names"] = go(runner_env(tmp_path / "long-names"), LONG_NAMES)[3]
     return found

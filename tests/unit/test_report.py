@@ -52,7 +52,9 @@ def test_a_rolled_back_run_leads_with_what_happened_where_and_what_runs_now(
         "`app` — rolled back to `…/payments/checkout-web@sha256:5f0c2b7a…` (revision 9)"
     )
     assert lines[2].startswith("Also rolled back") and "`deployment/checkout-worker`" in lines[2]
-    assert lines[3].startswith("**Next:** the container exits soon after it starts")
+    assert lines[3].startswith(
+        "**Next:** the container exits soon after it starts (its last log lines are below)."
+    )
     assert f"docker run --rm {REPO}@{NEW_DIGEST}" in lines[3]
 
 
@@ -160,6 +162,17 @@ def test_a_workload_kind_is_shown_when_the_result_has_one() -> None:
 
     report = RunReport(status="succeeded", rollout=RolloutResult("succeeded", (StatefulResult(),)))  # type: ignore[arg-type]
     assert "| `statefulset/db` |" in summary(report, redact=str)
+
+
+def test_long_names_are_cut_in_the_middle_so_two_stay_apart(summaries: dict[str, str]) -> None:
+    text = summaries["long-names"]
+    rows = [line for line in text.splitlines() if line.startswith("| ↩️")]
+    cells = [row.split(" | ")[1] for row in rows]
+    assert len(cells) == 2 and cells[0] != cells[1], cells
+    assert all(len(c) <= 42 for c in cells), cells
+    assert cells[0].endswith("1b-blue`") and cells[1].endswith("b-green`")
+    section = text[text.index("### ↩️") :]
+    assert section.index("CrashLoopBackOff") < section.index("rolled back to the previous")
 
 
 def test_short_image_forms() -> None:
