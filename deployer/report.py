@@ -629,6 +629,13 @@ def summary(report: RunReport, *, redact: Redact) -> str:
             sections.append(_workload_section(d))
         elif d.result not in ("succeeded", "planned"):
             sections.append(_follower_section(d))
+    restored = [str(r) for r in getattr(report.rollout, "restored", None) or ()]
+    if restored:  # the rollout's lines about the other objects it applied and put back
+        items = [f"- {code(r, limit=4 * CELL_CHARS)}" for r in restored[:TABLE_ROWS]]
+        if len(restored) > TABLE_ROWS:
+            items.append(f"- … and {len(restored) - TABLE_ROWS} more in the log")
+        intro = "What the rollback did to the other objects this run applied:"
+        sections.append([intro, "", *items, ""])
     tail = _details(report)
 
     text = "\n".join(head)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,23 @@ def test_long_names_are_cut_in_the_middle_so_two_stay_apart(summaries: dict[str,
     assert cells[0].endswith("1b-blue`") and cells[1].endswith("b-green`")
     section = text[text.index("### ↩️") :]
     assert section.index("CrashLoopBackOff") < section.index("rolled back to the previous")
+
+
+def test_what_the_rollback_restored_is_listed() -> None:
+    """The rollout of issue 10 adds ``restored`` (lines about other applied objects)."""
+
+    @dataclass(frozen=True)
+    class WithRestored(RolloutResult):
+        restored: tuple[str, ...] = ()
+
+    rollout = WithRestored(
+        "rolled-back",
+        summary_runs.ROLLED_BACK.deployments,
+        ("ConfigMap/checkout-config: restored", "Service/[x](https://evil.example): deleted"),
+    )
+    text = summary(RunReport(status="rolled-back", rollout=rollout), redact=str)
+    assert "- `ConfigMap/checkout-config: restored`" in text
+    assert_inert(render(text))
 
 
 def test_short_image_forms() -> None:
