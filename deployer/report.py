@@ -399,7 +399,9 @@ def _next_step(d: DeploymentResult) -> str:
             "raise the `timeout` input if it is slow."
         )
     if d.result == "cancelled":
-        return f"see where it stands: {_kubectl(d, 'rollout', 'status', _workload(d))}."
+        status = f"see where it stands: {_kubectl(d, 'rollout', 'status', _workload(d))}"
+        undo = re.search(r"undo with (kubectl rollout undo [^;]+)", reason)
+        return f"{status}; to undo it: {code(undo[1])}." if undo else f"{status}."
     return ""
 
 

@@ -176,6 +176,22 @@ def test_long_names_are_cut_in_the_middle_so_two_stay_apart(summaries: dict[str,
     assert section.index("CrashLoopBackOff") < section.index("rolled back to the previous")
 
 
+def test_a_cancelled_rollout_says_how_to_see_it_and_undo_it() -> None:
+    cancelled = result(
+        "web",
+        "cancelled",
+        "cancelled while waiting (1 of 2 updated replicas available); the rollout continues "
+        "in the cluster; undo with kubectl rollout undo deployment/web -n payments-production",
+    )
+    text = summary(
+        RunReport(status="cancelled", rollout=RolloutResult("cancelled", (cancelled,))),
+        redact=str,
+    )
+    assert text.startswith("## ⏹️ Cancelled\n")
+    assert "`kubectl -n payments-production rollout status deployment/web`" in text
+    assert "to undo it: `kubectl rollout undo deployment/web -n payments-production`" in text
+
+
 def test_what_the_rollback_restored_is_listed() -> None:
     """The rollout of issue 10 adds ``restored`` (lines about other applied objects)."""
 
