@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["SUMMARY_LIMIT", "ActionsIO", "escape_data", "escape_property"]
+__all__ = ["SUMMARY_LIMIT", "ActionsIO", "cut_markdown", "escape_data", "escape_property"]
 
 _REDACTED = "***"
 # The runner drops a step summary larger than this, whole (actions/runner: 1 MiB per step).
@@ -195,15 +195,18 @@ class ActionsIO:
                 used = 0
             room = SUMMARY_LIMIT - used
             if len(text.encode()) > room:
-                text = _cut_markdown(text, room)
+                text = cut_markdown(text, room)
             if not text:
                 return
             with self._summary_path.open("a", encoding="utf-8") as fh:
                 fh.write(text)
 
 
-def _cut_markdown(text: str, room: int) -> str:
-    """The longest head of ``text`` by whole lines that, closed and noted, fits ``room`` bytes."""
+def cut_markdown(text: str, room: int) -> str:
+    """The longest head of ``text`` by whole lines that, closed and noted, fits ``room`` bytes.
+
+    An open code fence is closed; a note says the summary was cut. '' if nothing fits.
+    """
     budget = room - len(_SUMMARY_CUT_NOTE.encode()) - 64  # 64: a closing fence
     kept: list[str] = []
     fence = ""

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from deployer.actions import cut_markdown
 from deployer.build import BuildResult
 from deployer.errors import DeployerError, InputProblem
 from deployer.push import PushResult
@@ -49,8 +50,10 @@ CELL_CHARS = 40  # a table cell (one line: GitHub's tables do not wrap)
 OUTPUT_REASON_CHARS = 4_000  # a reason in the ``deployments`` output
 LEAD_LINES = 10  # answer lines under the title
 TABLE_ROWS = 50
-MAX_ERRORS = 5
+DETAILS_CHARS = 32 * 1024  # the collapsed block of full values
+MAX_ERRORS = 3
 MAX_PROBLEMS = 20
+PROBLEM_CHARS = 300  # an input problem or its example
 
 STATUS_ICON = {
     "succeeded": "✅",
@@ -368,7 +371,7 @@ def _next_step(d: DeploymentResult) -> str:
     if "CrashLoopBackOff" in reason or re.search(r": Error\b", reason):
         return (
             f"the container exits soon after it starts{logs}. "
-            f"Reproduce it locally with {code('docker run --rm ' + d.new_image)}."
+            f"Reproduce it locally with {code('docker run --rm ' + d.new_image, limit=400)}."
         )
     if "ImagePullBackOff" in reason or "ErrImagePull" in reason:
         return (
@@ -567,9 +570,12 @@ def _details(report: RunReport) -> list[str]:
         report.push.references if report.push else report.build.references if report.build else ()
     )
     for reference in references[:TABLE_ROWS]:
-        items.append(f"- Tag: {code(reference)}")
+        items.append(f"- Tag: {code(reference, limit=300)}")
     deployments = report.rollout.deployments if report.rollout else ()
-    for d in deployments[:TABLE_ROWS]:
+    for shown, d in enumerate(deployments[:TABLE_ROWS]):
+        if sum(len(i) for i in items) > DETAILS_CHARS:
+            items.append(f"- … and {len(deployments) - shown} more in the `deployments` output")
+            break
         containers = ", ".join(d.containers)
         before = code(d.previous_image) or "(new)"
         items.append(
@@ -597,8 +603,9 @@ def _error_sections(errors: Sequence[_Error]) -> list[str]:
             lines += ["Nothing was built, pushed or changed. Fix these inputs:", ""]
             for p in error.problems[:MAX_PROBLEMS]:
                 lines += [
-                    f"- Input **{code(p.input, limit=CELL_CHARS)}**: {code(p.problem)}\\",
-                    f"  Example: {code(f'{p.input}: {p.example}')}",
+                    f"- Input **{code(p.input, limit=CELL_CHARS)}**: "
+                    f"{code(p.problem, limit=PROBLEM_CHARS)}\\",
+                    f"  Example: {code(f'{p.input}: {p.example}', limit=PROBLEM_CHARS)}",
                 ]
             if len(error.problems) > MAX_PROBLEMS:
                 lines.append(f"- … and {len(error.problems) - MAX_PROBLEMS} more in the log")
@@ -653,4 +660,7 @@ def summary(report: RunReport, *, redact: Redact) -> str:
         used += size
     if left_out:
         text += f"\n{left_out} more sections left out to keep the summary small: see the log.\n"
-    return text + "\n" + "\n".join(tail)
+    text += "\n" + "\n".join(tail)
+    if len(text.encode()) > SUMMARY_BUDGET:  # the parts are capped; this is the last guard
+        text = cut_markdown(text, SUMMARY_BUDGET)
+    return text

@@ -249,6 +249,28 @@ def test_a_huge_build_error_keeps_the_summary_small() -> None:
     assert len(text.encode()) < 64 * 1024
 
 
+def test_every_part_huge_at_once_still_fits_the_budget() -> None:
+    """Huge image names, tags, problems, errors and reasons all in one report."""
+    from deployer.errors import ConfigError, InputProblem
+    from deployer.push import PushResult
+
+    big = "h" * 200_000
+    workloads = tuple(
+        result(f"w{i}-{big[:200]}", "failed", big, previous=big, new=big, diagnosis=big)
+        for i in range(400)
+    )
+    problems = [InputProblem(f"in{i}", big, big) for i in range(100)]
+    report = RunReport(
+        status="failed",
+        push=PushResult(big, big, tuple([big] * 100), 1.0, pushed=True),
+        rollout=RolloutResult("failed", workloads),
+        errors=[ConfigError(problems), *[BuildError(big, details=big)] * 10],
+    )
+    text = summary(report, redact=str)
+    assert len(text.encode()) <= SUMMARY_BUDGET
+    assert text.startswith("## ❌ Invalid input")
+
+
 def test_the_summary_file_never_passes_the_runners_limit(tmp_path: Path) -> None:
     actions, _, _, path = make(tmp_path)
     actions.append_summary("a" * (SUMMARY_LIMIT - 300_000))
