@@ -9,6 +9,9 @@ embedded in an exception message.
 from __future__ import annotations
 
 import base64
+import html
+import json
+import re
 import secrets
 import sys
 import threading
@@ -19,9 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["ActionsIO", "escape_data", "escape_property"]
+__all__ = ["SUMMARY_LIMIT", "ActionsIO", "cut_markdown", "escape_data", "escape_property"]
 
 _REDACTED = "***"
+# The runner drops a step summary larger than this, whole (actions/runner: 1 MiB per step).
+SUMMARY_LIMIT = 1024 * 1024
+_SUMMARY_CUT_NOTE = (
+    "\n*The summary was cut here: the runner drops step summaries over 1 MiB. "
+    "The log has everything.*\n"
+)
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 
 
 def escape_data(text: str) -> str:
@@ -38,6 +48,9 @@ def _encodings(value: str) -> set[str]:
     """The value and the encodings of it that a careless print could leak."""
     raw = value.encode()
     found = {value, value.encode().hex(), urllib.parse.quote(value, safe="")}
+    # Escaped forms, should a secret ever be escaped before it is redacted.
+    found |= {html.escape(value), html.escape(value, quote=False)}
+    found |= {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
     for shift in range(3):  # base64 of the value at each alignment inside a larger text
         chunk = raw[shift:]
         whole = chunk[: len(chunk) // 3 * 3]  # only whole 3-byte groups encode the same
@@ -171,11 +184,51 @@ class ActionsIO:
             fh.write("".join(blocks))
 
     def append_summary(self, markdown: str) -> None:
-        """Append a section to the job summary (no-op outside the runner)."""
+        """Append a section to the job summary (no-op outside the runner).
+
+        The whole file stays under :data:`SUMMARY_LIMIT`: a section that would pass
+        it is cut at a line, with an open code fence closed and a note saying so.
+        """
         if self._summary_path is None:
             return
-        with self._summary_path.open("a", encoding="utf-8") as fh:
-            fh.write(self.redact(markdown).rstrip("\n") + "\n\n")
+        text = self.redact(markdown).rstrip("\n") + "\n\n"
+        with self._lock:
+            try:
+                used = self._summary_path.stat().st_size
+            except OSError:
+                used = 0
+            room = SUMMARY_LIMIT - used
+            if len(text.encode()) > room:
+                text = cut_markdown(text, room)
+            if not text:
+                return
+            with self._summary_path.open("a", encoding="utf-8") as fh:
+                fh.write(text)
+
+
+def cut_markdown(text: str, room: int) -> str:
+    """The longest head of ``text`` by whole lines that, closed and noted, fits ``room`` bytes.
+
+    An open code fence is closed; a note says the summary was cut. '' if nothing fits.
+    """
+    budget = room - len(_SUMMARY_CUT_NOTE.encode()) - 64  # 64: a closing fence
+    kept: list[str] = []
+    fence = ""
+    for line in text.split("\n"):
+        size = len(line.encode()) + 1
+        if size > budget:
+            break
+        budget -= size
+        kept.append(line)
+        found = _FENCE.match(line)
+        if found and not fence:
+            fence = found.group(1)
+        elif fence and set(line.strip()) == {fence[0]} and len(line.strip()) >= len(fence):
+            fence = ""
+    if budget < 0 or (not kept and room < len(_SUMMARY_CUT_NOTE.encode())):
+        return ""
+    closing = f"{fence}\n" if fence else ""
+    return "\n".join(kept) + "\n" + closing + _SUMMARY_CUT_NOTE
 
 
 class UntrustedLog:
@@ -184,6 +237,7 @@ class UntrustedLog:
     def __init__(self, io: ActionsIO, token: str) -> None:
         self._io = io
         self._token = token
+        self._pattern = re.compile(re.escape(token), re.IGNORECASE)
 
     def write_lines(self, lines: Iterable[str]) -> None:
         for line in lines:
@@ -193,7 +247,7 @@ class UntrustedLog:
         if text.endswith("\n"):
             text = text[:-1]
         for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-            # The only line that could end the stop-commands block is its own token.
-            if self._token in line:
-                line = line.replace(self._token, _REDACTED)
-            self._io._write(line)
+            # Only a command named like the token ends the block, and the runner compares
+            # command names ignoring case (OrdinalIgnoreCase): ::DEPLOYER-AB12::,
+            # ::Deployer-ab12 x=y:: or ##[deployer-AB12] anywhere would all resume.
+            self._io._write(self._pattern.sub(_REDACTED, line))

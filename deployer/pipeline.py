@@ -275,8 +275,12 @@ def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> N
     The exit code stays the run's: the work (and any rollback) is done by now.
     """
     parts: list[tuple[str, str, Callable[[], None]]] = [
-        ("outputs", "GITHUB_OUTPUT", lambda: io.set_outputs(outputs(report))),
-        ("job summary", "GITHUB_STEP_SUMMARY", lambda: io.append_summary(summary(report))),
+        ("outputs", "GITHUB_OUTPUT", lambda: io.set_outputs(outputs(report, redact=io.redact))),
+        (
+            "job summary",
+            "GITHUB_STEP_SUMMARY",
+            lambda: io.append_summary(summary(report, redact=io.redact)),
+        ),
     ]
     for what, variable, write in parts:
         try:

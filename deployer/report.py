@@ -1,25 +1,59 @@
 """Stage 4: the step's outputs and its job summary, from the results of the stages.
 
-Text from outside (pod messages, build log lines) goes into the summary escaped
-for Markdown/HTML, inside code fences longer than any backtick run it contains.
+The summary is read at 2 a.m.: it leads with the answer (one line per failed
+workload: what happened, where, and what the workload runs now), then what to do
+next where we know it, then a table narrow enough for GitHub's ~1,000 px content
+width (outcome first, images shortened), then one section per failed workload with
+its diagnosis, and the full values collapsed at the end.
+
+Safety rules, in this order:
+
+1. Every field is redacted before it is escaped or serialised (a password with
+   ``& < > " \\`` or non-ASCII would otherwise survive as ``&amp;`` or ``\\u00e9``).
+2. Text from outside (pod messages, events, logs, build output, image names from
+   the cluster, input values) is shown only inside code spans or fenced blocks,
+   so it cannot become a link, an image or HTML.
+3. Every field, every section and the whole summary have a size cap: the runner
+   drops a step summary over 1 MiB entirely.
 """
 
 from __future__ import annotations
 
-import html
+import copy
+import dataclasses
 import json
 import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from deployer.actions import cut_markdown
 from deployer.build import BuildResult
-from deployer.errors import DeployerError
+from deployer.errors import DeployerError, InputProblem
 from deployer.push import PushResult
 
 if TYPE_CHECKING:
-    from deployer.rollout import RolloutResult
+    from deployer.rollout import DeploymentResult, RolloutResult
 
-__all__ = ["RunReport", "outputs", "summary"]
+__all__ = ["SUMMARY_BUDGET", "RunReport", "code", "fenced", "outputs", "short_image", "summary"]
+
+Redact = Callable[[str], str]
+
+SUMMARY_BUDGET = 256 * 1024  # bytes of Markdown; the runner's limit is 1 MiB per step
+FIELD_CHARS = 2_000  # one message or reason
+LINE_CHARS = 400  # one line of untrusted text in a fenced block, before wrapping
+WRAP_COLUMNS = 100  # fenced lines are wrapped so the block never scrolls sideways
+SECTION_LINES = 60  # lines of one fenced block
+FENCE_INPUT = 64 * 1024  # characters of a fenced block's text looked at (head; 3x that of its end)
+CELL_CHARS = 40  # a table cell (one line: GitHub's tables do not wrap)
+OUTPUT_REASON_CHARS = 4_000  # a reason in the ``deployments`` output
+LEAD_LINES = 10  # answer lines under the title
+TABLE_ROWS = 50
+DETAILS_CHARS = 32 * 1024  # the collapsed block of full values
+MAX_ERRORS = 3
+MAX_PROBLEMS = 20
+PROBLEM_CHARS = 300  # an input problem or its example
 
 STATUS_ICON = {
     "succeeded": "✅",
@@ -27,6 +61,13 @@ STATUS_ICON = {
     "failed": "❌",
     "rolled-back": "↩️",
     "cancelled": "⏹️",
+}
+RESULT_WORDS = {
+    "succeeded": "succeeded",
+    "planned": "planned",
+    "failed": "failed",
+    "rolled-back": "rolled back",
+    "cancelled": "cancelled",
 }
 
 
@@ -43,9 +84,65 @@ class RunReport:
     duration: float = 0.0
 
 
-def outputs(report: RunReport) -> dict[str, str]:
-    """The step outputs declared in action.yml, as strings."""
+# -- redaction first --------------------------------------------------------------------------
+
+
+def _scrubbed(value: Any, redact: Redact) -> Any:
+    """``value`` with every string in it (dataclass fields, tuples, dicts) redacted."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, tuple):
+        return tuple(_scrubbed(v, redact) for v in value)
+    if isinstance(value, list):
+        return [_scrubbed(v, redact) for v in value]
+    if isinstance(value, dict):
+        return {_scrubbed(k, redact): _scrubbed(v, redact) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        clone = copy.copy(value)
+        for f in dataclasses.fields(value):
+            object.__setattr__(clone, f.name, _scrubbed(getattr(value, f.name), redact))
+        return clone
+    return value
+
+
+@dataclass(frozen=True)
+class _Error:
+    """A redacted view of a DeployerError."""
+
+    title: str
+    message: str
+    details: str
+    problems: tuple[InputProblem, ...]
+
+
+def _redacted(report: RunReport, redact: Redact) -> tuple[RunReport, list[_Error]]:
+    errors = [
+        _Error(
+            title=redact(e.title),
+            message=redact(e.message),
+            details=redact(e.details),
+            problems=tuple(_scrubbed(list(getattr(e, "problems", []) or []), redact)),
+        )
+        for e in report.errors
+    ]
+    view = copy.copy(report)
+    for name in ("status", "image", "build", "push", "rollout"):
+        setattr(view, name, _scrubbed(getattr(report, name), redact))
+    view.errors = []
+    return view, errors
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
+    """The step outputs declared in action.yml, as strings; every field redacted first."""
+    report, _errors = _redacted(report, redact)
     deployments = [d.as_output() for d in report.rollout.deployments] if report.rollout else []
+    for entry in deployments:  # outputs have a 1 MB limit per job; a pod message has none
+        reason = entry.get("reason")
+        if isinstance(reason, str):
+            entry["reason"] = _clip(reason, OUTPUT_REASON_CHARS)
     revisions = report.rollout.revisions if report.rollout else {}
     references: list[str] = []
     if report.push:
@@ -64,62 +161,506 @@ def outputs(report: RunReport) -> dict[str, str]:
     }
 
 
-def _cell(text: object) -> str:
-    escaped = html.escape(str(text), quote=False).replace("|", "&#124;")
-    return escaped.replace("\r", "").replace("\n", "<br>") or " "
+# -- inert Markdown ----------------------------------------------------------------------------
+
+# ANSI escape sequences (colours in build and pod logs) and other control characters.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
 
 
-def _code(text: str) -> str:
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text.rstrip()}\n{fence}"
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def summary(report: RunReport) -> str:
-    """The job summary as Markdown."""
+def _clip_middle(text: str, limit: int) -> str:
+    """Names keep both ends: ``deployment/payments-c…-eu-west-1b-2`` tells two apart."""
+    if len(text) <= limit:
+        return text
+    tail = (limit - 1) // 2
+    return text[: limit - 1 - tail] + "…" + text[-tail:]
+
+
+def code(text: str, *, limit: int = FIELD_CHARS, cell: bool = False) -> str:
+    """``text`` as one inline code span: shown literally, never a link, image or HTML.
+
+    In a table cell (``cell``) a ``|`` would end the cell even inside a code span:
+    it is escaped, and backslashes right before it doubled so the escape holds.
+    """
+    text = _clip(" ".join(_CONTROL.sub("", text[: limit * 2]).split()), limit)
+    if not text:
+        return ""
+    if cell and "|" in text:
+        text = re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
+    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _width(char: str) -> int:
+    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+
+
+def _wrapped(line: str, columns: int) -> list[str]:
+    """``line`` cut into pieces of at most ``columns`` display columns, at a space if near."""
+    if len(line) <= columns // 2 or (len(line) <= columns and line.isascii()):
+        return [line]
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for char in line:
+        w = _width(char)
+        if used + w > columns:
+            text = "".join(current)
+            cut = text.rfind(" ", columns // 2)
+            rest = text[cut + 1 :] if cut > 0 else ""
+            pieces.append(text[:cut] if cut > 0 else text)
+            current, used = ["↳ ", *rest], 2 + sum(_width(c) for c in rest)
+        current.append(char)
+        used += w
+    pieces.append("".join(current))
+    return pieces
+
+
+def fenced(text: str, *, max_lines: int = SECTION_LINES) -> str:
+    """``text`` in a fenced code block that nothing inside can close.
+
+    Lines are capped at :data:`LINE_CHARS` and wrapped at :data:`WRAP_COLUMNS`, the
+    block at ``max_lines`` (its first third and its end are kept: a log's last lines
+    matter most).
+    """
+    if len(text) > 4 * FENCE_INPUT:  # only its head and its end can be shown
+        text = text[:FENCE_INPUT] + "\n…\n" + text[-3 * FENCE_INPUT :]
+    given = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    dropped = 0  # lines never looked at: more than the block could show anyway
+    if len(given) > 4 * max_lines:
+        dropped = len(given) - 4 * max_lines
+        given = given[:max_lines] + given[-3 * max_lines :]
+    lines: list[str] = []
+    for line in given:
+        line = _clip(_CONTROL.sub("", line.expandtabs(4)).rstrip(), LINE_CHARS)
+        lines.extend(_wrapped(line, WRAP_COLUMNS))
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if len(lines) > max_lines:
+        head = max_lines // 3
+        tail = max_lines - head - 1
+        left_out = len(lines) - head - tail + dropped
+        lines = [*lines[:head], f"… ({left_out} lines left out) …", *lines[-tail:]]
+    body = "\n".join(lines)
+    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", body)), default=0) + 1)
+    return f"{ticks}text\n{body}\n{ticks}"
+
+
+# -- what to call things -----------------------------------------------------------------------
+
+_DIGEST = re.compile(r"^(?P<repo>.+)@(?P<algo>[a-z0-9]+):(?P<hex>[0-9a-fA-F]{12,})$")
+
+
+def _short_repository(repository: str, limit: int = 32) -> str:
+    if len(repository) <= limit:
+        return repository
+    tail = repository[-(limit - 1) :]
+    if "/" in tail[1:]:
+        tail = tail[tail.index("/", 1) :]
+    return "…" + tail
+
+
+def short_image(reference: str) -> str:
+    """``repo@sha256:e2ec6d4e…`` (and long repositories and tags cut), for tables."""
+    parts = []
+    for ref in reference.split(", "):
+        found = _DIGEST.match(ref)
+        if found:
+            repo = _short_repository(found["repo"])
+            parts.append(f"{repo}@{found['algo']}:{found['hex'][:8]}…")
+            continue
+        repo, sep, tag = ref.rpartition(":")
+        if sep and "/" not in tag:
+            parts.append(f"{_short_repository(repo)}:{_clip(tag, 24)}")
+        else:
+            parts.append(_short_repository(ref))
+    return ", ".join(parts)
+
+
+def _kind(d: DeploymentResult) -> str:
+    return str(getattr(d, "kind", "") or "Deployment")
+
+
+def _workload(d: DeploymentResult, limit: int = 0) -> str:
+    """``deployment/web``: the name kubectl takes (cut in the middle to ``limit``)."""
+    name = f"{_kind(d).lower()}/{d.name}"
+    return _clip_middle(name, limit) if limit else name
+
+
+def _kubectl(d: DeploymentResult, *args: str) -> str:
+    return code(" ".join(["kubectl", "-n", d.namespace, *args]))
+
+
+# -- the answer: what happened and what to do ------------------------------------------------------
+
+_POD_REASON = re.compile(
+    r"pod (?P<pod>[\w.-]+)(?:, container (?P<container>[\w.-]+))?: "
+    r"(?P<reason>[A-Za-z]+(?: \(last exit: [\w ]+\))?)"
+)
+_FOLLOWER = re.compile(r"^(stopped waiting|rolled back because)")
+
+
+def _is_culprit(d: DeploymentResult) -> bool:
+    """A workload that failed by itself (not one rolled back because another failed)."""
+    return d.result in ("failed", "rolled-back", "cancelled") and not _FOLLOWER.match(d.reason)
+
+
+_NOT_READY = re.compile(r"pod (?P<pod>[\w.-]+) never became ready")
+_TOO_SLOW = re.compile(r"^not complete after (?P<seconds>\d+) s")
+
+
+def _first_event(d: DeploymentResult) -> str:
+    """The first Warning event of the diagnosis (e.g. the failing readiness probe), if any."""
+    lines = (d.diagnosis or "").splitlines()
+    if "Warning events:" in lines:
+        at = lines.index("Warning events:") + 1
+        if at < len(lines):
+            return lines[at].strip()
+    return ""
+
+
+def _cause(d: DeploymentResult) -> str:
+    found = _POD_REASON.search(d.reason)
+    if found and found["container"]:
+        return f"{code(found['reason'])} in container {code(found['container'])}"
+    if found:
+        return f"{code(found['reason'])} (pod {code(found['pod'])})"
+    event = _first_event(d)
+    seen = f" ({code(event, limit=120)})" if event else ""
+    if _NOT_READY.search(d.reason):
+        return f"the new pods never became Ready{seen}"
+    slow = _TOO_SLOW.match(d.reason)
+    if slow:
+        return f"not complete after {slow['seconds']} s{seen}"
+    return code(d.reason.split("; ")[0], limit=160) or "no reason given"
+
+
+def _outcome(d: DeploymentResult) -> str:
+    revision = f" (revision {d.revision})" if d.revision is not None else ""
+    if d.result == "rolled-back":
+        previous = short_image(d.previous_image)
+        return f"rolled back to {code(previous)}{revision}" if previous else "rolled back"
+    if d.result == "failed":
+        if "rollback failed" in d.reason:
+            return "**the rollback failed too**: see below"
+        if "nothing to roll back to" in d.reason or "no previous revision" in d.reason:
+            return "nothing to roll back to"
+        return f"not rolled back{revision}"
+    if d.result == "cancelled":
+        return "cancelled, the cluster may still be changing"
+    return RESULT_WORDS.get(d.result, d.result)
+
+
+def _next_step(d: DeploymentResult) -> str:
+    """What to do next for this failure, where we know it; '' otherwise."""
+    found = _POD_REASON.search(d.reason) or _NOT_READY.search(d.reason)
+    pod = found["pod"] if found else ""
+    describe_pod = _kubectl(d, "describe", "pod", pod) if pod else ""
+    describe = describe_pod or _kubectl(d, "describe", _workload(d))
+    reason = d.reason
+    logs = " (its last log lines are below)" if "log lines:" in (d.diagnosis or "") else ""
+    if "OOMKilled" in reason:
+        return (
+            "the container ran out of memory: raise its `resources.limits.memory`, "
+            f"or find what uses the memory{logs}."
+        )
+    if "CrashLoopBackOff" in reason or re.search(r": Error\b", reason):
+        return (
+            f"the container exits soon after it starts{logs}. "
+            f"Reproduce it locally with {code('docker run --rm ' + d.new_image, limit=400)}."
+        )
+    if "ImagePullBackOff" in reason or "ErrImagePull" in reason:
+        return (
+            f"the cluster's nodes cannot pull {code(short_image(d.new_image))}: give the pods "
+            "an `imagePullSecrets` entry for the registry, or make the image readable to them."
+        )
+    if "InvalidImageName" in reason:
+        return "the image reference is not valid for the cluster: check the `image` input."
+    if "CreateContainerConfigError" in reason or "CreateContainerError" in reason:
+        return (
+            f"a ConfigMap, Secret or key that the container needs is missing: {describe} names it."
+        )
+    if "Unschedulable" in reason:
+        return (
+            f"no node can take the pod: {describe} says why (resources, taints, "
+            "affinity); lower its resource requests or add nodes."
+        )
+    if "ReplicaSetCreateError" in reason:
+        return f"the cluster refused the new pods (often a ResourceQuota): {describe}."
+    if "never became ready" in reason or "not ready" in reason:
+        return (
+            f"the pods started but never became Ready: check the readiness probe ({describe}), "
+            "or raise the `timeout` input if the app needs longer to start."
+        )
+    if "not complete after" in reason or "progress deadline" in reason:
+        return (
+            f"the rollout did not finish in time: {describe}; "
+            "raise the `timeout` input if it is slow."
+        )
+    if d.result == "cancelled":
+        status = f"see where it stands: {_kubectl(d, 'rollout', 'status', _workload(d))}"
+        undo = re.search(r"undo with (kubectl rollout undo [^;]+)", reason)
+        return f"{status}; to undo it: {code(undo[1])}." if undo else f"{status}."
+    return ""
+
+
+def _lead(deployments: Sequence[DeploymentResult]) -> list[str]:
+    culprits = [d for d in deployments if _is_culprit(d)]
+    lines = [
+        f"**{code(_workload(d))}**: {_cause(d)} — {_outcome(d)}" for d in culprits[:LEAD_LINES]
+    ]
+    if len(culprits) > LEAD_LINES:
+        lines.append(f"… and {len(culprits) - LEAD_LINES} more: see the table below.")
+    followers = [d for d in deployments if not _is_culprit(d) and d.result == "rolled-back"]
+    if followers:
+        names = ", ".join(code(_workload(d)) for d in followers[:LEAD_LINES])
+        more = f" and {len(followers) - LEAD_LINES} more" if len(followers) > LEAD_LINES else ""
+        lines.append(f"Also rolled back, to keep the release all-or-nothing: {names}{more}.")
+    steps = []
+    for d in culprits[:LEAD_LINES]:
+        step = _next_step(d)
+        if step:
+            step = f"{code(_workload(d))}: {step}" if len(culprits) > 1 else step
+            if step not in steps:
+                steps.append(step)
+    if len(steps) == 1:
+        lines.append(f"**Next:** {steps[0]}")
+    elif steps:
+        lines += ["**Next:**", *(f"- {s}" for s in steps)]
+    return _paragraphs(lines)
+
+
+def _paragraphs(lines: Iterable[str]) -> list[str]:
+    """Each line its own paragraph, list items kept together."""
+    out: list[str] = []
+    for line in lines:
+        if not (line.startswith("- ") and out and out[-1].startswith(("- ", "**Next:**"))):
+            out.append("")
+        out.append(line)
+    return out[1:]
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def _title(report: RunReport, errors: Sequence[_Error]) -> str:
     icon = STATUS_ICON.get(report.status, "")
-    lines = [f"## {icon} deployer: {report.status}", ""]
-    rows: list[tuple[str, str]] = []
+    deployed = bool(report.rollout and report.rollout.deployments)
+    if report.status == "succeeded":
+        done = "deployed" if deployed else "built and pushed" if report.build else "image found"
+        what = f"Succeeded: {done}"
+    elif report.status == "planned":
+        what = "Dry run: nothing was pushed or changed"
+    elif report.status == "rolled-back":
+        what = "Rolled back: the new version did not come up"
+    elif report.status == "cancelled":
+        what = "Cancelled"
+    elif errors:
+        what = errors[0].title
+    else:
+        what = "Failed: the rollout did not complete"
+    return f"## {icon} {what}".replace("  ", " ")
+
+
+def _success_line(report: RunReport) -> list[str]:
+    image = report.push.image if report.push else report.image
+    deployments = report.rollout.deployments if report.rollout else ()
+    if not image:
+        return []
+    if report.status == "planned":
+        return [f"Built {code(short_image(image))}; nothing was pushed and no workload changed."]
+    if deployments:
+        names = ", ".join(code(_workload(d)) for d in deployments[:LEAD_LINES])
+        more = f" and {len(deployments) - LEAD_LINES} more" if len(deployments) > LEAD_LINES else ""
+        return [f"{names}{more} now run {code(short_image(image))}."]
+    return [f"{code(short_image(image))} is in the registry."]
+
+
+def _table(deployments: Sequence[DeploymentResult]) -> list[str]:
+    lines = ["| Result | Workload | Revision | Image now |", "|---|---|---|---|"]
+    for d in deployments[:TABLE_ROWS]:
+        icon = STATUS_ICON.get(d.result, "")
+        now = d.previous_image if d.result == "rolled-back" else d.new_image
+        lines.append(
+            f"| {icon} {RESULT_WORDS.get(d.result, code(d.result, cell=True))} "
+            f"| {code(_workload(d, CELL_CHARS), cell=True)} "
+            f"| {'' if d.revision is None else d.revision} "
+            f"| {code(short_image(now), limit=2 * CELL_CHARS, cell=True)} |"
+        )
+    if len(deployments) > TABLE_ROWS:
+        lines += ["", f"… and {len(deployments) - TABLE_ROWS} more in the `deployments` output."]
+    return lines
+
+
+def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
+    image = deployments[0].new_image if deployments else ""
+    lines = [
+        f"The plan: each container below would be set to {code(short_image(image))}.",
+        "",
+        "| Workload | Container | Now |",
+        "|---|---|---|",
+    ]
+    rows = 0
+    for d in deployments:
+        befores = d.previous_image.split(", ") if d.previous_image else []
+        for i, container in enumerate(d.containers):
+            if rows == TABLE_ROWS:
+                break
+            rows += 1
+            before = befores[i] if i < len(befores) else ""
+            lines.append(
+                f"| {code(_workload(d, CELL_CHARS), cell=True)} "
+                f"| {code(_clip_middle(container, CELL_CHARS), cell=True)} "
+                f"| {code(short_image(before), limit=2 * CELL_CHARS, cell=True) or 'new'} |"
+            )
+    total = sum(len(d.containers) for d in deployments)
+    if total > rows:
+        lines += ["", f"… and {total - rows} more in the `deployments` output."]
+    return lines
+
+
+def _workload_section(d: DeploymentResult) -> list[str]:
+    icon = STATUS_ICON.get(d.result, "")
+    heading = (
+        f"### {icon} {code(_workload(d, 2 * CELL_CHARS))} in "
+        f"{code(d.namespace, limit=2 * CELL_CHARS)}: {RESULT_WORDS.get(d.result, d.result)}"
+    )
+    diagnosis = d.diagnosis or ""
+    reason = _clip(d.reason, FIELD_CHARS)
+    first = diagnosis.split("\n", 1)[0].strip()
+    if first and reason.startswith(first):
+        # The diagnosis starts with the reason; show only what the reason adds (the undo).
+        extra = reason.replace(first, "", 1).strip("; ")
+        text = diagnosis + (f"\n\n{extra}" if extra else "")
+    else:
+        text = "\n\n".join(filter(None, [reason, diagnosis]))
+    return [heading, "", fenced(text), ""]
+
+
+def _collapsed(summary_line: str, body: list[str]) -> list[str]:
+    return [f"<details><summary>{summary_line}</summary>", "", *body, "", "</details>", ""]
+
+
+def _follower_section(d: DeploymentResult) -> list[str]:
+    return _collapsed(
+        f"{STATUS_ICON.get(d.result, '')} {_workload_text(d)}: {RESULT_WORDS.get(d.result, '')}",
+        [fenced(_clip(d.reason, FIELD_CHARS))],
+    )
+
+
+def _workload_text(d: DeploymentResult) -> str:
+    """For an HTML ``<summary>``: our own characters only, the rest replaced."""
+    return re.sub(r"[^\w./-]", "?", _workload(d, 2 * CELL_CHARS))
+
+
+def _details(report: RunReport) -> list[str]:
+    items: list[str] = []
     if report.push:
-        rows.append(("Image", f"`{report.push.image}`"))
-        rows.append(("Digest", f"`{report.push.digest}`"))
+        items.append(f"- Image: {code(report.push.image)}")
+        items.append(f"- Digest: {code(report.push.digest)}")
     elif report.image:
-        rows.append(("Image", f"`{report.image}`"))
+        items.append(f"- Image: {code(report.image)}")
     if report.build:
-        rows.append(("Image ID", f"`{report.build.image_id}`"))
-        rows.append(("Build time", f"{report.build.duration:.1f} s"))
+        items.append(f"- Image ID: {code(report.build.image_id)}")
     references = (
         report.push.references if report.push else report.build.references if report.build else ()
     )
-    if references:
-        rows.append(("Tags", "<br>".join(f"`{_cell(r)}`" for r in references)))
+    for reference in references[:TABLE_ROWS]:
+        items.append(f"- Tag: {code(reference, limit=300)}")
+    deployments = report.rollout.deployments if report.rollout else ()
+    for shown, d in enumerate(deployments[:TABLE_ROWS]):
+        if sum(len(i) for i in items) > DETAILS_CHARS:
+            items.append(f"- … and {len(deployments) - shown} more in the `deployments` output")
+            break
+        containers = ", ".join(d.containers)
+        before = code(d.previous_image) or "(new)"
+        items.append(
+            f"- {code(_workload(d))} in {code(d.namespace)}, "
+            f"container {code(containers)}: {before} → {code(d.new_image)}"
+        )
+    times = []
+    if report.build:
+        times.append(f"build {report.build.duration:.1f} s")
     if report.push:
-        label = "Push time" if report.push.pushed else "Digest lookup"
-        rows.append((label, f"{report.push.duration:.1f} s"))
-    rows.append(("Duration", f"{report.duration:.1f} s"))
-    lines += ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), ""]
+        times.append(
+            f"{'push' if report.push.pushed else 'digest lookup'} {report.push.duration:.1f} s"
+        )
+    if not items:
+        return []
+    times.append(f"total {report.duration:.1f} s")
+    items.append("- Time: " + ", ".join(times))
+    return _collapsed("Images, tags and timings (full values)", items)
 
-    if report.rollout and report.rollout.deployments:
-        lines += [
-            "### Deployments",
-            "",
-            "| Deployment | Containers | Previous image | New image | Revision | Result | Reason |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for d in report.rollout.deployments:
-            lines.append(
-                f"| {_cell(d.namespace + '/' + d.name)} | {_cell(', '.join(d.containers))} "
-                f"| {_cell(d.previous_image)} | {_cell(d.new_image)} "
-                f"| {_cell('' if d.revision is None else d.revision)} | {_cell(d.result)} "
-                f"| {_cell(d.reason)} |"
-            )
-        lines.append("")
-        for d in report.rollout.deployments:
-            if d.diagnosis:
-                lines += [f"#### {_cell(d.name)}: {_cell(d.result)}", "", _code(d.diagnosis), ""]
 
-    for error in report.errors:
-        lines += [f"### {_cell(error.title)}", "", _cell(error.message), ""]
+def _error_sections(errors: Sequence[_Error]) -> list[str]:
+    lines: list[str] = []
+    for error in errors[:MAX_ERRORS]:
+        if error.problems:
+            lines += ["Nothing was built, pushed or changed. Fix these inputs:", ""]
+            for p in error.problems[:MAX_PROBLEMS]:
+                lines += [
+                    f"- Input **{code(p.input, limit=CELL_CHARS)}**: "
+                    f"{code(p.problem, limit=PROBLEM_CHARS)}\\",
+                    f"  Example: {code(f'{p.input}: {p.example}', limit=PROBLEM_CHARS)}",
+                ]
+            if len(error.problems) > MAX_PROBLEMS:
+                lines.append(f"- … and {len(error.problems) - MAX_PROBLEMS} more in the log")
+            lines.append("")
+            continue
+        lines += [fenced(_clip(error.message, FIELD_CHARS * 4), max_lines=20), ""]
         if error.details:
-            lines += [_code(error.details), ""]
-    return "\n".join(lines)
+            lines += ["Last lines of the log:", "", fenced(error.details), ""]
+    return lines
+
+
+def summary(report: RunReport, *, redact: Redact) -> str:
+    """The job summary as Markdown, every field redacted first; at most SUMMARY_BUDGET bytes."""
+    report, errors = _redacted(report, redact)
+    deployments = list(report.rollout.deployments) if report.rollout else []
+    head = [_title(report, errors), ""]
+    if report.status in ("succeeded", "planned") and not errors:
+        head += [*_success_line(report), ""]
+    elif deployments and report.status != "planned":
+        head += [*_lead(deployments), ""]
+    head += _error_sections(errors)
+    if deployments and report.status == "planned":
+        head += [*_plan(deployments), ""]
+    elif deployments:
+        head += [*_table(deployments), ""]
+
+    sections: list[list[str]] = []
+    for d in deployments:
+        if _is_culprit(d):
+            sections.append(_workload_section(d))
+        elif d.result not in ("succeeded", "planned"):
+            sections.append(_follower_section(d))
+    restored = [str(r) for r in getattr(report.rollout, "restored", None) or ()]
+    if restored:  # the rollout's lines about the other objects it applied and put back
+        items = [f"- {code(r, limit=4 * CELL_CHARS)}" for r in restored[:TABLE_ROWS]]
+        if len(restored) > TABLE_ROWS:
+            items.append(f"- … and {len(restored) - TABLE_ROWS} more in the log")
+        intro = "What the rollback did to the other objects this run applied:"
+        sections.append([intro, "", *items, ""])
+    tail = _details(report)
+
+    text = "\n".join(head)
+    used = len(text.encode()) + len("\n".join(tail).encode()) + 200
+    left_out = 0
+    for section in sections:
+        block = "\n".join(section)
+        size = len(block.encode()) + 1
+        if left_out or used + size > SUMMARY_BUDGET:
+            left_out += 1
+            continue
+        text += "\n" + block
+        used += size
+    if left_out:
+        text += f"\n{left_out} more sections left out to keep the summary small: see the log.\n"
+    text += "\n" + "\n".join(tail)
+    if len(text.encode()) > SUMMARY_BUDGET:  # the parts are capped; this is the last guard
+        text = cut_markdown(text, SUMMARY_BUDGET)
+    return text

@@ -15,7 +15,11 @@ PYTHON="${PYTHON:-python3}"
 log() { printf '[install-deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 packages=(docker.io docker-registry apache2-utils busybox-static openssl debootstrap iproute2 procps
-          curl ca-certificates make)
+          curl ca-certificates make fonts-noto-color-emoji)
+# The browser test of the job summary (tests/browser) needs a Chromium. Debian's
+# package, unless one is there already (GitHub's Ubuntu runners ship one, and
+# Ubuntu's `chromium` package is only a wrapper around a snap).
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || packages+=(chromium)
 # A fresh Debian has python3 but no pip for it.
 command -v "$PYTHON" >/dev/null && "$PYTHON" -c "import pip" >/dev/null 2>&1 \
   || packages+=(python3 python3-pip python3-venv)

@@ -125,7 +125,7 @@ def test_build_push_roll_out_from_the_container(
     assert (deployment["previous-image"], deployment["result"]) == (old, "succeeded")
     assert float(out["duration"]) > 0
     assert "succeeded" in result.summary
-    assert f"| {fresh_namespace}/web |" in result.summary
+    assert f"`deployment/web` in `{fresh_namespace}`" in result.summary
     assert out["digest"] in result.summary
     # Like the runner: values by name only, and no DOCKER_HOST for the container.
     argv = " ".join(result.argv)

@@ -66,7 +66,8 @@ def test_build_push_and_roll_out(
     [deployment] = json.loads(outputs["deployments"])
     assert deployment["previous-image"] == old
     assert deployment["result"] == "succeeded"
-    assert "| " + namespace + "/web |" in summary
+    assert "| ✅ succeeded | `deployment/web` | 2 |" in summary
+    assert f"`deployment/web` in `{namespace}`" in summary
 
 
 def test_failing_rollout_is_rolled_back_and_fails_the_step(
@@ -85,6 +86,9 @@ def test_failing_rollout_is_rolled_back_and_fails_the_step(
     errors = [c for c in commands(log) if c.startswith("::error")]
     assert any("ImagePullBackOff" in e for e in errors), errors
     assert "ImagePullBackOff" in summary
+    lead = summary.split("\n\n")[1]  # the line under the title: what happened, what runs now
+    assert lead.startswith("**`deployment/web`**: `ImagePullBackOff`"), summary
+    assert "rolled back to `127.0.0.1:5000/ok/web:1`" in lead
 
 
 def test_wrong_deployment_name_builds_and_pushes_nothing(

@@ -40,13 +40,32 @@ def make(tmp_path: Path) -> tuple[ActionsIO, io.StringIO, Path, Path]:
     return ActionsIO(out, env), out, output, summary
 
 
+def _command_name(line: str) -> str | None:
+    """The command name the runner parses from a line: ``::name props::`` after leading
+    whitespace (ActionCommand.TryParseV2), or ``##[name props]`` anywhere (TryParse)."""
+    stripped = line.lstrip()
+    if stripped.startswith("::"):
+        end = stripped.find("::", 2)
+        if end >= 0:
+            return stripped[2:end].split(" ", 1)[0]
+    start = line.find("##[")
+    if start >= 0 and line.find("]", start) >= 0:
+        return line[start + 3 : line.find("]", start)].split(" ", 1)[0]
+    return None
+
+
 def commands(log: str) -> list[str]:
-    """Workflow commands the runner would execute (outside stop-commands blocks)."""
+    """Workflow commands the runner would execute (outside stop-commands blocks).
+
+    Like the runner, a block ends at a command named like its token compared
+    ignoring case (OrdinalIgnoreCase), in either command syntax.
+    """
     executed, stopped_by = [], None
     for line in log.splitlines():
         stripped = line.lstrip()
         if stopped_by is not None:
-            if stripped == f"::{stopped_by}::":
+            name = _command_name(line)
+            if name is not None and name.lower() == stopped_by.lower():
                 stopped_by = None
             continue
         if stripped.startswith("::stop-commands::"):
@@ -109,6 +128,18 @@ def test_untrusted_text_cannot_end_the_block_early(tmp_path: Path) -> None:
         token = out.getvalue().split("::stop-commands::")[1].strip()
         log.write(f"::{token}::\n::error::escaped")
     assert commands(out.getvalue()) == []
+
+
+def test_the_token_ends_the_block_in_no_case_and_no_syntax(tmp_path: Path) -> None:
+    """The runner compares the resume token ignoring case, in ``::x::`` and ``##[x]`` form."""
+    actions, out, _, _ = make(tmp_path)
+    for form in ["::{}::", "  ::{} a=b::", "log ##[{}] text", "##[{} x=y;]"]:
+        for case in (str.upper, str.title, str.swapcase):
+            with actions.untrusted() as log:
+                token = out.getvalue().rsplit("::stop-commands::", 1)[1].strip()
+                log.write(form.format(case(token)) + "\n::error::escaped\n##[error]escaped")
+    assert commands(out.getvalue()) == []
+    assert "escaped" in out.getvalue()
 
 
 def test_plain_info_lines_are_not_commands(tmp_path: Path) -> None:

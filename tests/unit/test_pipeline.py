@@ -125,7 +125,7 @@ def test_build_and_push(runner_env: dict[str, str]) -> None:
     assert ("inspect_distribution", f"ghcr.io/acme/web@{DIGEST}") in engine.calls
     # the build log's ::add-mask:: was printed inertly
     assert "::add-mask::evil" not in commands(log)
-    assert f"`{DIGEST}`" in summary and "succeeded" in summary
+    assert f"`{DIGEST}`" in summary and summary.startswith("## ✅ Succeeded")
 
 
 def test_bad_input_builds_nothing(runner_env: dict[str, str]) -> None:
@@ -295,7 +295,7 @@ def test_rollout_status_decides_status_and_exit_code(
     assert json.loads(outputs["revision"]) == {"web": 3}
     assert json.loads(outputs["deployments"])[0]["result"] == status
     assert calls == ["check", f"roll_out ghcr.io/acme/web@{DIGEST}", "close"]
-    assert "| prod/web |" in summary
+    assert "| `deployment/web` |" in summary
 
 
 def test_cluster_problems_stop_the_run_before_the_build(runner_env: dict[str, str]) -> None:

@@ -10,8 +10,10 @@ multi-line secret. ``::add-mask::`` lines are the only place a secret may appear
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -45,6 +47,9 @@ def encodings(secret: str) -> dict[str, str]:
         forms[f"{label} hex"] = raw.hex()
         forms[f"{label} HEX"] = raw.hex().upper()
         forms[f"{label} json"] = json.dumps(value)[1:-1]
+        forms[f"{label} json (utf-8)"] = json.dumps(value, ensure_ascii=False)[1:-1]
+        forms[f"{label} html"] = html.escape(value)
+        forms[f"{label} html (no quotes)"] = html.escape(value, quote=False)
         for shift in range(3):
             chunk = raw[shift:]
             whole = chunk[: len(chunk) // 3 * 3]
@@ -53,17 +58,32 @@ def encodings(secret: str) -> dict[str, str]:
     return {k: v for k, v in forms.items() if len(v) >= MIN_LENGTH}
 
 
+_JSON_ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/])')
+
+
+def _json_unescaped(text: str) -> str:
+    return _JSON_ESCAPE.sub(
+        lambda m: chr(int(m[1][1:], 16)) if m[1].startswith("u") else m[1], text
+    )
+
+
 def leaks(texts: Mapping[str, str], secrets: Mapping[str, str]) -> list[str]:
-    """``where: which secret (form)`` for every hit outside ``::add-mask::`` lines."""
+    """``where: which secret (form)`` for every hit outside ``::add-mask::`` lines.
+
+    The text is also read HTML-unescaped and JSON-unescaped, so a secret that was
+    escaped (``&amp;``, ``&#124;``, ``\\u00e9``, ``\\"``) before redaction is found.
+    """
     found = []
     for where, text in texts.items():
         visible = "\n".join(
             line for line in text.splitlines() if not line.lstrip().startswith("::add-mask::")
         )
+        views = {"": visible, " unescaped from HTML": html.unescape(visible)}
+        views[" unescaped from JSON"] = _json_unescaped(visible)
         for name, secret in secrets.items():
-            for form, value in encodings(secret).items():
-                if value in visible:
-                    found.append(f"{where}: {name} ({form})")
+            forms = encodings(secret).items()
+            hits = {f"{form}{how}" for how, view in views.items() for form, v in forms if v in view}
+            found += [f"{where}: {name} ({hit})" for hit in sorted(hits)]
     return found
 
 
@@ -95,6 +115,8 @@ def test_the_scanner_finds_every_form() -> None:
 # -- one whole run with distinctive secrets ---------------------------------------------------
 
 PASSWORD = "RegPass-7f3a9c1e-unit"
+# Characters that HTML-escaping, JSON and Markdown tables change, and non-ASCII.
+MARKUP_PASSWORD = "Pw&<b>\"q'\\|é-ü-密-7f3a9c1e"
 TOKEN = "kubetoken-4b8d2e6f0a1c3e5f"
 # A client key of the shape kubeconfigs carry: base64 of a PEM block.
 KEY_PEM = (
@@ -314,3 +336,54 @@ def test_credentials_in_a_url_are_not_quoted_back(tmp_path: Path, name: str, val
     [error] = [c for c in commands(out.getvalue()) if c.startswith("::error")]
     assert f"Input '{name}'" in error and "***@" in error
     assert NPM_TOKEN[:5] not in out.getvalue() + Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+
+
+class MarkupDeploy(FakeDeploy):
+    """A deploy stage whose results quote a password full of markup characters."""
+
+    def roll_out(self, config: Config, image: str, io: ActionsIO, cancel: Any) -> RolloutResult:
+        self.calls.append("roll_out")
+        quoted = f"pod web-1, container web: CrashLoopBackOff: said {MARKUP_PASSWORD}"
+        return RolloutResult(
+            "rolled-back",
+            (
+                DeploymentResult(
+                    "p",
+                    "web",
+                    ("web",),
+                    f"ghcr.io/acme/web:{MARKUP_PASSWORD}",
+                    image,
+                    2,
+                    "rolled-back",
+                    f"{quoted}; rolled back to the previous revision",
+                    diagnosis=f"{quoted}\nLast log lines:\n  {MARKUP_PASSWORD}",
+                ),
+            ),
+        )
+
+
+@pytest.mark.parametrize("scenario", ["rolled-back", "build-failed", "config-error"])
+def test_a_password_with_markup_characters_is_redacted_before_escaping(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], scenario: str
+) -> None:
+    """HTML-escaping or JSON-encoding first would leave ``Pw&amp;&lt;b&gt;…`` or ``\\u00e9``."""
+    env = runner_env(tmp_path, "")
+    env["INPUT_REGISTRY-PASSWORD"] = MARKUP_PASSWORD
+    env["INPUT_BUILD-ARGS"] = ""
+    engine = FakeEngine(
+        build_stream=[
+            {"stream": f"Step 1/1 : RUN echo {MARKUP_PASSWORD}\n"},
+            {"stream": f"{MARKUP_PASSWORD}\n"},
+            {"aux": {"ID": "sha256:" + "cd" * 32}},
+        ]
+    )
+    if scenario == "build-failed":
+        engine.build_stream[2] = {"errorDetail": {"message": f"failed: {MARKUP_PASSWORD}"}}
+    elif scenario == "config-error":
+        env["INPUT_NAMESPACE"] = MARKUP_PASSWORD
+    out = io.StringIO()
+    deploy = MarkupDeploy([])
+    run(env, out, make_docker=lambda _c: engine, make_deploy=lambda _c: deploy)
+    texts = captured(env, out.getvalue(), capsys)
+    assert_no_leaks(texts, {"password with markup": MARKUP_PASSWORD})
+    assert "***" in texts["GITHUB_STEP_SUMMARY"] + texts["GITHUB_OUTPUT"]
