@@ -6,6 +6,7 @@ import base64
 import gc
 import io
 import json
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -34,7 +35,11 @@ MANIFEST_TYPES = ", ".join(
 @pytest.fixture
 def services() -> dict[str, str]:
     return need_service(
-        "DOCKER_HOST", "TEST_REGISTRY", "TEST_REGISTRY_USERNAME", "TEST_REGISTRY_PASSWORD"
+        "DOCKER_HOST",
+        "TEST_REGISTRY",
+        "TEST_REGISTRY_USERNAME",
+        "TEST_REGISTRY_PASSWORD",
+        "DEPLOYER_BUILDX",
     )
 
 
@@ -59,6 +64,8 @@ def runner_env(services: dict[str, str], workspace: Path, **inputs: str) -> dict
     (files / "summary").write_text("")
     env = {
         "DOCKER_HOST": services["DOCKER_HOST"],
+        "DEPLOYER_BUILDX": services["DEPLOYER_BUILDX"],
+        "PATH": os.environ.get("PATH", os.defpath),
         "GITHUB_WORKSPACE": str(workspace),
         "GITHUB_OUTPUT": str(files / "output"),
         "GITHUB_STEP_SUMMARY": str(files / "summary"),
