@@ -41,7 +41,12 @@ __all__ = [
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _MAX_GIT_CONFIG = 1 << 20
 # What buildx and BuildKit say when pulling a base image was refused.
-_PULL_HINTS = ("failed to resolve source metadata", "pull access denied", "failed to authorize")
+_PULL_HINTS = (
+    "failed to resolve source metadata",
+    "pull access denied",
+    "failed to authorize",
+    "pulling from host",
+)
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,8 @@ def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
     log = run.log
     reference = config.tag_references[0] if config.tag_references else config.image.repository
     message = (log.error or log.vertex_error or f"buildx exited with code {run.code}").strip()
+    for prefix in ("failed to build: ", "failed to solve: "):
+        message = message.removeprefix(prefix)
     step = log.failed_step
     lowered = message.lower()
     if step.startswith(buildx.PUSH_STEPS) or "failed to push" in lowered:
@@ -194,7 +201,7 @@ def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
         if isinstance(error, Transient):  # the retry budget counts the push, not the build
             return Transient(str(error), run.push_seconds)
         return error
-    if any(hint in lowered for hint in _PULL_HINTS):
+    if step.startswith("[internal] load metadata for") or any(h in lowered for h in _PULL_HINTS):
         error = classify(config, message, f"pulling a base image for {reference}")
         if isinstance(error, RegistryAuthError):
             return error

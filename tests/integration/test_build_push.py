@@ -178,8 +178,9 @@ def test_failed_build_names_the_step_and_keeps_the_log(
     code, log, outputs, summary = go(runner_env(services, workspace))
     assert code == 1
     error = next(c for c in commands(log) if c.startswith("::error"))
-    assert "Step 4/" in error and ": RUN echo" in error
-    assert "returned a non-zero code: 3" in error
+    assert 'failed at [3/3] RUN echo "about to fail" && exit 3:' in error
+    assert error.endswith("exit code: 3")
+    assert "failed to solve" not in error
     assert "about to fail" in summary
     assert outputs["image-id"] == ""
 
