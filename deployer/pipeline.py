@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
 from deployer.config import Config, load_config, raw_inputs
-from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError
+from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError, PushError
 from deployer.kubeconfig import credentials_in
 from deployer.report import RunReport, outputs, summary
 
@@ -138,7 +138,7 @@ class KubernetesDeploy:
 def _build_and_push(
     config: Config, io: ActionsIO, report: RunReport, make_docker: Callable[[Config], Any]
 ) -> None:
-    from deployer.build import build_image
+    from deployer.build import BuildResult, build_image
     from deployer.push import resolve_digest, verify_push
 
     engine = make_docker(config)
@@ -147,7 +147,13 @@ def _build_and_push(
             push = config.push and not config.dry_run
             if config.dry_run:
                 io.info("dry-run: building, not pushing")
-            report.build = build_image(config, engine, io, push=push)
+            started = time.monotonic()
+            try:
+                report.build = build_image(config, engine, io, push=push)
+            except PushError:  # built, not pushed: the tags that were tried are still reported
+                spent = time.monotonic() - started
+                report.build = BuildResult("", tuple(config.tag_references), spent)
+                raise
             if push:
                 report.push = verify_push(config, engine, io, report.build)
         else:

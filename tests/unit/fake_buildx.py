@@ -1,7 +1,7 @@
 """A stand-in for the buildx binary, for unit tests: a real executable, run as buildx would be.
 
 The product runs it through the same subprocess code as the real buildx (argv,
-environment, log reading, signals). What it prints, how it exits and what it
+environment, log reading, signals). What it prints, how it exits (a line ``@sleep N`` pauses) and what it
 writes to ``--metadata-file`` come from ``<script>.plan.json``; each call's argv
 and environment are appended to ``<script>.calls.jsonl``. Without a plan it
 prints a short successful build whose log contains a forged ``::add-mask::``.
@@ -68,6 +68,9 @@ runs = plan.get("runs") or [{{}}]
 run = runs[min(earlier, len(runs) - 1)]
 out = sys.stderr.buffer
 for line in run.get("lines", {success}):
+    if line.startswith("@sleep "):  # a pause between lines, e.g. a build step before the push
+        time.sleep(float(line.split()[1]))
+        continue
     out.write(line.encode() + b"\n")
     out.flush()
 if run.get("raw_bytes"):
