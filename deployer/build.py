@@ -240,6 +240,11 @@ def build_image(
             else:
                 description = "the engine's own BuildKit (buildx docker driver)"
                 io.info(f"Builder: {description}; nothing in this build needs more")
+            if builder and not push and len(config.platforms) > 1:
+                io.warning(
+                    "Several platforms are built but not pushed: the engine cannot hold an "
+                    "image index, so the result is only checked, not kept"
+                )
             argv, arg_env = build_argv(
                 config, workdir, dockerfile, builder=builder, push=push, reserved_env=set(env)
             )

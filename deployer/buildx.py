@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from deployer.actions import ActionsIO, UntrustedLog
 from deployer.config import DOCKER_HUB, Config
-from deployer.errors import DeployerError, EngineError
+from deployer.errors import BuildError, EngineError
 
 __all__ = [
     "MAX_LINE",
@@ -243,7 +243,7 @@ def run_buildx(
         while True:
             ready, _, _ = select.select([fd], [], [], idle_timeout)
             if not ready:
-                raise DeployerError(
+                raise BuildError(
                     f"buildx printed nothing for {idle_timeout:.0f} s; stopped it. A build step "
                     "that is silent for that long should print progress"
                 )

@@ -105,9 +105,6 @@ class Transient(Exception):
         self.seconds = seconds
 
 
-_Transient = Transient
-
-
 def _auth_config(config: Config) -> dict[str, str] | None:
     if not config.registry_username or not config.registry_password:
         return None
@@ -131,7 +128,7 @@ def classify(config: Config, message: str, action: str) -> Exception:
             "step is not visible inside this action)"
         )
     if any(hint in lowered for hint in _TRANSIENT_HINTS):
-        return _Transient(message.strip())
+        return Transient(message.strip())
     return PushError(
         f"{action.capitalize()} failed at registry {config.registry}: {message.strip()}"
     )
