@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tarfile
@@ -381,3 +382,41 @@ def test_one_commit_built_twice_on_workflow_dispatch_gives_one_digest(
         digests.append(outputs["digest"])
         time.sleep(1.1)  # a "now" label would differ
     assert digests[0] == digests[1]
+
+
+def test_provenance_makes_an_index_whose_digest_is_read_back(
+    services: dict[str, str], workspace: Path
+) -> None:
+    repo = f"{services['TEST_REGISTRY']}/bk-{uuid.uuid4().hex[:8]}/web"
+    env = env_for(services, workspace, provenance="mode=min")
+    env["INPUT_IMAGE"] = repo
+    code, log, outputs, _ = go(env)
+    assert code == 0, log
+    assert "because of attestations" in log
+    assert "(an image index)" in log
+    media_type, index = manifest(services, repo, outputs["digest"])
+    assert media_type == "application/vnd.oci.image.index.v1+json"
+    kinds = {
+        m.get("annotations", {}).get("vnd.docker.reference.type", "image")  # type: ignore[union-attr]
+        for m in index["manifests"]  # type: ignore[attr-defined]
+    }
+    assert kinds == {"image", "attestation-manifest"}
+
+
+def test_a_run_step_for_arm64_through_qemu(services: dict[str, str], workspace: Path) -> None:
+    arm64 = need_service("TEST_BUSYBOX_ARM64")["TEST_BUSYBOX_ARM64"]
+    shutil.copy(arm64, workspace / "busybox-arm64")
+    shutil.copy(workspace / "busybox", workspace / "busybox-amd64")
+    (workspace / "Dockerfile").write_text(
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-$TARGETARCH /bin/busybox\n"
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox uname -m > /arch && /bin/busybox cat /arch"]\n'
+    )
+    repo = f"{services['TEST_REGISTRY']}/bk-{uuid.uuid4().hex[:8]}/web"
+    env = env_for(services, workspace, platforms="linux/amd64,linux/arm64")
+    env["INPUT_IMAGE"] = repo
+    code, log, outputs, _ = go(env)
+    assert code == 0, log
+    assert re.search(r"^#\d+ [\d.]+ aarch64$", log, re.MULTILINE), log
+    assert re.search(r"^#\d+ [\d.]+ x86_64$", log, re.MULTILINE), log
+    _, index = manifest(services, repo, outputs["digest"])
+    assert len(index["manifests"]) == 2  # type: ignore[arg-type]
