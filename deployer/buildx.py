@@ -54,6 +54,7 @@ READ_CHUNK = 64 * 1024
 IDLE_TIMEOUT = 900.0  # seconds without a byte from buildx (a long silent RUN step)
 STOP_GRACE = 3.0  # seconds buildx gets to end after SIGINT before it is killed
 TAIL = 30
+DETAIL_LINE = 500  # characters of each log line in an error's details
 # Vertices of the export/push phase (their failure is a registry's, worth a retry).
 PUSH_STEPS = ("pushing", "exporting to", "exporting manifest", "exporting cache")
 _MAX_VERTICES = 2000
@@ -181,7 +182,8 @@ class ProgressLog:
         lines = list(self.tails.get(self.failed_vertex, ())) or list(self.tail)
         if self.error and all(self.error not in line for line in lines):
             lines.append(f"ERROR: {self.error}")
-        return "\n".join(lines)
+        # a few KiB whatever the build printed: this goes to the job summary (1 MiB limit)
+        return "\n".join(line[:DETAIL_LINE] for line in lines)
 
 
 @dataclass

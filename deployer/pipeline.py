@@ -50,6 +50,11 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
+    for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
+        for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
+            key, _, value = field.partition("=")
+            if key.strip().lower() in ("token", "secret", "access_key_id", "secret_access_key"):
+                io.mask(value.strip())
 
 
 @contextmanager

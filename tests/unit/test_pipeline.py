@@ -616,3 +616,20 @@ def test_log_splitter_joins_lines_split_across_chunks() -> None:
     got = splitter.feed(b"#1 [1/2] FROM") + splitter.feed(b" scratch\n#1 0.1 half a li")
     got += splitter.feed(b"ne\r\n\xe2\x82") + splitter.feed(b"\xac\n") + splitter.flush()
     assert got == ["#1 [1/2] FROM scratch", "#1 0.1 half a line\r", "€"]
+
+
+def test_a_token_inside_a_cache_entry_is_masked(runner_env: dict[str, str]) -> None:
+    token = "gha-inline-token-123456"
+    runner_env["INPUT_CACHE-FROM"] = f"type=gha,url=https://cache.example/,token={token}"
+    engine = FakeEngine([{"lines": [*SUCCESS, f"#3 0.3 cache said {token}"]}])
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert f"::add-mask::{token}" in log and token not in without_masks(log)
+
+
+def test_error_details_stay_small_whatever_the_build_printed(runner_env: dict[str, str]) -> None:
+    huge = "z" * 100_000
+    failure = failing_run("[2/2] RUN big", "exit code: 1", output=huge)
+    code, _, _, summary = go(runner_env, FakeEngine([failure]))
+    assert code == 1
+    assert "zzzz" in summary and len(summary) < 20_000
