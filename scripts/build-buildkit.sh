@@ -10,6 +10,8 @@
 # Progress goes to stderr; stdout ends with two lines:
 #   buildx <absolute path of the buildx binary>
 #   buildkit <absolute directory holding buildkitd and buildctl>
+# With the argument `buildx`, only buildx is built and only its line printed
+# (scripts/action-image.sh).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 BUILDX_VERSION=v0.38.2
@@ -23,11 +25,17 @@ bkdir="$cache/buildkit-$bkkey"
 
 log() { echo "build-buildkit: $*" >&2; }
 buildx_cached() { [ -x "$bxdir/buildx" ] && [ "$(cat "$bxdir/recipe" 2>/dev/null)" = "$recipe" ]; }
-buildkit_cached() { [ -x "$bkdir/buildkitd" ] && [ -x "$bkdir/buildctl" ]; }
-done_() { printf 'buildx %s\nbuildkit %s\n' "$bxdir/buildx" "$bkdir"; exit 0; }
+only_buildx=0
+[ "${1:-}" != buildx ] || only_buildx=1
+buildkit_cached() { [ "$only_buildx" = 1 ] || { [ -x "$bkdir/buildkitd" ] && [ -x "$bkdir/buildctl" ]; }; }
+done_() {
+  printf 'buildx %s\n' "$bxdir/buildx"
+  [ "$only_buildx" = 1 ] || printf 'buildkit %s\n' "$bkdir"
+  exit 0
+}
 
 if buildx_cached && buildkit_cached; then
-  log "buildx and buildkitd cached in $cache"
+  log "cached in $cache"
   done_
 fi
 command -v go >/dev/null || { log "the Go toolchain is needed (go not on PATH)"; exit 1; }
