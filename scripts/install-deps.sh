@@ -16,9 +16,10 @@ log() { printf '[install-deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 packages=(docker.io docker-registry apache2-utils busybox-static openssl debootstrap iproute2 procps
           curl ca-certificates make
-          # BuildKit in the tests: runc for the BuildKit image, QEMU for foreign platforms,
-          # python3 (/usr/bin) for testenv/docker/runc-bounded.
-          runc qemu-user-static binfmt-support python3)
+          # BuildKit in the tests: runc for the BuildKit image, QEMU for foreign platforms
+          # (and Debian's key for its arm64 busybox), python3 (/usr/bin) for
+          # testenv/docker/runc-bounded.
+          runc qemu-user-static binfmt-support python3 debian-archive-keyring)
 # A fresh Debian has python3 but no pip for it.
 command -v "$PYTHON" >/dev/null && "$PYTHON" -c "import pip" >/dev/null 2>&1 \
   || packages+=(python3 python3-pip python3-venv)

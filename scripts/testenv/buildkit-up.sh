@@ -121,11 +121,18 @@ image="$TEST_REGISTRY/$REPO@$digest"
 arm64_busybox=""
 bbdir="$cache/busybox-arm64"
 if [ ! -x "$bbdir/busybox" ]; then
-  log "downloading Debian's busybox-static for arm64 (private apt state in $bbdir/apt)"
+  # Its own sources list (Debian bookworm, arm64 only, signed by Debian's
+  # archive key), lists and cache: the host's apt (Debian or, on GitHub's
+  # runners, Ubuntu, whose main mirror has no arm64) is neither used nor changed.
+  mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+  log "downloading Debian's busybox-static for arm64 from $mirror (private apt state in $bbdir/apt)"
+  mkdir -p "$bbdir/apt/lists/partial" "$bbdir/apt/cache/archives/partial"
+  printf 'deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s bookworm main\n' \
+    "$mirror" >"$bbdir/apt/sources.list"
   apt=(-q -o APT::Architecture=arm64 -o APT::Architectures::=arm64
+       -o "Dir::Etc::SourceList=$bbdir/apt/sources.list" -o Dir::Etc::SourceParts=/nonexistent
        -o "Dir::State::Lists=$bbdir/apt/lists" -o "Dir::Cache=$bbdir/apt/cache"
        -o Dir::State::status=/dev/null -o APT::Sandbox::User=root)
-  mkdir -p "$bbdir/apt/lists/partial" "$bbdir/apt/cache/archives/partial"
   if timeout 300 apt-get "${apt[@]}" update >"$bbdir/apt.log" 2>&1 \
      && (cd "$bbdir/apt" && timeout 120 apt-get "${apt[@]}" download busybox-static:arm64 >>"$bbdir/apt.log" 2>&1); then
     rm -rf "$bbdir/x"
