@@ -150,9 +150,12 @@ if [ -x "$bbdir/busybox" ]; then
       || log "cannot mount binfmt_misc (not root, or not allowed in this VM)"
   fi
   if [ -e "$binfmt/register" ] && command -v update-binfmts >/dev/null; then
-    # Registers every qemu-* format Debian's qemu-user-static ships (flags F:
-    # the interpreter is opened now, so it works inside containers too).
-    update-binfmts --enable >/dev/null 2>&1 || true
+    # Registers the qemu-* formats Debian's qemu-user-static ships, and only
+    # those (flags F: the interpreter is opened now, so it works inside
+    # containers too).
+    for format in $(ls /usr/share/binfmts/ 2>/dev/null | grep '^qemu-'); do
+      [ -e "$binfmt/$format" ] || update-binfmts --enable "$format" >/dev/null 2>&1 || true
+    done
   fi
   if [ "$(timeout 10 "$bbdir/busybox" uname -m 2>/dev/null)" = aarch64 ]; then
     arm64_busybox="$bbdir/busybox"
