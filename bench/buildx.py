@@ -179,9 +179,3 @@ def wipe(env: dict[str, str], repository: str) -> None:
     images = docker(env, "images", "-q", "--filter", f"reference={repository}*").split()
     if images:
         docker(env, "image", "rm", "-f", *sorted(set(images)))
-
-
-def builder_containers(env: dict[str, str]) -> set[str]:
-    """Names of the engine's buildx docker-container builders (to find ones left behind)."""
-    names = docker(env, "ps", "-a", "--format", "{{.Names}}").split()
-    return {n for n in names if n.startswith("buildx_buildkit_")}

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.buildx import Buildx, Ours, builder_containers, wipe
+from bench.buildx import Buildx, Ours, wipe
 from bench.common import Figure
 from tests.conftest import read_testenv
 
@@ -52,16 +52,15 @@ def _context(directory: Path) -> None:
 
 
 def _fresh(env: dict[str, str], repository: str, run: Callable[[], None]) -> float:
-    """Wall time of ``run`` on a wiped engine; fails if it leaves a builder behind."""
+    """Wall time of ``run`` on a wiped engine.
+
+    (Builders are not checked for here: other processes may be running their own.
+    tests/integration prove that ours removes its builder.)
+    """
     wipe(env, repository)
-    before = builder_containers(env)
     start = time.perf_counter()
     run()
-    seconds = time.perf_counter() - start
-    left = builder_containers(env) - before
-    if left:
-        raise RuntimeError(f"builder container(s) left behind: {sorted(left)}")
-    return seconds
+    return time.perf_counter() - start
 
 
 def run() -> list[Figure]:
