@@ -114,6 +114,10 @@ class Ours:
             }
         )
         self.env.pop("KUBECONFIG", None)  # build and push only: nothing to roll out
+        # This checkout's deployer, whatever the interpreter has installed (editable elsewhere).
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+        )
 
     def argv(self, image: str, **inputs: str) -> list[str]:
         flags = [f"--{name}={value}" for name, value in inputs.items()]
