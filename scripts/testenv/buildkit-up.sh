@@ -63,7 +63,9 @@ tag="$TEST_REGISTRY/$REPO:$bkver-$key"
 
 # The digest the registry holds for $tag, or nothing.
 registry_digest() {
-  curl -fsS --max-time 10 -u "$TEST_REGISTRY_USERNAME:$TEST_REGISTRY_PASSWORD" \
+  # Credentials through stdin (-K -), not argv.
+  printf 'user = "%s:%s"\n' "$TEST_REGISTRY_USERNAME" "$TEST_REGISTRY_PASSWORD" \
+  | curl -fsS --max-time 10 -K - \
     -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     -o /dev/null -D - "http://$TEST_REGISTRY/v2/$REPO/manifests/$bkver-$key" 2>/dev/null \
     | tr -d '\r' | awk -F': ' 'tolower($1) == "docker-content-digest" {print $2}'
