@@ -1,9 +1,16 @@
 # The action's image. The runner builds it for every job (`runs.image: Dockerfile`);
 # release tags point at a prebuilt one on GHCR instead (docs/release.md).
-# The base is an ARG so machines that cannot pull can pass a locally built one.
-ARG BASE_IMAGE=python:3.12-slim
+# Everything that runs is pinned: the base and buildx by digest, the Python
+# dependencies by hash (requirements.lock, scripts/lock.sh). Both images are
+# ARGs so machines that cannot pull pass locally built ones
+# (scripts/action-image.sh); bump them together with a release (docs/release.md).
+ARG BASE_IMAGE=python:3.12-slim@sha256:78387bc3881b8273120a12ebe6c1ab22b018ccc2c9adf565ae1ac9b536e184ea
+# buildx, run as a standalone binary: every build is a BuildKit build (/buildx in the image).
+ARG BUILDX_IMAGE=docker/buildx-bin:v0.38@sha256:8701a4994fb475672faddca19708b10d8d7d545d19dc6fc662811c6e234efe65
 
-# Stage 1: the virtualenv, installed from pinned requirements. wheels/ is empty
+FROM ${BUILDX_IMAGE} AS buildx
+
+# Stage 1: the virtualenv, installed from hashed requirements. wheels/ is empty
 # in the repository; scripts/action-image.sh fills it on machines without an
 # index. Nothing of this stage but the venv reaches the image.
 FROM ${BASE_IMAGE} AS deps
@@ -14,7 +21,8 @@ RUN python3 -m venv /opt/deployer/venv \
  && if ls /tmp/wheels/*.whl >/dev/null 2>&1; then \
         set -- --no-index --find-links /tmp/wheels; \
     fi \
- && /opt/deployer/venv/bin/pip install "$@" --no-deps -r /tmp/requirements.lock \
+ && /opt/deployer/venv/bin/pip install "$@" --require-hashes --only-binary=:all: --no-deps \
+        -r /tmp/requirements.lock \
  && site="$(/opt/deployer/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && rm -rf "$site/kubernetes/aio" "$site/pip" "$site"/pip-* "$site/setuptools" \
         "$site"/setuptools-* "$site/pkg_resources" "$site/_distutils_hack" \
@@ -29,17 +37,21 @@ RUN python3 -m venv /opt/deployer/venv \
 # as bytecode only (compileall -b puts each .pyc where its .py was), which
 # keeps the image under 200 MB without changing what is imported.
 
-# Stage 2: the base, the venv and the code.
+# Stage 2: the base, buildx, the venv and the code.
+# DEPLOYER_BUILDX is how deployer finds buildx (before CLI plugin dirs and PATH).
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/deployer/venv/bin:$PATH \
-    PYTHONPATH=/opt/deployer
+    PYTHONPATH=/opt/deployer \
+    DEPLOYER_BUILDX=/opt/deployer/bin/buildx
+COPY --from=buildx /buildx /opt/deployer/bin/buildx
 COPY --from=deps /opt/deployer/venv /opt/deployer/venv
 COPY entrypoint.py /opt/deployer/entrypoint.py
 COPY deployer /opt/deployer/deployer
-RUN python3 -m compileall -q /opt/deployer/deployer
+RUN /opt/deployer/venv/bin/python3 -m compileall -q /opt/deployer/deployer
 
 # Exec form: python is PID 1 and receives the runner's SIGINT/SIGTERM on cancel;
-# entrypoint.py handles both.
-ENTRYPOINT ["python3", "/opt/deployer/entrypoint.py"]
+# entrypoint.py handles both. The venv's interpreter by its absolute path: a
+# workflow may set `env: PATH` for the step, and the runner passes it in.
+ENTRYPOINT ["/opt/deployer/venv/bin/python3", "/opt/deployer/entrypoint.py"]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Builds the action's own image from the repo's Dockerfile on the local base
-# image (nothing can be pulled): deployer-action:local.
+# Builds the action's own image from the repo's Dockerfile on local stand-ins
+# for the images it pins by digest (nothing can be pulled): the debootstrap
+# base (scripts/base-image.sh) and an image holding the buildx the test
+# environment builds from Go modules (scripts/build-buildkit.sh), at /buildx
+# like docker/buildx-bin. Result: deployer-action:local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[action-image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -47,7 +50,23 @@ if [ "$(cat .testenv/wheels.stamp 2>/dev/null)" != "$want" ] || ! ls wheels/*.wh
   echo "$want" >.testenv/wheels.stamp
 fi
 
+# buildx: re-imported only when the binary changes (a new image ID would
+# invalidate the build cache of every layer after it).
+buildx="$(bash scripts/build-buildkit.sh buildx | awk '$1 == "buildx" {print $2}')"
+[ -x "$buildx" ] || { log "scripts/build-buildkit.sh gave no buildx"; exit 1; }
+BUILDX_IMAGE=deployer-buildx-bin:local
+bxkey="$(sha256sum "$buildx" | cut -c1-16)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "org.deployer.buildx-key"}}' "$BUILDX_IMAGE" 2>/dev/null)" != "$bxkey" ]; then
+  log "importing $("$buildx" version | awk '{print $2}') as $BUILDX_IMAGE"
+  bxtmp="$(mktemp -d)"
+  cp "$buildx" "$bxtmp/buildx"
+  tar --numeric-owner -C "$bxtmp" -c buildx \
+    | timeout 300 docker import --change "LABEL org.deployer.buildx-key=$bxkey" - "$BUILDX_IMAGE" >/dev/null
+  rm -rf "$bxtmp"
+fi
+
 t=$SECONDS
 timeout "${ACTION_BUILD_TIMEOUT:-900}" \
-  docker build --build-arg BASE_IMAGE=deployer-base:bookworm -t deployer-action:local .
+  docker build --build-arg BASE_IMAGE=deployer-base:bookworm --build-arg BUILDX_IMAGE="$BUILDX_IMAGE" \
+  -t deployer-action:local .
 log "built deployer-action:local in $((SECONDS - t))s"

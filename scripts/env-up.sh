@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up everything the integration tests need and writes .testenv/env:
-#   Docker engine (own socket), registry (loopback, htpasswd auth) and, when
+#   Docker engine (own socket), registry (loopback, htpasswd auth), buildx and
+#   a BuildKit image (scripts/testenv/buildkit-up.sh) and, when
 #   scripts/testenv/cluster-up.sh exists, the Kubernetes control plane.
 # Idempotent: running services are reused, so a second run takes seconds.
 set -euo pipefail
@@ -31,6 +32,8 @@ mkdir -p .testenv
 # that need only the others can still run; env-up still exits non-zero.
 phase "docker engine" docker scripts/testenv/docker-up.sh
 phase "registry" registry scripts/testenv/registry-up.sh
+# buildx, and the BuildKit image its docker-container builders run (needs both above).
+phase "buildkit" buildkit scripts/testenv/buildkit-up.sh
 if [ -f scripts/testenv/cluster-up.sh ]; then
   rm -f .testenv/cloud.env # written by cloud-up.sh, which cluster-up.sh runs
   phase "control plane" cluster scripts/testenv/cluster-up.sh

@@ -15,7 +15,12 @@ PYTHON="${PYTHON:-python3}"
 log() { printf '[install-deps %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 packages=(docker.io docker-registry apache2-utils busybox-static openssl debootstrap iproute2 procps
-          curl ca-certificates make fonts-noto-color-emoji)
+          curl ca-certificates make
+          # BuildKit in the tests: runc for the BuildKit image, QEMU for foreign platforms
+          # (and Debian's key for its arm64 busybox), python3 (/usr/bin) for
+          # testenv/docker/runc-bounded.
+          runc qemu-user-static binfmt-support python3 debian-archive-keyring
+          fonts-noto-color-emoji)
 # The browser test of the job summary (tests/browser) needs a Chromium. Debian's
 # package, unless one is there already (GitHub's Ubuntu runners ship one, and
 # Ubuntu's `chromium` package is only a wrapper around a snap).

@@ -16,6 +16,17 @@ LOG=.testenv/dockerd.log
 DEADLINE="${DOCKER_UP_TIMEOUT:-30}"
 
 log() { printf '[docker-up %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Does this machine's capability bounding set lack a capability the kernel
+# knows? (Some VMs drop CAP_SYS_RESOURCE.) Then Docker 20.10 cannot start a
+# --privileged container, which buildx's docker-container driver needs, and the
+# engine runs testenv/docker/runc-bounded instead of runc (see that file).
+caps_cut() {
+  local last bound
+  last="$(cat /proc/sys/kernel/cap_last_cap 2>/dev/null || echo 40)"
+  bound="$(awk '/^CapBnd:/ {print $2}' /proc/self/status)"
+  [ $(( 16#$bound )) -ne $(( (1 << (last + 1)) - 1 )) ]
+}
 answers() { timeout 5 docker -H "$HOST" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 write_env() {
@@ -25,6 +36,10 @@ write_env() {
 
 if answers; then
   log "engine already answering on $HOST (reused)"
+  if caps_cut && [ "$(docker -H "$HOST" info --format '{{.DefaultRuntime}}' 2>/dev/null)" != runc-bounded ]; then
+    log "WARNING: this machine's capability bounding set is cut and the running engine uses plain runc:"
+    log "  --privileged containers (buildx docker-container builders) will fail; restart it (make env-down env-up)"
+  fi
   write_env
   exit 0
 fi
@@ -40,6 +55,14 @@ if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
   log "dockerd (pid $pid) running but not answering yet; waiting"
 else
   rm -f "$SOCK" "$PIDFILE"
+  config=()
+  if caps_cut; then
+    # The engine's own config file (never /etc/docker/daemon.json, which is the machine's).
+    printf '{"runtimes": {"runc-bounded": {"path": "%s"}}, "default-runtime": "runc-bounded"}\n' \
+      "$(pwd)/testenv/docker/runc-bounded" >.testenv/dockerd.json
+    config=(--config-file "$(pwd)/.testenv/dockerd.json")
+    log "capability bounding set cut ($(awk '/^CapBnd:/ {print $2}' /proc/self/status)): default runtime runc-bounded"
+  fi
   log "starting dockerd (data root $DATA_ROOT, socket $SOCK, log $LOG)"
   # setsid: the daemon must outlive this script and not get the caller's
   # terminal signals (make, CI runners).
@@ -50,6 +73,7 @@ else
     --pidfile "$PIDFILE" \
     --containerd-namespace deployer-test \
     --containerd-plugins-namespace deployer-test-plugins \
+    "${config[@]}" \
     </dev/null >>"$LOG" 2>&1 &
   pid=$!
 fi

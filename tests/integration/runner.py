@@ -375,9 +375,9 @@ class ActionRunner:
         # The docker CLI's own environment: where the engine is, plus the values
         # that `-e NAME` picks up. DOCKER_HOST is for the CLI, never passed in.
         cli_env = {
+            **container_env,
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "DOCKER_HOST": self.docker_host,
-            **container_env,
         }
         argv = [
             "docker",
@@ -391,7 +391,11 @@ class ActionRunner:
             "--rm",
         ]
         for env_name in container_env:
-            argv += ["-e", env_name]
+            # PATH is the CLI's own: a workflow's `env: PATH` goes in by value.
+            if env_name == "PATH":
+                argv += ["-e", f"PATH={container_env['PATH']}"]
+            else:
+                argv += ["-e", env_name]
         if self.network:
             argv += ["--network", self.network]
         mounts = [

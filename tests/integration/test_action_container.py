@@ -232,3 +232,55 @@ def test_bad_input_is_one_error_and_builds_nothing(
         check=True,
     )
     assert images.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        # The runner's own directories: /usr/bin has a python3 without our dependencies.
+        "/usr/local/bin:/usr/bin:/bin",
+        # Nothing at all: no interpreter, no buildx to find on PATH.
+        "/github/workspace/bin",
+    ],
+)
+def test_a_workflow_setting_path_does_not_break_the_action(
+    tmp_path: Path, settings: dict[str, str], action_image: str, path: str
+) -> None:
+    # A step's `env: PATH: ...` reaches the container (the runner passes the job's
+    # and step's env); the entrypoint must not depend on it to find its venv.
+    runner = ActionRunner(
+        tmp_path, docker_host=settings["DOCKER_HOST"], image=action_image, github={"PATH": path}
+    )
+    (runner.workspace / "Dockerfile").write_text("FROM scratch\n")
+    result = runner.run({"image": f"{settings['TEST_REGISTRY']}/Acme/Web"}, timeout=120)
+
+    assert f"PATH={path}" in result.argv
+    assert result.code == 1, result.log
+    found = errors(result.commands)
+    assert len(found) == 1, result.log
+    assert "image" in found[0] and "upper-case" in found[0]
+    assert "Traceback" not in result.log
+    assert result.outputs["status"] == "failed"
+
+
+def test_the_image_ships_the_pinned_buildx_where_deployer_buildx_says(
+    settings: dict[str, str], action_image: str
+) -> None:
+    # DEPLOYER_BUILDX (set in the Dockerfile) is how deployer finds buildx; with
+    # a PATH that names nothing, it still runs.
+    probe = (
+        "import os, subprocess; "
+        "print(subprocess.run([os.environ['DEPLOYER_BUILDX'], 'version'], "
+        "capture_output=True, text=True, check=True).stdout)"
+    )
+    python = ["--entrypoint", "/opt/deployer/venv/bin/python3", action_image, "-c", probe]
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "-e", "PATH=/nonexistent", *python],
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": settings["DOCKER_HOST"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:2] == ["github.com/docker/buildx", "v0.38.2"], done.stdout

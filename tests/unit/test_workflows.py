@@ -148,7 +148,9 @@ def test_release_runs_on_version_tags_and_points_action_yml_at_the_prebuilt_imag
     release = load(WORKFLOW_DIR / "release.yml")
     assert triggers(release) == {"push": {"tags": ["v*.*.*"]}}
     text = (WORKFLOW_DIR / "release.yml").read_text()
-    assert "docker://$IMAGE:$VERSION" in text
+    # By digest: a tag can be moved under users who pinned the release commit.
+    assert 'image: \\"docker://$IMAGE@$DIGEST\\"' in text
+    assert "docker://$IMAGE:$VERSION" not in text
     assert 'image="ghcr.io/${GITHUB_REPOSITORY,,}"' in text
 
 
@@ -216,10 +218,10 @@ def test_action_outputs_are_exactly_the_ones_the_report_writes(action: dict[str,
 
 def test_action_is_a_docker_container_action(action: dict[str, Any]) -> None:
     assert action["runs"]["using"] == "docker"
-    # main builds from source; a release commit runs the image it published.
+    # main builds from source; a release commit runs the image it published, by digest.
     image = action["runs"]["image"]
     assert image == "Dockerfile" or re.fullmatch(
-        r"docker://ghcr\.io/[a-z0-9._-]+/[a-z0-9._-]+:v\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", image
+        r"docker://ghcr\.io/[a-z0-9._-]+/[a-z0-9._-]+@sha256:[0-9a-f]{64}", image
     ), image
 
 
