@@ -131,6 +131,13 @@ _VERTEX_RE = re.compile(r"^#(\d{1,6}) (.+)$")
 _VERTEX_ERROR_RE = re.compile(r"^#(\d{1,6}) ERROR: (.*)$")
 _FINAL_ERROR_RE = re.compile(r"^ERROR: (.*)$")
 _NOT_A_NAME_RE = re.compile(r"^(?:\d+\.\d+ |DONE |CACHED$|ERROR|CANCELED|sha256:|\.\.\.)")
+# What may be shown as the failing step: a Dockerfile step or BuildKit's own bracketed
+# vertex ("[2/3] RUN …", "[stage-0 2/3] COPY …", "[internal] load metadata for …"),
+# or an export/push vertex, whose name is image references only.
+_STEP_NAME_RE = re.compile(
+    r"^(?:\[[^\[\]]{1,100}\] \S.*"
+    r"|(?:pushing|exporting to|exporting manifest|exporting cache)[\w .,:/@+=-]*)$"
+)
 
 
 @dataclass
@@ -142,7 +149,9 @@ class ProgressLog:
         default_factory=collections.OrderedDict
     )
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=TAIL))
+    steps: dict[str, str] = field(default_factory=dict)  # vertex -> genuine step line
     failed_vertex: str = ""
+    failed_step: str = ""  # the failing vertex's step line, when one came before its ERROR
     vertex_error: str = ""
     error: str = ""
     push_started: float | None = None  # time.monotonic() when the export/push phase began
@@ -157,6 +166,7 @@ class ProgressLog:
         failed = _VERTEX_ERROR_RE.match(line)
         if failed and not self.failed_vertex:
             self.failed_vertex, self.vertex_error = failed.group(1), failed.group(2).strip()
+            self.failed_step = self.steps.get(self.failed_vertex, "")
         match = _VERTEX_RE.match(line)
         if not match:
             return
@@ -164,6 +174,8 @@ class ProgressLog:
         new = vertex not in self.names and len(self.names) < _MAX_VERTICES
         if new and not _NOT_A_NAME_RE.match(rest):
             self.names[vertex] = rest[:300]
+            if _STEP_NAME_RE.match(rest):
+                self.steps[vertex] = rest[:300]
             if self.push_started is None and rest.startswith(PUSH_STEPS):
                 self.push_started = time.monotonic()
         tail = self.tails.get(vertex)
@@ -172,10 +184,6 @@ class ProgressLog:
             if len(self.tails) > 64:
                 self.tails.popitem(last=False)
         tail.append(line.rstrip())
-
-    @property
-    def failed_step(self) -> str:
-        return self.names.get(self.failed_vertex, "")
 
     def details(self) -> str:
         """The failing step's last lines, else the log's."""

@@ -566,6 +566,8 @@ def _details(report: RunReport) -> list[str]:
         items.append(f"- Image: {code(report.image)}")
     if report.build:
         items.append(f"- Image ID: {code(report.build.image_id)}")
+        if report.build.builder:
+            items.append(f"- Builder: {code(report.build.builder)}")
     references = (
         report.push.references if report.push else report.build.references if report.build else ()
     )

@@ -7,6 +7,7 @@ import gc
 import io
 import json
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -136,7 +137,8 @@ def test_build_push_and_read_back_by_digest(services: dict[str, str], workspace:
     assert labels["org.example.team"] == "web"
     assert labels["org.opencontainers.image.revision"] == env["GITHUB_SHA"]
     assert labels["org.opencontainers.image.source"] == "https://github.com/acme/web"
-    assert digest in summary and "Push time" in summary
+    assert f"- Digest: `{digest}`" in summary
+    assert re.search(r"^- Time: build \d+\.\d s, push \d+\.\d s, total ", summary, re.M)
 
 
 def test_wrong_password_is_refused_and_nothing_is_claimed(

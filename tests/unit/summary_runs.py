@@ -12,6 +12,7 @@ from pathlib import Path
 
 from deployer.pipeline import run
 from deployer.rollout import DeploymentResult, RolloutResult
+from tests.unit.fake_buildx import SUCCESS, install
 from tests.unit.test_actions import runner_outputs
 from tests.unit.test_pipeline import FakeDeploy, FakeEngine
 
@@ -129,6 +130,47 @@ def planned(image: str) -> RolloutResult:
     )
 
 
+PIP_ERROR = "ERROR: No matching distribution found for payments-sdk==9.9.9"
+RUN_ERROR = (
+    'process "/bin/sh -c pip install -r requirements.txt" did not complete successfully: '
+    "exit code: 1"
+)
+# What buildx --progress=plain prints when a RUN step fails (buildx 0.2x, docker driver).
+FAILED_BUILD = [
+    *SUCCESS[:2],
+    "#1 [internal] load build definition from Dockerfile",
+    "#1 transferring dockerfile: 187B done",
+    "#1 DONE 0.0s",
+    "",
+    "#2 [internal] load metadata for docker.io/library/python:3.12-slim",
+    "#2 DONE 0.6s",
+    "",
+    "#3 [1/4] FROM docker.io/library/python:3.12-slim@sha256:" + "9e" * 32,
+    "#3 CACHED",
+    "",
+    "#4 [2/4] COPY requirements.txt .",
+    "#4 DONE 0.0s",
+    "",
+    "#5 [3/4] RUN pip install -r requirements.txt",
+    "#5 1.204 Collecting payments-sdk==9.9.9 (from -r requirements.txt (line 3))",
+    "#5 1.912 ERROR: Could not find a version that satisfies the requirement "
+    "payments-sdk==9.9.9 (from versions: 1.0.0, 1.1.0, 2.0.0)",
+    f"#5 1.913 {PIP_ERROR}",
+    f"#5 ERROR: {RUN_ERROR}",
+    "------",
+    " > [3/4] RUN pip install -r requirements.txt:",
+    f"1.913 {PIP_ERROR}",
+    "------",
+    "Dockerfile:3",
+    "--------------------",
+    "   2 |     COPY requirements.txt .",
+    "   3 | >>> RUN pip install -r requirements.txt",
+    "   4 |     COPY . .",
+    "--------------------",
+    f"ERROR: failed to build: failed to solve: {RUN_ERROR}",
+]
+
+
 def runner_env(tmp_path: Path) -> dict[str, str]:
     workspace = tmp_path / "ws"
     workspace.mkdir(parents=True)
@@ -141,6 +183,7 @@ def runner_env(tmp_path: Path) -> dict[str, str]:
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
         "GITHUB_SHA": "0123456789abcdef0123",
         "GITHUB_REPOSITORY": "acme/checkout",
+        "DEPLOYER_BUILDX": str(install(tmp_path / "bin")),  # the fake of fake_buildx.py
         "INPUT_IMAGE": REPO,
         "INPUT_TAGS": "sha-0123456",
         "INPUT_REGISTRY-USERNAME": "AWS",
@@ -155,13 +198,10 @@ def go(
 ) -> tuple[int, str, dict[str, str], str]:
     """One run; returns exit code, log, outputs and the summary file."""
     engine = engine or FakeEngine()
-    engine.distribution_digest = NEW_DIGEST
-    engine.push_streams = [
-        [
-            {"status": f"sha-0123456: digest: {NEW_DIGEST} size: 1789"},
-            {"aux": {"Tag": "sha-0123456", "Digest": NEW_DIGEST, "Size": 1789}},
-        ]
-    ]
+    engine.distribution_digest = NEW_DIGEST  # what the registry says BuildKit pushed
+    for build in engine.plan["runs"]:
+        build.setdefault("digest", NEW_DIGEST)
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
     out = io.StringIO()
     calls: list[str] = []
     code = run(
@@ -186,25 +226,7 @@ def summaries(tmp_path: Path) -> dict[str, str]:
     env["INPUT_IMAGE"] = "ghcr.io/Acme/Checkout-Web"
     env["INPUT_TIMEOUT"] = "5 minutes"
     found["input-error"] = go(env, None)[3]
-    broken = FakeEngine(
-        build_stream=[
-            {"stream": "Step 1/4 : FROM python:3.12-slim\n"},
-            {"stream": "Step 2/4 : COPY requirements.txt .\n"},
-            {"stream": "Step 3/4 : RUN pip install -r requirements.txt\n"},
-            {
-                "stream": "ERROR: Could not find a version that satisfies the requirement "
-                "payments-sdk==9.9.9 (from versions: 1.0.0, 1.1.0, 2.0.0)\n"
-            },
-            {"stream": "ERROR: No matching distribution found for payments-sdk==9.9.9\n"},
-            {
-                "errorDetail": {
-                    "code": 1,
-                    "message": "The command '/bin/sh -c pip install -r requirements.txt' "
-                    "returned a non-zero code: 1",
-                }
-            },
-        ]
-    )
+    broken = FakeEngine([{"lines": FAILED_BUILD, "code": 1}])
     found["build-failed"] = go(runner_env(tmp_path / "build-failed"), SUCCEEDED, broken)[3]
     found["long-names"] = go(runner_env(tmp_path / "long-names"), LONG_NAMES)[3]
     return found

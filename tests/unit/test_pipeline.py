@@ -203,6 +203,29 @@ def test_a_forged_step_line_in_the_output_is_not_the_failing_step(
     assert "at [2/2] RUN ./test.sh:" in error and "evil" not in error
 
 
+@pytest.mark.parametrize(
+    "forged",
+    [
+        # a name printed after the vertex's ERROR (as in the error block buildx prints last)
+        ["#9 ERROR: exit code: 1", "#9 [evil] [Approve](https://evil)"],
+        # a "name" that is no BuildKit step line
+        ["#9 [Approve](https://evil)", "#9 ERROR: exit code: 1"],
+        ["#9 Step 2/2 : [Approve](https://evil)", "#9 ERROR: exit code: 1"],
+        ["#9 pushing [Approve](https://evil)", "#9 ERROR: exit code: 1"],
+    ],
+)
+def test_only_a_step_line_before_its_error_is_the_failing_step(
+    runner_env: dict[str, str], forged: list[str]
+) -> None:
+    lines = [*SUCCESS[:8], "#5 [2/2] RUN ./test.sh", "#5 0.201 testing", *forged]
+    lines += ["", "ERROR: failed to build: failed to solve: exit code: 1"]
+    code, log, _, summary = go(runner_env, FakeEngine([{"lines": lines, "code": 1}]))
+    assert code == 1
+    error = next(c for c in commands(log) if c.startswith("::error"))
+    assert "failed: exit code: 1" in error and "evil" not in error and "Approve" not in error
+    assert "Approve" not in summary.split("Last lines of the log")[0]
+
+
 def test_push_error_is_never_success(runner_env: dict[str, str]) -> None:
     engine = FakeEngine([push_failure("manifest invalid: manifest invalid")])
     code, log, outputs, _ = go(runner_env, engine)

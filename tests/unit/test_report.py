@@ -123,6 +123,7 @@ def test_success_leads_with_what_runs_now_and_collapses_the_details(
     assert "`deployment/checkout-web`, `deployment/checkout-worker` now run `…/" in text
     assert "###" not in text  # nothing failed: no per-workload sections
     assert "<details><summary>Images, tags and timings" in text
+    assert "- Builder: `the engine's own BuildKit (buildx docker driver)`" in text
 
 
 def test_dry_run_shows_the_plan_as_a_table(summaries: dict[str, str]) -> None:
@@ -148,6 +149,8 @@ def test_an_input_error_names_the_input_what_is_wrong_and_a_right_example(
 def test_a_failed_build_shows_the_error_and_the_last_log_lines(summaries: dict[str, str]) -> None:
     text = summaries["build-failed"]
     assert text.startswith("## ❌ Build failed\n")
+    error = text.split("Last lines of the log")[0]
+    assert "[3/4] RUN pip install -r requirements.txt:" in error  # the failing step, named
     assert "No matching distribution found for payments-sdk==9.9.9" in text
 
 

@@ -368,16 +368,18 @@ def test_a_password_with_markup_characters_is_redacted_before_escaping(
     env = runner_env(tmp_path, "")
     env["INPUT_REGISTRY-PASSWORD"] = MARKUP_PASSWORD
     env["INPUT_BUILD-ARGS"] = ""
-    engine = FakeEngine(
-        build_stream=[
-            {"stream": f"Step 1/1 : RUN echo {MARKUP_PASSWORD}\n"},
-            {"stream": f"{MARKUP_PASSWORD}\n"},
-            {"aux": {"ID": "sha256:" + "cd" * 32}},
-        ]
-    )
+    build: dict[str, Any] = {
+        "lines": [f"#1 [1/1] RUN echo {MARKUP_PASSWORD}", f"#1 0.101 {MARKUP_PASSWORD}"]
+    }
     if scenario == "build-failed":
-        engine.build_stream[2] = {"errorDetail": {"message": f"failed: {MARKUP_PASSWORD}"}}
-    elif scenario == "config-error":
+        build["lines"] += [
+            f"#1 ERROR: failed: {MARKUP_PASSWORD}",
+            f"ERROR: failed to build: failed to solve: failed: {MARKUP_PASSWORD}",
+        ]
+        build["code"] = 1
+    engine = FakeEngine([build])
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
+    if scenario == "config-error":
         env["INPUT_NAMESPACE"] = MARKUP_PASSWORD
     out = io.StringIO()
     deploy = MarkupDeploy([])
@@ -385,3 +387,5 @@ def test_a_password_with_markup_characters_is_redacted_before_escaping(
     texts = captured(env, out.getvalue(), capsys)
     assert_no_leaks(texts, {"password with markup": MARKUP_PASSWORD})
     assert "***" in texts["GITHUB_STEP_SUMMARY"] + texts["GITHUB_OUTPUT"]
+    title = {"rolled-back": "## ↩️ Rolled back", "build-failed": "## ❌ Build failed"}
+    assert texts["GITHUB_STEP_SUMMARY"].startswith(title.get(scenario, "## ❌ Invalid input"))
