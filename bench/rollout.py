@@ -30,7 +30,7 @@ from deployer.actions import ActionsIO
 from deployer.cluster import connect
 from deployer.config import load_config
 from deployer.rollout import roll_out
-from deployer.rollout_status import rollout_status
+from deployer.rollout.status import rollout_status
 from tests.conftest import read_testenv
 
 REGISTRY = "127.0.0.1:5000"

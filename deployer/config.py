@@ -49,10 +49,12 @@ INPUTS: dict[str, tuple[str, str]] = {
     "kubeconfig": ("", "${{ secrets.KUBECONFIG }}"),
     "namespace": ("", "production"),
     "deployments": ("", "web,worker"),
+    "workloads": ("", "deployment/web,statefulset/db,daemonset/agent"),
     "container": ("", "web"),
     "manifests": ("", "k8s/*.yaml"),
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
+    "tolerate-failures-until-deadline": ("false", "false"),
     "dry-run": ("false", "false"),
 }
 
@@ -69,6 +71,7 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -203,10 +206,12 @@ class Config(BaseModel):
     kubeconfig: SecretStr | None
     namespace: str | None
     deployments: tuple[str, ...]
+    workloads: tuple[str, ...] = ()  # "kind/name", kind lower-case
     container: str | None
     manifests: tuple[str, ...]
     timeout: float
     rollback_on_failure: bool
+    tolerate_failures_until_deadline: bool = False
     dry_run: bool
     workspace: Path
     docker_host: str | None
@@ -369,7 +374,13 @@ def load_config(env: Mapping[str, str]) -> Config:
     image = check.take("image", split_image, raw["image"].strip())
     flags = {
         name: check.take(name, _parse_bool, raw[name])
-        for name in ("build", "push", "rollback-on-failure", "dry-run")
+        for name in (
+            "build",
+            "push",
+            "rollback-on-failure",
+            "dry-run",
+            "tolerate-failures-until-deadline",
+        )
     }
     # A failed boolean must not block the remaining checks: fall back to the default.
     bools = {
@@ -426,6 +437,22 @@ def load_config(env: Mapping[str, str]) -> Config:
             check.fail("deployments", f"'{name[:70]}' is not a valid Deployment name")
     if len(set(deployments)) != len(deployments):
         check.fail("deployments", "names a Deployment more than once")
+    workloads = []
+    for entry in _split_list(raw["workloads"]):
+        kind, _, name = entry.rpartition("/")
+        kind = kind.strip().lower() or "deployment"
+        name = name.strip()
+        if kind not in _WORKLOAD_KINDS:
+            check.fail(
+                "workloads",
+                f"'{entry[:70]}': kind must be deployment, statefulset or daemonset",
+            )
+        elif len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
+            check.fail("workloads", f"'{entry[:70]}' is not a valid {kind} name")
+        elif f"{kind}/{name}" in workloads:
+            check.fail("workloads", f"names {kind}/{name} more than once")
+        else:
+            workloads.append(f"{kind}/{name}")
     container = raw["container"].strip() or None
     if container and (len(container) > 63 or not _DNS_LABEL_RE.match(container)):
         check.fail("container", f"'{container[:70]}' is not a valid container name")
@@ -433,7 +460,7 @@ def load_config(env: Mapping[str, str]) -> Config:
     if raw["kubeconfig"].strip():
         check.take("kubeconfig", parse_kubeconfig, raw["kubeconfig"])
     timeout = check.take("timeout", parse_duration, raw["timeout"])
-    if (deployments or manifests) and not bools["push"] and bools["build"]:
+    if (deployments or workloads or manifests) and not bools["push"] and bools["build"]:
         check.fail("push", "is false, but a cluster can only run an image that was pushed")
 
     if check.problems:
@@ -457,10 +484,12 @@ def load_config(env: Mapping[str, str]) -> Config:
             kubeconfig=SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
             namespace=namespace,
             deployments=tuple(deployments),
+            workloads=tuple(workloads),
             container=container,
             manifests=tuple(manifests),
             timeout=timeout,
             rollback_on_failure=bools["rollback-on-failure"],
+            tolerate_failures_until_deadline=bools["tolerate-failures-until-deadline"],
             dry_run=bools["dry-run"],
             workspace=workspace,
             docker_host=env.get("DOCKER_HOST") or None,

@@ -45,7 +45,8 @@ class RunReport:
 
 def outputs(report: RunReport) -> dict[str, str]:
     """The step outputs declared in action.yml, as strings."""
-    deployments = [d.as_output() for d in report.rollout.deployments] if report.rollout else []
+    workloads = [d.as_output() for d in report.rollout.deployments] if report.rollout else []
+    deployments = [w for w in workloads if w["kind"] == "Deployment"]
     revisions = report.rollout.revisions if report.rollout else {}
     references: list[str] = []
     if report.push:
@@ -60,6 +61,7 @@ def outputs(report: RunReport) -> dict[str, str]:
         "status": report.status,
         "revision": json.dumps(revisions, sort_keys=True),
         "deployments": json.dumps(deployments),
+        "workloads": json.dumps(workloads),
         "duration": f"{report.duration:.1f}",
     }
 
@@ -73,6 +75,11 @@ def _code(text: str) -> str:
     longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text.rstrip()}\n{fence}"
+
+
+def _workload(kind: str, namespace: str, name: str) -> str:
+    prefix = "" if kind == "Deployment" else f"{kind.lower()}/"
+    return f"{prefix}{namespace}/{name}"
 
 
 def summary(report: RunReport) -> str:
@@ -108,12 +115,17 @@ def summary(report: RunReport) -> str:
         ]
         for d in report.rollout.deployments:
             lines.append(
-                f"| {_cell(d.namespace + '/' + d.name)} | {_cell(', '.join(d.containers))} "
+                f"| {_cell(_workload(d.kind, d.namespace, d.name))} "
+                f"| {_cell(', '.join(d.containers))} "
                 f"| {_cell(d.previous_image)} | {_cell(d.new_image)} "
                 f"| {_cell('' if d.revision is None else d.revision)} | {_cell(d.result)} "
                 f"| {_cell(d.reason)} |"
             )
         lines.append("")
+        if report.rollout.restored:
+            lines += ["Restored by the rollback:", ""]
+            lines += [f"- {_cell(line)}" for line in report.rollout.restored]
+            lines.append("")
         for d in report.rollout.deployments:
             if d.diagnosis:
                 lines += [f"#### {_cell(d.name)}: {_cell(d.result)}", "", _code(d.diagnosis), ""]
