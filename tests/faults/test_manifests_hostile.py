@@ -18,7 +18,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from deployer.errors import AccessDenied, ClusterError, ConfigError
-from tests.integration.test_rollout import (
+from tests.helpers import (
     REGISTRY,
     Run,
     admin,

@@ -8,145 +8,32 @@ restricted-kubeconfig tests, which must use TEST_NAMESPACE.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as kube_config
 
-from deployer.actions import ActionsIO
 from deployer.cluster import connect
-from deployer.config import load_config
 from deployer.errors import AccessDenied, ConfigError
-from deployer.rollout import RolloutResult, roll_out
+from deployer.rollout import roll_out
 from tests.conftest import need_service
+from tests.helpers import (
+    REGISTRY,
+    Run,
+    admin,
+    create_deployment,
+    namespace,
+    read,
+    ref,
+    settings,
+)
 
 pytestmark = pytest.mark.integration
-
-REGISTRY = "127.0.0.1:5000"
-
-
-def digest(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
-def ref(repo: str, seed: str) -> str:
-    return f"{REGISTRY}/{repo}@{digest(seed)}"
-
-
-@pytest.fixture(scope="module")
-def settings() -> dict[str, str]:
-    return need_service("KUBECONFIG", "TEST_NAMESPACE")
-
-
-@pytest.fixture(scope="module")
-def admin(settings: dict[str, str]) -> k8s.ApiClient:
-    return kube_config.new_client_from_config(config_file=settings["KUBECONFIG"])
-
-
-@pytest.fixture
-def namespace(admin: k8s.ApiClient) -> Iterator[str]:
-    name = f"rollout-{uuid.uuid4().hex[:8]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
-def create_deployment(
-    admin: k8s.ApiClient,
-    namespace: str,
-    name: str,
-    image: str,
-    *,
-    replicas: int = 2,
-    containers: list[dict[str, Any]] | None = None,
-    wait: bool = True,
-) -> dict[str, Any]:
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": containers or [{"name": "app", "image": image}]},
-            },
-        },
-    }
-    apps = k8s.AppsV1Api(admin)
-    apps.create_namespaced_deployment(namespace, body)
-    if wait:
-        wait_complete(admin, namespace, name)
-    return read(admin, namespace, name)
-
-
-def read(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj = k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace)
-    data: dict[str, Any] = admin.sanitize_for_serialization(obj)
-    return data
-
-
-def wait_complete(admin: k8s.ApiClient, namespace: str, name: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        d = read(admin, namespace, name)
-        s = d.get("status") or {}
-        if (
-            s.get("observedGeneration", 0) >= d["metadata"]["generation"]
-            and s.get("updatedReplicas", 0) == d["spec"]["replicas"]
-            and s.get("availableReplicas", 0) == d["spec"]["replicas"]
-            and s.get("replicas", 0) == d["spec"]["replicas"]
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not become available in {timeout} s")
-
-
-class Run:
-    """One roll_out call with captured output."""
-
-    def __init__(self, tmp_path: Path, kubeconfig: str, **inputs: str) -> None:
-        env = {
-            "INPUT_IMAGE": f"{REGISTRY}/web",
-            "INPUT_BUILD": "false",
-            "INPUT_TIMEOUT": "60s",
-            "GITHUB_WORKSPACE": str(tmp_path),
-            "GITHUB_SHA": "abc1234def5678",
-            "GITHUB_REPOSITORY": "acme/web",
-            "GITHUB_RUN_ID": "42",
-            "KUBECONFIG": kubeconfig,
-        }
-        for key, value in inputs.items():
-            env["INPUT_" + key.upper().replace("_", "-")] = value
-        self.config = load_config(env)
-        self.out = io.StringIO()
-        summary = tmp_path / "summary.md"
-        self.summary = summary
-        self.io = ActionsIO(
-            out=self.out,
-            env={"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(summary)},
-        )
-
-    def __call__(self, image: str) -> RolloutResult:
-        api, _ = connect(self.config)
-        try:
-            return roll_out(self.config, image, api, self.io, threading.Event())
-        finally:
-            api.close()
-
-    @property
-    def log(self) -> str:
-        return self.out.getvalue()
+__all__ = ["admin", "namespace", "settings"]  # fixtures used here
 
 
 def test_happy_path_changes_image_and_revision(
