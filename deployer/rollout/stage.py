@@ -828,7 +828,7 @@ class Stage:
 
     def _report_failures(self, failed: list[Workload]) -> None:
         for w in failed:
-            self.io.error(f"{w.display}: {w.reason}", title=f"Rollout of {w.name} failed")
+            self.io.error(f"{w.label}: {w.reason}", title=f"Rollout of {w.name} failed")
             if w.diagnosis is None:
                 continue
             with self.io.group(f"Why {w.name} failed"):
@@ -872,7 +872,7 @@ class Stage:
                 self._wait(undoing, self.deadline, undoing=True)
             for w in undoing:
                 if w.outcome is Outcome.FAILED:
-                    self.io.error(f"{w.display}: {w.reason}", title=f"Rollback of {w.name} failed")
+                    self.io.error(f"{w.label}: {w.reason}", title=f"Rollback of {w.name} failed")
             if self.applied is not None:
                 handled = {(w.kind.name, w.namespace, w.name) for w in self.workloads}
                 self.restored = self.applied.restore(

@@ -76,6 +76,12 @@ class Workload:
         return f"{self.kind.lower}/{self.name}"
 
     @property
+    def label(self) -> str:
+        """``ns/name`` for a Deployment (as before kinds), ``statefulset/ns/name`` otherwise."""
+        prefix = "" if self.kind.name == "Deployment" else f"{self.kind.lower}/"
+        return f"{prefix}{self.namespace}/{self.name}"
+
+    @property
     def previous_image(self) -> str:
         return self.images_of(self.before)
 
