@@ -47,7 +47,7 @@ def template_of(obj: Mapping[str, Any] | None) -> dict[str, Any]:
     """``spec.template`` of a workload, ReplicaSet or Job (a ControllerRevision's too)."""
     if obj is None:
         return {}
-    if "data" in obj and obj.get("kind") == "ControllerRevision":
+    if "data" in obj and "revision" in obj:  # a ControllerRevision (list items have no kind)
         obj = obj.get("data") or {}
     return dict((obj.get("spec") or {}).get("template") or {})
 

@@ -25,7 +25,15 @@ from deployer.manifests import Manifest, load_manifests, same_repository
 from deployer.rollout.apply import Applied, ManifestSet
 from deployer.rollout.diagnose import create_failure, diagnose_pod, node_coming
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
-from deployer.rollout.kinds import DEPLOYMENT, KINDS, Kind, containers_of, kind_named, template_of
+from deployer.rollout.kinds import (
+    DEPLOYMENT,
+    KINDS,
+    STATEFULSET,
+    Kind,
+    containers_of,
+    kind_named,
+    template_of,
+)
 from deployer.rollout.state import Outcome, Phase, Workload
 from deployer.rollout.status import Policy, condition, pod_problem
 from deployer.rollout.undo import revision_of, undo
@@ -436,6 +444,13 @@ class Stage:
             ]
         for ns in dict.fromkeys(w.namespace for w in self.workloads):
             needed += [("watch", PODS, ns, ""), ("list", PODS, ns, "")]
+        if self.config.rollback_on_failure:  # the forced rollback of a StatefulSet
+            needed += [
+                ("delete", PODS, ns, "")
+                for ns in dict.fromkeys(
+                    w.namespace for w in self.workloads if w.kind is STATEFULSET
+                )
+            ]
         needed += [
             ("patch", w.kind.resource, w.namespace, w.name)
             for w in self.workloads
@@ -758,11 +773,45 @@ class Stage:
         ]
         return max(times) if times else ""
 
+    def _force(self, w: Workload) -> None:
+        """The StatefulSet "forced rollback" of the Kubernetes docs.
+
+        With ``podManagementPolicy: OrderedReady`` the controller waits for a pod
+        that is not Ready before it replaces anything, so a pod stuck on the broken
+        revision blocks its own replacement (kubernetes/kubernetes#67250; measured on
+        the test control plane: the undo stalls). After the undo, such pods are
+        deleted once each so the controller recreates them from the restored template.
+        """
+        live = w.live or {}
+        if (live.get("spec") or {}).get("podManagementPolicy", "OrderedReady") != "OrderedReady":
+            return
+        current = set(map(id, w.kind.new_pods(live, w.pods.values())))
+        for name, pod in list(w.pods.items()):
+            if name in w.deleted_pods or id(pod) in current or not w.kind.owns_pod(live, pod):
+                continue
+            ready = condition(pod, "Ready") or {}
+            if ready.get("status") == "True" or (pod.get("metadata") or {}).get(
+                "deletionTimestamp"
+            ):
+                continue
+            w.deleted_pods.add(name)
+            self.io.info(f"{w.display}: deleting pod {name}, stuck on the failed revision")
+            self.kube.request(
+                "DELETE",
+                PODS,
+                verb="delete",
+                namespace=w.namespace,
+                name=name,
+                expect=frozenset({404}),
+            )
+
     def _judge(self, w: Workload, undoing: bool) -> None:
         live = w.live
         assert live is not None
         if not undoing and self._superseded(w, live):
             return
+        if undoing and w.kind is STATEFULSET:
+            self._force(w)
         verdict = judge(self._snapshot(w), self.clock(), self.policy)
         w.seen = verdict.seen
         if verdict.progress and verdict.progress != w.progress:

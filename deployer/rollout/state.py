@@ -66,6 +66,7 @@ class Workload:
     scale_up: bool = False
     create_failure: str = ""
     checked_events_at: float = 0.0
+    deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
 
     @property
     def key(self) -> str:

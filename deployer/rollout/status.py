@@ -307,6 +307,9 @@ def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
     """A pod template without ``pod-template-hash`` (as kubectl compares templates)."""
     copy: dict[str, Any] = _deepcopy(template)
     copy.pop("$patch", None)
+    meta = copy.get("metadata")
+    if isinstance(meta, dict) and meta.get("creationTimestamp", "") is None:
+        del meta["creationTimestamp"]  # serialized templates carry a null one
     labels = (copy.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(_HASH_LABEL, None)

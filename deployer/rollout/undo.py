@@ -66,7 +66,7 @@ def revision_of(obj: Mapping[str, Any] | None) -> int | None:
     """A ReplicaSet's/Deployment's revision annotation, or a ControllerRevision's number."""
     if obj is None:
         return None
-    value = obj.get("revision") if obj.get("kind") == "ControllerRevision" else None
+    value = obj.get("revision") if "data" in obj else None  # a ControllerRevision
     if value is None:
         value = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION)
     try:

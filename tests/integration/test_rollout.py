@@ -26,8 +26,11 @@ from tests.helpers import (
     Run,
     admin,
     create_deployment,
+    create_workload,
+    image_of,
     namespace,
     read,
+    read_workload,
     ref,
     settings,
 )
@@ -345,3 +348,73 @@ def test_cancel_during_the_rollback_says_the_rollback_was_not_finished(
         "never-ready-web", "v1"
     )
     assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
+
+
+# -- workload kinds -------------------------------------------------------------------------
+
+
+def test_statefulset_rolls_out_and_a_crash_loop_goes_back_to_the_previous_revision(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_workload(admin, namespace, "statefulset", "db", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="statefulset/db")
+    good = run(ref("web", "v2"))
+    assert good.status == "succeeded", run.log
+    (db,) = good.deployments
+    assert (db.kind, db.name, db.previous_image) == ("StatefulSet", "db", ref("web", "v1"))
+    assert "statefulset/db: rolled out" in run.log
+    rolled = read_workload(admin, namespace, "statefulset", "db")
+    assert image_of(rolled) == ref("web", "v2")
+    started = time.monotonic()
+    bad = run(ref("crash-loop-web", "v3"))
+    assert bad.status == "rolled-back", run.log
+    assert time.monotonic() - started < 45
+    (db,) = bad.deployments
+    assert "CrashLoopBackOff" in db.reason and "rolled back" in db.reason
+    after = read_workload(admin, namespace, "statefulset", "db")
+    assert after["spec"]["template"] == rolled["spec"]["template"]
+    assert after["status"]["readyReplicas"] == 2
+    # kubectl's undo through the ControllerRevision, then the forced rollback of the
+    # pod stuck on the failed revision (OrderedReady waits for it forever otherwise).
+    assert "statefulset/db: rolling back to revision 2" in run.log
+    assert "statefulset/db: deleting pod db-1, stuck on the failed revision" in run.log
+    del before
+
+
+def test_statefulset_partition_is_honoured(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    create_workload(
+        admin,
+        namespace,
+        "statefulset",
+        "db",
+        ref("web", "v1"),
+        replicas=3,
+        updateStrategy=strategy,
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="statefulset/db")
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "partitioned roll out complete: 1 new pods have been updated" in run.log
+    pods = k8s.CoreV1Api(admin).list_namespaced_pod(namespace, label_selector="app=db").items
+    images = {p.metadata.name: p.spec.containers[0].image for p in pods}
+    assert images == {"db-0": ref("web", "v1"), "db-1": ref("web", "v1"), "db-2": ref("web", "v2")}
+
+
+def test_daemonset_rolls_out_and_a_failed_pull_is_rolled_back(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_workload(admin, namespace, "daemonset", "agent", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="daemonset/agent")
+    good = run(ref("web", "v2"))
+    assert good.status == "succeeded", run.log
+    assert 'daemon set "agent" successfully rolled out' in run.log
+    rolled = read_workload(admin, namespace, "daemonset", "agent")
+    bad = run(ref("crash-loop-agent", "v3"))
+    assert bad.status == "rolled-back", run.log
+    (agent,) = bad.deployments
+    assert agent.kind == "DaemonSet" and "CrashLoopBackOff" in agent.reason
+    after = read_workload(admin, namespace, "daemonset", "agent")
+    assert after["spec"]["template"] == rolled["spec"]["template"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from deployer.rollout.status import (
     Policy,
     daemonset_status,
@@ -17,8 +20,6 @@ from deployer.rollout.status import (
 )
 
 P = Policy()
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def deployment(
