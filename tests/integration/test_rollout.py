@@ -8,6 +8,7 @@ restricted-kubeconfig tests, which must use TEST_NAMESPACE.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from kubernetes import client as k8s
 
 from deployer.cluster import connect
 from deployer.errors import AccessDenied, ConfigError
+from deployer.report import RunReport, summary
 from deployer.rollout import roll_out
 from tests.conftest import need_service
 from tests.helpers import (
@@ -418,3 +420,274 @@ def test_daemonset_rolls_out_and_a_failed_pull_is_rolled_back(
     assert agent.kind == "DaemonSet" and "CrashLoopBackOff" in agent.reason
     after = read_workload(admin, namespace, "daemonset", "agent")
     assert after["spec"]["template"] == rolled["spec"]["template"]
+
+
+# -- all or nothing, migrations ----------------------------------------------------------------
+
+APP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: {greeting}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: "{image}"}}]
+"""
+
+
+def test_a_failed_run_leaves_every_applied_object_as_it_found_it(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    core = k8s.CoreV1Api(admin)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"greeting": "hello"}}
+    )
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "app.yaml").write_text(APP.format(greeting="bonjour", image=f"{REGISTRY}/web"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="app.yaml")
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert core.read_namespaced_config_map("settings", namespace).data == {"greeting": "hello"}
+    with pytest.raises(k8s.ApiException) as gone:
+        core.read_namespaced_service("web", namespace)
+    assert gone.value.status == 404
+    assert read(admin, namespace, "web")["spec"]["template"] == before["spec"]["template"]
+    assert f"ConfigMap settings in {namespace}: restored" in "\n".join(result.restored)
+    assert f"Service web in {namespace}: deleted (created by this run)" in result.restored
+    text = summary(RunReport(status=result.status, rollout=result))
+    assert f"- Service web in {namespace}: deleted (created by this run)" in text
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: migrate}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: migrate, image: "{image}"}}]
+"""
+
+
+def test_a_migration_job_runs_before_the_workloads_and_is_replaced_next_release(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "job.yaml").write_text(JOB.format(image=f"{REGISTRY}/web"))
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        manifests="job.yaml",
+    )
+    first = run(ref("web", "v2"))
+    assert first.status == "succeeded", run.log
+    assert run.log.index("Job migrate: completed") < run.log.index("deployment/web: updated")
+    assert [d.kind for d in first.deployments] == ["Job", "Deployment"]
+    second = run(ref("web", "v3"))  # a changed template: immutable, so the Job is replaced
+    assert second.status == "succeeded", run.log
+    job = k8s.BatchV1Api(admin).read_namespaced_job("migrate", namespace)
+    assert job.spec.template.spec.containers[0].image == ref("web", "v3")
+
+
+def test_a_failed_migration_stops_the_run_before_anything_else_changes(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "job.yaml").write_text(
+        JOB.format(image=f"{REGISTRY}/web")
+        + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata: {a: b}\n"
+    )
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        manifests="job.yaml",
+    )
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "failed", run.log
+    job, web = result.deployments
+    assert (job.kind, job.result) == ("Job", "failed")
+    assert "Job migrate failed: pod migrate-" in job.reason and "CrashLoopBackOff" in job.reason
+    assert "Events:" in job.diagnosis
+    assert (web.result, web.reason) == ("failed", "not changed: Job migrate failed")
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    with pytest.raises(k8s.ApiException):  # applied before the Job, removed again
+        k8s.CoreV1Api(admin).read_namespaced_config_map("flags", namespace)
+
+
+# -- fail-fast accuracy ---------------------------------------------------------------------------
+
+
+def test_a_missing_service_account_fails_fast_naming_it(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    k8s.AppsV1Api(admin).patch_namespaced_deployment(
+        "web", namespace, {"spec": {"template": {"spec": {"serviceAccountName": "robot"}}}}
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
+    started = time.monotonic()
+    result = run(ref("web", "v2"))
+    took = time.monotonic() - started
+    assert result.status == "failed", run.log  # the revision before is just as broken
+    (web,) = result.deployments
+    assert 'serviceaccount "robot" not found' in web.reason
+    assert took < 30, f"took {took:.0f} s"
+    del before
+
+
+def test_an_unschedulable_pod_that_gets_a_node_after_60_s_succeeds(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    node = f"kwok-extra-{namespace[-8:]}"
+    k8s.AppsV1Api(admin).patch_namespaced_deployment(
+        "web",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"deployer-test/pool": node},
+                        "tolerations": [{"key": "deployer-test/extra", "operator": "Exists"}],
+                    }
+                }
+            }
+        },
+    )
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="180s"
+    )
+
+    def add_node() -> None:
+        time.sleep(60)
+        k8s.CoreV1Api(admin).create_node(
+            {
+                "metadata": {
+                    "name": node,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"type": "kwok", "deployer-test/pool": node},
+                },
+                "spec": {
+                    "taints": [{"key": "deployer-test/extra", "value": "x", "effect": "NoSchedule"}]
+                },
+            }
+        )
+
+    adder = threading.Thread(target=add_node, daemon=True)
+    adder.start()
+    try:
+        result = run(ref("web", "v2"))
+    finally:
+        adder.join(70)
+        with contextlib.suppress(k8s.ApiException):
+            k8s.CoreV1Api(admin).delete_node(node)
+    assert result.status == "succeeded", run.log
+    assert "Unschedulable" not in result.deployments[0].reason
+
+
+TWO = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  revisionHistoryLimit: 0
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: "{REGISTRY}/web"}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 1
+  revisionHistoryLimit: 0
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+      - {{name: app, image: "{REGISTRY}/web"}}
+      - {{name: side, image: "{side}"}}
+"""
+
+
+def test_revision_history_limit_zero_keeps_all_or_nothing(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    apps = k8s.AppsV1Api(admin)
+    for name in ("web", "api"):
+        create_deployment(admin, namespace, name, ref("web", "v1"), replicas=1)
+        apps.patch_namespaced_deployment(name, namespace, {"spec": {"revisionHistoryLimit": 0}})
+    # web completes first and, with no history kept, loses its old ReplicaSet; api's new
+    # sidecar crash-loops, so both must end on what the run found.
+    side = ref("crash-loop-side", "v1")
+    (tmp_path / "two.yaml").write_text(TWO.format(REGISTRY=REGISTRY, side=side))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="two.yaml")
+    result = run(ref("web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert "deployment/web: rolled out" in run.log
+    assert "deployment/web: rolling back to the template as the run found it" in run.log
+    for name in ("web", "api"):
+        after = read(admin, namespace, name)
+        images = [c["image"] for c in after["spec"]["template"]["spec"]["containers"]]
+        assert images == [ref("web", "v1")], name
+
+
+def test_a_rollout_restart_during_a_failing_rollout_is_undone_to_the_pre_run_image(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="30s"
+    )
+
+    def restart() -> None:  # what kubectl rollout restart sends
+        end = time.monotonic() + 20
+        while time.monotonic() < end and "deployment/web: updated" not in run.log:
+            time.sleep(0.05)
+        k8s.AppsV1Api(admin).patch_namespaced_deployment(
+            "web",
+            namespace,
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01"}
+                        }
+                    }
+                }
+            },
+        )
+
+    restarter = threading.Thread(target=restart, daemon=True)
+    restarter.start()
+    result = run(ref("never-ready-web", "v2"))
+    restarter.join(5)
+    assert result.status == "rolled-back", run.log
+    after = read(admin, namespace, "web")
+    assert after["spec"]["template"] == before["spec"]["template"]
