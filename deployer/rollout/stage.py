@@ -55,6 +55,7 @@ _CONFLICT_TRIES = 4
 _RESERVE_SHARE = 0.25  # of the timeout kept for the undo when rollback is on ...
 _RESERVE_CAP = 60.0  # ... but never more than this
 _CANCEL_JOIN = 2.0
+_FINISH_SECONDS = 1.0  # kept at the end of the timeout for the diagnosis and the report
 # Reading a failed pod's events and log may run this long past the deadline.
 _DIAGNOSIS_SECONDS = 10.0
 
@@ -918,7 +919,8 @@ class Stage:
                 except ClusterError as e:
                     w.not_undone(f"rollback failed: {e.message}")
             if undoing:
-                self._wait(undoing, self.deadline, undoing=True)
+                # A second before the deadline: reading the diagnosis must fit in it too.
+                self._wait(undoing, self.deadline - _FINISH_SECONDS, undoing=True)
             for w in undoing:
                 if w.outcome is Outcome.FAILED:
                     self.io.error(f"{w.label}: {w.reason}", title=f"Rollback of {w.name} failed")
