@@ -146,3 +146,29 @@ def test_init_containers_running_the_image_are_updated_too() -> None:  # fix 10
     ]
     assert resolve_containers(obj, None, "ghcr.io/acme/web") == ("migrate", "app")
     assert resolve_containers(obj, "migrate", "ghcr.io/acme/web") == ("migrate",)
+
+
+def test_the_workloads_input_is_kind_and_name() -> None:
+    from deployer.config import load_config
+
+    env = {"INPUT_IMAGE": "ghcr.io/acme/web", "INPUT_BUILD": "false", "GITHUB_WORKSPACE": "."}
+    config = load_config({**env, "INPUT_WORKLOADS": "web\nStatefulSet/db, daemonset/agent"})
+    assert config.workloads == ("deployment/web", "statefulset/db", "daemonset/agent")
+    assert not config.tolerate_failures_until_deadline
+    for bad, problem in (
+        ("cronjob/x", "kind must be deployment, statefulset or daemonset"),
+        ("statefulset/DB", "is not a valid statefulset name"),
+        ("web,deployment/web", "names deployment/web more than once"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config({**env, "INPUT_WORKLOADS": bad})
+        assert caught.value.problems[0].input == "workloads"
+        assert problem in caught.value.message
+
+
+def test_the_forward_wait_keeps_a_stated_reserve_for_the_rollback() -> None:  # fix 5
+    from deployer.rollout import rollback_reserve
+
+    assert 300 - rollback_reserve(300) == 240  # was 200 s of the default 5m
+    assert rollback_reserve(20) == 5
+    assert rollback_reserve(3600) == 60
