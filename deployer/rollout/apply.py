@@ -21,10 +21,13 @@ from deployer.manifests import Manifest
 from deployer.rollout.diagnose import Diagnosis, diagnose_pod
 from deployer.rollout.status import Policy, job_status, pod_problem
 
-__all__ = ["FIELD_MANAGER", "Applied", "ManifestSet"]
+__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet"]
 
 FIELD_MANAGER = "deployer"
 _JOB_POLL = 1.0
+_CRD_SECONDS = 20.0
+# Applied before everything else: what the other documents live in or are made of.
+FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 _GONE_SECONDS = 60.0
 _DIAGNOSIS_SECONDS = 10.0
 _SERVER_FIELDS = ("managedFields", "generation", "creationTimestamp", "uid", "selfLink")

@@ -22,7 +22,7 @@ from deployer.cluster import PODS, SSAR, Kube, Resource, Response, Watch, WatchE
 from deployer.config import INPUTS, Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, ConfigError, InputProblem
 from deployer.manifests import Manifest, load_manifests, same_repository
-from deployer.rollout.apply import Applied, ManifestSet
+from deployer.rollout.apply import FIRST_KINDS, Applied, ManifestSet
 from deployer.rollout.diagnose import create_failure, diagnose_pod, node_coming
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
 from deployer.rollout.kinds import (
@@ -518,6 +518,7 @@ class Stage:
         current: Workload | None = None
         items = self.applied.items if self.applied else []
         first = [i for i in items if not i.is_job and self._workload_of(i) is None]
+        first.sort(key=lambda i: i.manifest.kind not in FIRST_KINDS)  # stable: file order
         jobs = [i for i in items if i.is_job]
         rest = [i for i in items if i not in first and i not in jobs]
         try:

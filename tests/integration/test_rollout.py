@@ -691,3 +691,23 @@ def test_a_rollout_restart_during_a_failing_rollout_is_undone_to_the_pre_run_ima
     assert result.status == "rolled-back", run.log
     after = read(admin, namespace, "web")
     assert after["spec"]["template"] == before["spec"]["template"]
+
+
+def test_manifests_may_create_the_namespace_their_objects_live_in(
+    admin: k8s.ApiClient, settings: dict[str, str], tmp_path: Path
+) -> None:  # fix 10: the preflight dry-run failed on the not-yet-existing namespace
+    fresh = f"made-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "ns.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: {fresh}}}\n"
+        f"data: {{a: b}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {fresh}}}\n"
+    )
+    # allow-cluster-scoped: the Namespace is cluster-scoped (an input of the "harden" branch).
+    run = Run(tmp_path, settings["KUBECONFIG"], manifests="ns.yaml", allow_cluster_scoped="true")
+    try:
+        result = run(ref("web", "v1"))
+        assert result.status == "succeeded", run.log
+        cm = k8s.CoreV1Api(admin).read_namespaced_config_map("cfg", fresh)
+        assert cm.data == {"a": "b"}
+    finally:
+        with contextlib.suppress(k8s.ApiException):
+            k8s.CoreV1Api(admin).delete_namespace(fresh)

@@ -172,3 +172,17 @@ def test_the_forward_wait_keeps_a_stated_reserve_for_the_rollback() -> None:  # 
     assert 300 - rollback_reserve(300) == 240  # was 200 s of the default 5m
     assert rollback_reserve(20) == 5
     assert rollback_reserve(3600) == 60
+
+
+def test_an_autoscaler_keeps_spec_replicas() -> None:  # fix 10: SSA with force took it
+    from deployer.rollout.apply import _replicas_owned_elsewhere
+
+    hpa = {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "subresource": "scale",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
+    ours = {"manager": "deployer", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert _replicas_owned_elsewhere({"metadata": {"managedFields": [ours, hpa]}})
+    assert not _replicas_owned_elsewhere({"metadata": {"managedFields": [ours]}})
