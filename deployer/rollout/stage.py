@@ -31,11 +31,13 @@ from deployer.rollout.kinds import (
     STATEFULSET,
     Kind,
     containers_of,
+    controlled_by,
     kind_named,
     template_of,
+    uid_of,
 )
 from deployer.rollout.state import Outcome, Phase, Workload
-from deployer.rollout.status import Policy, condition, pod_problem
+from deployer.rollout.status import Policy, condition, pod_problem, template_without_hash
 from deployer.rollout.undo import revision_of, undo
 
 __all__ = [
@@ -539,7 +541,7 @@ class Stage:
             for w in self.workloads:
                 current = w
                 self._patch(w)
-                w.phase = Phase.WAITING
+                w.start_wait(undoing=False)
         except ClusterError as e:
             if not self.anything_changed:
                 raise
@@ -569,7 +571,7 @@ class Stage:
         if why == "cancelled":
             raise Cancelled("cancelled")
         if not why:
-            job.outcome, job.phase = Outcome.SUCCEEDED, Phase.DONE
+            job.succeed()
             return True
         job.fail(why + "; nothing else was changed", diagnosis)
         for w in self.workloads:
@@ -864,11 +866,8 @@ class Stage:
             self.kube.api, cancel=self.cancel, deadline=time.monotonic() + _DIAGNOSIS_SECONDS
         )
         owners: tuple[tuple[str, str], ...] = ((w.kind.name, w.name),)
-        if pod and w.kind is DEPLOYMENT:
-            found = w.pods.get(pod) or {}
-            for ref in (found.get("metadata") or {}).get("ownerReferences") or []:
-                if ref.get("kind") == "ReplicaSet":
-                    owners += (("ReplicaSet", str(ref.get("name"))),)
+        if w.kind is DEPLOYMENT:
+            owners += tuple(("ReplicaSet", name) for name in self._new_replicasets(kube, w, pod))
         summary = f"{w.display}: {reason}"
         if pod and not container:
             ready = condition(w.pods.get(pod) or {}, "Ready") or {}
@@ -876,6 +875,35 @@ class Stage:
             summary = f"pod {pod}: not ready" + (f": {why}" if why else "")
             container = w.containers[0] if w.containers else ""
         w.fail(reason, diagnose_pod(kube, w.namespace, summary, pod, container, owners))
+
+    def _new_replicasets(self, kube: Kube, w: Workload, pod: str) -> list[str]:
+        """The ReplicaSet of ``pod``, else of the current template (best effort, for events)."""
+        found = w.pods.get(pod) or {}
+        names = [
+            str(ref.get("name"))
+            for ref in (found.get("metadata") or {}).get("ownerReferences") or []
+            if ref.get("kind") == "ReplicaSet"
+        ]
+        if names or w.live is None:
+            return names
+        selector = label_selector((w.live.get("spec") or {}).get("selector") or {})
+        try:
+            listing = kube.request(
+                "GET",
+                w.kind.history,
+                verb="list",
+                namespace=w.namespace,
+                query=[("labelSelector", selector)],
+            )
+        except ClusterError:
+            return []
+        current = template_without_hash(template_of(w.live))
+        return [
+            str(rs["metadata"]["name"])
+            for rs in listing.get("items") or []
+            if controlled_by(rs, uid_of(w.live))
+            and template_without_hash(template_of(rs)) == current
+        ]
 
     def _report_failures(self, failed: list[Workload]) -> None:
         for w in failed:

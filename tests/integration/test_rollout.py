@@ -554,6 +554,7 @@ def test_a_missing_service_account_fails_fast_naming_it(
     (web,) = result.deployments
     assert 'serviceaccount "robot" not found' in web.reason
     assert took < 30, f"took {took:.0f} s"
+    assert "ReplicaSet web-" in web.diagnosis and "FailedCreate" in web.diagnosis
     del before
 
 
