@@ -712,3 +712,26 @@ def test_manifests_may_create_the_namespace_their_objects_live_in(
     finally:
         with contextlib.suppress(k8s.ApiException):
             k8s.CoreV1Api(admin).delete_namespace(fresh)
+
+
+def test_tolerating_failures_waits_for_the_deadline_and_says_why(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        timeout="24s",
+        tolerate_failures_until_deadline="true",
+    )
+    started = time.monotonic()
+    result = run(ref("crash-loop-web", "v2"))
+    took = time.monotonic() - started
+    assert result.status == "rolled-back", run.log
+    (web,) = result.deployments
+    # The forward wait is the timeout minus the rollback's reserve (a quarter): 18 s.
+    assert took >= 17, f"failed fast after {took:.1f} s despite the input"
+    assert web.reason.startswith("not complete after 18 s"), web.reason
+    assert "CrashLoopBackOff" in web.reason
