@@ -447,13 +447,7 @@ class Stage:
             ]
         for ns in dict.fromkeys(w.namespace for w in self.workloads):
             needed += [("watch", PODS, ns, ""), ("list", PODS, ns, "")]
-        if self.config.rollback_on_failure:  # the forced rollback of a StatefulSet
-            needed += [
-                ("delete", PODS, ns, "")
-                for ns in dict.fromkeys(
-                    w.namespace for w in self.workloads if w.kind is STATEFULSET
-                )
-            ]
+
         needed += [
             ("patch", w.kind.resource, w.namespace, w.name)
             for w in self.workloads
@@ -465,6 +459,15 @@ class Stage:
                 raise AccessDenied(
                     f"The credentials may not {what} in namespace {ns} "
                     "(denied by the API server's access review); the deploy needs it"
+                )
+        stateful = dict.fromkeys(w.namespace for w in self.workloads if w.kind is STATEFULSET)
+        for ns in stateful if self.config.rollback_on_failure else ():
+            if self._may("delete", PODS, ns) is False:  # not required: a warning
+                self.io.warning(
+                    f"The credentials may not delete pods in namespace {ns}: a StatefulSet "
+                    "rollback that a pod stuck on the failed revision blocks cannot be forced "
+                    "(kubernetes/kubernetes#67250) and waits until the timeout",
+                    title="Rollback may stall",
                 )
 
     # -- 2. plan or change -------------------------------------------------------------
