@@ -735,3 +735,20 @@ def test_tolerating_failures_waits_for_the_deadline_and_says_why(
     assert took >= 17, f"failed fast after {took:.1f} s despite the input"
     assert web.reason.startswith("not complete after 18 s"), web.reason
     assert "CrashLoopBackOff" in web.reason
+
+
+def test_the_restricted_role_is_enough_for_a_statefulset_and_its_forced_rollback(
+    admin: k8s.ApiClient, settings: dict[str, str], tmp_path: Path
+) -> None:
+    kubeconfig = need_service("TEST_KUBECONFIG_RESTRICTED")["TEST_KUBECONFIG_RESTRICTED"]
+    ns, name = settings["TEST_NAMESPACE"], f"s-{uuid.uuid4().hex[:6]}"
+    create_workload(admin, ns, "statefulset", name, ref("web", "v1"), replicas=1)
+    try:
+        run = Run(tmp_path, kubeconfig, namespace=ns, workloads=f"statefulset/{name}")
+        assert run(ref("web", "v2")).status == "succeeded", run.log
+        bad = run(ref("crash-loop-web", "v3"))
+        assert bad.status == "rolled-back", run.log
+        assert "Rollback may stall" not in run.log
+        assert image_of(read_workload(admin, ns, "statefulset", name)) == ref("web", "v2")
+    finally:
+        k8s.AppsV1Api(admin).delete_namespaced_stateful_set(name, ns)
