@@ -15,6 +15,7 @@ from deployer.cluster import (
     CONTROLLERREVISIONS,
     DAEMONSETS,
     DEPLOYMENTS,
+    JOBS,
     REPLICASETS,
     STATEFULSETS,
     Resource,
@@ -24,6 +25,7 @@ from deployer.rollout.status import (
     daemonset_status,
     deployment_progress,
     deployment_status,
+    job_status,
     on_delete,
     statefulset_status,
 )
@@ -31,6 +33,7 @@ from deployer.rollout.status import (
 __all__ = [
     "DAEMONSET",
     "DEPLOYMENT",
+    "JOB",
     "KINDS",
     "STATEFULSET",
     "Kind",
@@ -149,6 +152,8 @@ DAEMONSET = Kind(
     _status_progress(daemonset_status),
 )
 KINDS: dict[str, Kind] = {k.lower: k for k in (DEPLOYMENT, STATEFULSET, DAEMONSET)}
+# A migration Job: run to completion before the workloads, never undone (not in KINDS).
+JOB = Kind("Job", JOBS, JOBS, job_status, _status_progress(job_status))
 
 
 def kind_named(api_version: str, kind: str) -> Kind | None:

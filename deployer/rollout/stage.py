@@ -27,6 +27,7 @@ from deployer.rollout.diagnose import create_failure, diagnose_pod, node_coming
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
 from deployer.rollout.kinds import (
     DEPLOYMENT,
+    JOB,
     KINDS,
     STATEFULSET,
     Kind,
@@ -994,7 +995,7 @@ class Stage:
         for w in [*self.jobs, *self.workloads]:
             outcome = w.outcome.value or "failed"
             reason = w.reason
-            if outcome == "succeeded" and not w.changed and w not in self.jobs:
+            if outcome == "succeeded" and not w.changed and w.kind is not JOB:
                 reason = f"already running {self.image}"
             results.append(
                 DeploymentResult(
@@ -1003,11 +1004,11 @@ class Stage:
                     containers=w.containers,
                     previous_image=w.previous_image,
                     new_image=self.image,
-                    revision=revision_of(w.live) if w not in self.jobs else None,
+                    revision=revision_of(w.live) if w.kind is not JOB else None,
                     result=outcome,
                     reason=reason,
                     diagnosis=w.diagnosis.text() if w.diagnosis else "",
-                    kind="Job" if w in self.jobs else w.kind.name,
+                    kind=w.kind.name,
                 )
             )
         if status is None:
