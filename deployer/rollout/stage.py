@@ -566,7 +566,7 @@ class Stage:
             for c in containers_of(template)
             if same_repository(str(c.get("image", "")), self.config.image.repository)
         )
-        job = Workload(DEPLOYMENT, item.namespace or "", name, containers, item.prior, None, True)
+        job = Workload(JOB, item.namespace or "", name, containers, item.prior, None, True)
         self.jobs.append(job)
         with self.io.group(f"Job {name}"):
             self.applied.apply(item)
