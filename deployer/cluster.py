@@ -11,6 +11,7 @@ a credential: requests carry them in headers, and loader errors are redacted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -38,14 +39,20 @@ from deployer.kubeconfig import (
 )
 
 __all__ = [
+    "CONTROLLERREVISIONS",
+    "DAEMONSETS",
     "DEPLOYMENTS",
     "EVENTS",
+    "JOBS",
     "PODS",
     "REPLICASETS",
     "SSAR",
+    "STATEFULSETS",
     "Kube",
     "Resource",
     "Response",
+    "Watch",
+    "WatchEvent",
     "connect",
     "default_namespace",
     "describe",
@@ -245,6 +252,10 @@ class Resource:
 
 DEPLOYMENTS = Resource("apps", "v1", "deployments")
 REPLICASETS = Resource("apps", "v1", "replicasets")
+STATEFULSETS = Resource("apps", "v1", "statefulsets")
+DAEMONSETS = Resource("apps", "v1", "daemonsets")
+CONTROLLERREVISIONS = Resource("apps", "v1", "controllerrevisions")
+JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
 SSAR = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", namespaced=False)
@@ -543,3 +554,126 @@ def discover(kube: Kube, api_version: str, kind: str, cache: dict[str, list[Any]
         if entry.get("kind") == kind and "/" not in str(entry.get("name", "")):
             return Resource(group, version, str(entry["name"]), bool(entry.get("namespaced")))
     raise ClusterError(f"The cluster does not serve kind {kind} in apiVersion {api_version}")
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One change seen by a :class:`Watch`.
+
+    ``SYNC`` carries the whole list (after the first list and after every relist);
+    ``ADDED``/``MODIFIED``/``DELETED`` carry one object.
+    """
+
+    type: str
+    objects: tuple[dict[str, Any], ...]
+
+
+_WATCH_SECONDS = 300
+_WATCH_FAILURES = 8
+
+
+class Watch:
+    """List, then watch one collection until stopped or the deadline: an iterator.
+
+    It handles what a caller should never see: it resumes from the last
+    resourceVersion after the server ends a watch, lists again on 410 Gone (and
+    says so with a fresh ``SYNC``), and retries dropped connections and 5xx with a
+    capped backoff (:data:`_WATCH_FAILURES` in a row end it with a ClusterError).
+    :meth:`stop` ends it from another thread, also in the middle of a read.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        resource: Resource,
+        namespace: str,
+        query: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.kube = kube
+        self.resource = resource
+        self.namespace = namespace
+        self.query = list(query)
+        self.stopped = threading.Event()
+        self._response: urllib3.BaseHTTPResponse | None = None
+
+    def stop(self) -> None:
+        """End the iteration (safe from any thread)."""
+        self.stopped.set()
+        response = self._response
+        if response is not None:
+            with contextlib.suppress(Exception):  # the read may already be over
+                response.shutdown()
+
+    def _keep(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+        if self.stopped.is_set():
+            self.stop()
+
+    def _done(self) -> bool:
+        return self.stopped.is_set() or self.kube.cancel.is_set()
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        failures = 0
+        relists = 0
+        rv: str | None = None
+        where = f"{self.resource.display} in namespace {self.namespace}"
+        while not self._done():
+            try:
+                if rv is None:
+                    listing = self.kube.request(
+                        "GET",
+                        self.resource,
+                        verb="list",
+                        namespace=self.namespace,
+                        query=self.query,
+                    )
+                    rv = str((listing.get("metadata") or {}).get("resourceVersion", ""))
+                    yield WatchEvent("SYNC", tuple(listing.get("items") or []))
+                remaining = self.kube.deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                seconds = max(1, min(_WATCH_SECONDS, int(remaining) + 1))
+                began = time.monotonic()
+                for event in self.kube.watch(
+                    self.resource,
+                    self.namespace,
+                    resource_version=rv,
+                    query=self.query,
+                    timeout_seconds=seconds,
+                    on_response=self._keep,
+                ):
+                    if self._done():
+                        return
+                    kind = str(event.get("type", ""))
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            rv = None
+                            relists += 1
+                            self.stopped.wait(min(4.0, 0.1 * 2**relists) if relists > 1 else 0)
+                            break
+                        if obj.get("code") in (429, 500, 503, 504):  # e.g. a lagging cache
+                            raise urllib3.exceptions.ProtocolError(
+                                f"watch error {obj.get('code')}: {obj.get('message', '')}"
+                            )
+                        raise ClusterError(f"Watching {where} failed: {obj.get('message', obj)}")
+                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                    relists = 0
+                    if kind != "BOOKMARK":
+                        yield WatchEvent(kind, (obj,))
+                else:
+                    # A server that ends watches at once must not make us spin.
+                    if time.monotonic() - began < 1.0:
+                        self.stopped.wait(1.0)
+                failures = 0
+            except Cancelled:
+                return
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+                if self._done():
+                    return
+                failures += 1
+                if failures >= _WATCH_FAILURES:
+                    raise ClusterError(
+                        f"Lost the watch on {where} {failures} times ({type(e).__name__})"
+                    ) from None
+                self.stopped.wait(min(_BACKOFF_CAP, _BACKOFF_START * 2**failures))

@@ -59,10 +59,12 @@ INPUTS: dict[str, tuple[str, str]] = {
     "aws-role-arn": ("", "arn:aws:iam::123456789012:role/github-deploy"),
     "namespace": ("", "production"),
     "deployments": ("", "web,worker"),
+    "workloads": ("", "deployment/web,statefulset/db,daemonset/agent"),
     "container": ("", "web"),
     "manifests": ("", "k8s/*.yaml"),
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
+    "tolerate-failures-until-deadline": ("false", "false"),
     "dry-run": ("false", "false"),
     "allow-cluster-scoped": ("false", "true"),
     # build-push-action's names and syntax
@@ -112,6 +114,7 @@ _PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
 _SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _ATTESTATION_RE = re.compile(r"[A-Za-z0-9_.\-]+=[^\s,]+(?:,[A-Za-z0-9_.\-]+=[^\s,]+)*")
 _CACHE_TYPES = ("registry", "gha", "inline", "local", "s3", "azblob")
+_WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -258,10 +261,12 @@ class Config(BaseModel):
     kubeconfig: SecretStr | None
     namespace: str | None
     deployments: tuple[str, ...]
+    workloads: tuple[str, ...] = ()  # "kind/name", kind lower-case
     container: str | None
     manifests: tuple[str, ...]
     timeout: float
     rollback_on_failure: bool
+    tolerate_failures_until_deadline: bool = False
     dry_run: bool
     allow_cluster_scoped: bool = False
     workspace: Path
@@ -620,6 +625,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             "allow-cluster-scoped",
             "no-cache",
             "pull",
+            "tolerate-failures-until-deadline",
         )
     }
     # A failed boolean must not block the remaining checks: fall back to the default.
@@ -696,6 +702,22 @@ def load_config(env: Mapping[str, str]) -> Config:
             check.fail("deployments", f"'{_shown(name, 70)}' is not a valid Deployment name")
     if len(set(deployments)) != len(deployments):
         check.fail("deployments", "names a Deployment more than once")
+    workloads = []
+    for entry in _split_list(raw["workloads"]):
+        kind, _, name = entry.rpartition("/")
+        kind = kind.strip().lower() or "deployment"
+        name = name.strip()
+        if kind not in _WORKLOAD_KINDS:
+            check.fail(
+                "workloads",
+                f"'{entry[:70]}': kind must be deployment, statefulset or daemonset",
+            )
+        elif len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
+            check.fail("workloads", f"'{entry[:70]}' is not a valid {kind} name")
+        elif f"{kind}/{name}" in workloads:
+            check.fail("workloads", f"names {kind}/{name} more than once")
+        else:
+            workloads.append(f"{kind}/{name}")
     container = raw["container"].strip() or None
     if container and (len(container) > 63 or not _DNS_LABEL_RE.match(container)):
         check.fail("container", f"'{_shown(container, 70)}' is not a valid container name")
@@ -706,7 +728,7 @@ def load_config(env: Mapping[str, str]) -> Config:
     if aws_role_arn and not _ROLE_ARN_RE.match(aws_role_arn):
         check.fail("aws-role-arn", f"'{aws_role_arn[:100]}' is not an IAM role ARN")
     timeout = check.take("timeout", parse_duration, raw["timeout"])
-    if (deployments or manifests) and not bools["push"] and bools["build"]:
+    if (deployments or workloads or manifests) and not bools["push"] and bools["build"]:
         check.fail("push", "is false, but a cluster can only run an image that was pushed")
 
     if check.problems:
@@ -730,10 +752,12 @@ def load_config(env: Mapping[str, str]) -> Config:
             kubeconfig=SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
             namespace=namespace,
             deployments=tuple(deployments),
+            workloads=tuple(workloads),
             container=container,
             manifests=tuple(manifests),
             timeout=timeout,
             rollback_on_failure=bools["rollback-on-failure"],
+            tolerate_failures_until_deadline=bools["tolerate-failures-until-deadline"],
             dry_run=bools["dry-run"],
             allow_cluster_scoped=bools["allow-cluster-scoped"],
             workspace=workspace,

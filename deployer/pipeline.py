@@ -210,7 +210,7 @@ def _stages(
     make_docker: Callable[[Config], Any],
     make_deploy: Callable[[Config], Deploy],
 ) -> None:
-    if not (config.deployments or config.manifests):
+    if not (config.deployments or config.workloads or config.manifests):
         _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return

@@ -138,11 +138,12 @@ def _redacted(report: RunReport, redact: Redact) -> tuple[RunReport, list[_Error
 def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
     """The step outputs declared in action.yml, as strings; every field redacted first."""
     report, _errors = _redacted(report, redact)
-    deployments = [d.as_output() for d in report.rollout.deployments] if report.rollout else []
-    for entry in deployments:  # outputs have a 1 MB limit per job; a pod message has none
+    workloads = [d.as_output() for d in report.rollout.deployments] if report.rollout else []
+    for entry in workloads:  # outputs have a 1 MB limit per job; a pod message has none
         reason = entry.get("reason")
         if isinstance(reason, str):
             entry["reason"] = _clip(reason, OUTPUT_REASON_CHARS)
+    deployments = [w for w in workloads if w.get("kind") == "Deployment"]
     revisions = report.rollout.revisions if report.rollout else {}
     references: list[str] = []
     if report.push:
@@ -157,6 +158,7 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
         "status": report.status,
         "revision": json.dumps(revisions, sort_keys=True),
         "deployments": json.dumps(deployments),
+        "workloads": json.dumps(workloads),
         "duration": f"{report.duration:.1f}",
     }
 

@@ -27,7 +27,7 @@ from kubernetes import client as k8s
 
 from deployer.rollout import RolloutResult
 from tests.faults.proxy import FaultProxy
-from tests.integration.test_rollout import (
+from tests.helpers import (
     Run,
     admin,
     create_deployment,

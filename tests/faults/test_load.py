@@ -22,8 +22,8 @@ from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
 from tests.conftest import ROOT, need_service
+from tests.helpers import read, ref
 from tests.integration.test_build_push import go, runner_env, workspace
-from tests.integration.test_rollout import read, ref
 from tests.unit.test_actions import runner_outputs
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from deployer.errors import AccessDenied, ClusterError, ConfigError
-from tests.integration.test_rollout import (
+from tests.helpers import (
     REGISTRY,
     Run,
     admin,
@@ -141,7 +141,7 @@ def test_a_document_the_server_rejects_names_file_and_document(
     assert "k8s.yaml (document 2) (ConfigMap Not_Valid) was refused" in problem.problem
 
 
-def test_several_documents_and_kinds_only_deployments_are_verified(
+def test_several_documents_and_kinds_every_workload_is_verified(
     admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
 ) -> None:
     (tmp_path / "k8s.yaml").write_text(
@@ -159,10 +159,14 @@ def test_several_documents_and_kinds_only_deployments_are_verified(
     run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="k8s.yaml")
     result = run(new)
     assert result.status == "succeeded", run.log
-    assert [d.name for d in result.deployments] == ["api"]  # only Deployments are judged
+    assert [(d.kind, d.name, d.result) for d in result.deployments] == [
+        ("Deployment", "api", "succeeded"),
+        ("StatefulSet", "db", "succeeded"),
+    ]
+    assert "statefulset/db: rolled out" in run.log
     apps = k8s.AppsV1Api(admin)
     db = apps.read_namespaced_stateful_set("db", namespace)
-    assert db.spec.template.spec.containers[0].image == new  # substituted, not verified
+    assert db.spec.template.spec.containers[0].image == new
     assert k8s.CoreV1Api(admin).read_namespaced_service("svc", namespace).spec.ports[0].port == 80
     assert "Applied StatefulSet db" in run.log
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from tests.helpers import create_deployment
 from tests.integration.test_build_push import go, runner_env, services, workspace
 from tests.integration.test_pipeline import cluster
-from tests.integration.test_rollout import create_deployment
 from tests.unit.test_secrets import assert_no_leaks
 
 pytestmark = pytest.mark.integration

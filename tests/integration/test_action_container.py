@@ -23,9 +23,9 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.conftest import ROOT, need_service
+from tests.helpers import create_deployment, read
 from tests.integration.runner import ActionRunner
 from tests.integration.test_build_push import registry_get
-from tests.integration.test_rollout import create_deployment, read
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
 from tests.conftest import need_service
+from tests.helpers import create_deployment, read
 from tests.integration.test_build_push import go, registry_get, runner_env, services, workspace
-from tests.integration.test_rollout import create_deployment, read
 from tests.unit.test_actions import commands
 
 pytestmark = pytest.mark.integration

@@ -8,145 +8,37 @@ restricted-kubeconfig tests, which must use TEST_NAMESPACE.
 
 from __future__ import annotations
 
-import hashlib
-import io
+import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from kubernetes import config as kube_config
 
-from deployer.actions import ActionsIO
 from deployer.cluster import connect
-from deployer.config import load_config
 from deployer.errors import AccessDenied, ConfigError
-from deployer.rollout import RolloutResult, roll_out
+from deployer.report import RunReport, summary
+from deployer.rollout import roll_out
 from tests.conftest import need_service
+from tests.helpers import (
+    REGISTRY,
+    Run,
+    admin,
+    create_deployment,
+    create_workload,
+    image_of,
+    namespace,
+    read,
+    read_workload,
+    ref,
+    settings,
+)
 
 pytestmark = pytest.mark.integration
-
-REGISTRY = "127.0.0.1:5000"
-
-
-def digest(seed: str) -> str:
-    return "sha256:" + hashlib.sha256(seed.encode()).hexdigest()
-
-
-def ref(repo: str, seed: str) -> str:
-    return f"{REGISTRY}/{repo}@{digest(seed)}"
-
-
-@pytest.fixture(scope="module")
-def settings() -> dict[str, str]:
-    return need_service("KUBECONFIG", "TEST_NAMESPACE")
-
-
-@pytest.fixture(scope="module")
-def admin(settings: dict[str, str]) -> k8s.ApiClient:
-    return kube_config.new_client_from_config(config_file=settings["KUBECONFIG"])
-
-
-@pytest.fixture
-def namespace(admin: k8s.ApiClient) -> Iterator[str]:
-    name = f"rollout-{uuid.uuid4().hex[:8]}"
-    core = k8s.CoreV1Api(admin)
-    core.create_namespace({"metadata": {"name": name}})
-    yield name
-    core.delete_namespace(name)
-
-
-def create_deployment(
-    admin: k8s.ApiClient,
-    namespace: str,
-    name: str,
-    image: str,
-    *,
-    replicas: int = 2,
-    containers: list[dict[str, Any]] | None = None,
-    wait: bool = True,
-) -> dict[str, Any]:
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": containers or [{"name": "app", "image": image}]},
-            },
-        },
-    }
-    apps = k8s.AppsV1Api(admin)
-    apps.create_namespaced_deployment(namespace, body)
-    if wait:
-        wait_complete(admin, namespace, name)
-    return read(admin, namespace, name)
-
-
-def read(admin: k8s.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    obj = k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace)
-    data: dict[str, Any] = admin.sanitize_for_serialization(obj)
-    return data
-
-
-def wait_complete(admin: k8s.ApiClient, namespace: str, name: str, timeout: float = 30) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        d = read(admin, namespace, name)
-        s = d.get("status") or {}
-        if (
-            s.get("observedGeneration", 0) >= d["metadata"]["generation"]
-            and s.get("updatedReplicas", 0) == d["spec"]["replicas"]
-            and s.get("availableReplicas", 0) == d["spec"]["replicas"]
-            and s.get("replicas", 0) == d["spec"]["replicas"]
-        ):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{name} did not become available in {timeout} s")
-
-
-class Run:
-    """One roll_out call with captured output."""
-
-    def __init__(self, tmp_path: Path, kubeconfig: str, **inputs: str) -> None:
-        env = {
-            "INPUT_IMAGE": f"{REGISTRY}/web",
-            "INPUT_BUILD": "false",
-            "INPUT_TIMEOUT": "60s",
-            "GITHUB_WORKSPACE": str(tmp_path),
-            "GITHUB_SHA": "abc1234def5678",
-            "GITHUB_REPOSITORY": "acme/web",
-            "GITHUB_RUN_ID": "42",
-            "KUBECONFIG": kubeconfig,
-        }
-        for key, value in inputs.items():
-            env["INPUT_" + key.upper().replace("_", "-")] = value
-        self.config = load_config(env)
-        self.out = io.StringIO()
-        summary = tmp_path / "summary.md"
-        self.summary = summary
-        self.io = ActionsIO(
-            out=self.out,
-            env={"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(summary)},
-        )
-
-    def __call__(self, image: str) -> RolloutResult:
-        api, _ = connect(self.config)
-        try:
-            return roll_out(self.config, image, api, self.io, threading.Event())
-        finally:
-            api.close()
-
-    @property
-    def log(self) -> str:
-        return self.out.getvalue()
+__all__ = ["admin", "namespace", "settings"]  # fixtures used here
 
 
 def test_happy_path_changes_image_and_revision(
@@ -458,3 +350,405 @@ def test_cancel_during_the_rollback_says_the_rollback_was_not_finished(
         "never-ready-web", "v1"
     )
     assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
+
+
+# -- workload kinds -------------------------------------------------------------------------
+
+
+def test_statefulset_rolls_out_and_a_crash_loop_goes_back_to_the_previous_revision(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_workload(admin, namespace, "statefulset", "db", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="statefulset/db")
+    good = run(ref("web", "v2"))
+    assert good.status == "succeeded", run.log
+    (db,) = good.deployments
+    assert (db.kind, db.name, db.previous_image) == ("StatefulSet", "db", ref("web", "v1"))
+    assert "statefulset/db: rolled out" in run.log
+    rolled = read_workload(admin, namespace, "statefulset", "db")
+    assert image_of(rolled) == ref("web", "v2")
+    started = time.monotonic()
+    bad = run(ref("crash-loop-web", "v3"))
+    assert bad.status == "rolled-back", run.log
+    assert time.monotonic() - started < 45
+    (db,) = bad.deployments
+    assert "CrashLoopBackOff" in db.reason and "rolled back" in db.reason
+    after = read_workload(admin, namespace, "statefulset", "db")
+    assert after["spec"]["template"] == rolled["spec"]["template"]
+    assert after["status"]["readyReplicas"] == 2
+    # kubectl's undo through the ControllerRevision, then the forced rollback of the
+    # pod stuck on the failed revision (OrderedReady waits for it forever otherwise).
+    assert "statefulset/db: rolling back to revision 2" in run.log
+    assert "statefulset/db: deleting pod db-1, stuck on the failed revision" in run.log
+    del before
+
+
+def test_statefulset_partition_is_honoured(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    create_workload(
+        admin,
+        namespace,
+        "statefulset",
+        "db",
+        ref("web", "v1"),
+        replicas=3,
+        updateStrategy=strategy,
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="statefulset/db")
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "partitioned roll out complete: 1 new pods have been updated" in run.log
+    pods = k8s.CoreV1Api(admin).list_namespaced_pod(namespace, label_selector="app=db").items
+    images = {p.metadata.name: p.spec.containers[0].image for p in pods}
+    assert images == {"db-0": ref("web", "v1"), "db-1": ref("web", "v1"), "db-2": ref("web", "v2")}
+
+
+def test_daemonset_rolls_out_and_a_failed_pull_is_rolled_back(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_workload(admin, namespace, "daemonset", "agent", ref("web", "v1"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, workloads="daemonset/agent")
+    good = run(ref("web", "v2"))
+    assert good.status == "succeeded", run.log
+    assert 'daemon set "agent" successfully rolled out' in run.log
+    rolled = read_workload(admin, namespace, "daemonset", "agent")
+    bad = run(ref("crash-loop-agent", "v3"))
+    assert bad.status == "rolled-back", run.log
+    (agent,) = bad.deployments
+    assert agent.kind == "DaemonSet" and "CrashLoopBackOff" in agent.reason
+    after = read_workload(admin, namespace, "daemonset", "agent")
+    assert after["spec"]["template"] == rolled["spec"]["template"]
+
+
+# -- all or nothing, migrations ----------------------------------------------------------------
+
+APP = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: {greeting}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: "{image}"}}]
+"""
+
+
+def test_a_failed_run_leaves_every_applied_object_as_it_found_it(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    core = k8s.CoreV1Api(admin)
+    core.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "settings"}, "data": {"greeting": "hello"}}
+    )
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "app.yaml").write_text(APP.format(greeting="bonjour", image=f"{REGISTRY}/web"))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="app.yaml")
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert core.read_namespaced_config_map("settings", namespace).data == {"greeting": "hello"}
+    with pytest.raises(k8s.ApiException) as gone:
+        core.read_namespaced_service("web", namespace)
+    assert gone.value.status == 404
+    assert read(admin, namespace, "web")["spec"]["template"] == before["spec"]["template"]
+    assert f"ConfigMap settings in {namespace}: restored" in "\n".join(result.restored)
+    assert f"Service web in {namespace}: deleted (created by this run)" in result.restored
+    text = summary(RunReport(status=result.status, rollout=result))
+    assert f"- Service web in {namespace}: deleted (created by this run)" in text
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: migrate}}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{{name: migrate, image: "{image}"}}]
+"""
+
+
+def test_a_migration_job_runs_before_the_workloads_and_is_replaced_next_release(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "job.yaml").write_text(JOB.format(image=f"{REGISTRY}/web"))
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        manifests="job.yaml",
+    )
+    first = run(ref("web", "v2"))
+    assert first.status == "succeeded", run.log
+    assert run.log.index("Job migrate: completed") < run.log.index("deployment/web: updated")
+    assert [d.kind for d in first.deployments] == ["Job", "Deployment"]
+    second = run(ref("web", "v3"))  # a changed template: immutable, so the Job is replaced
+    assert second.status == "succeeded", run.log
+    job = k8s.BatchV1Api(admin).read_namespaced_job("migrate", namespace)
+    assert job.spec.template.spec.containers[0].image == ref("web", "v3")
+
+
+def test_a_failed_migration_stops_the_run_before_anything_else_changes(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    (tmp_path / "job.yaml").write_text(
+        JOB.format(image=f"{REGISTRY}/web")
+        + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: flags}\ndata: {a: b}\n"
+    )
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        manifests="job.yaml",
+    )
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "failed", run.log
+    job, web = result.deployments
+    assert (job.kind, job.result) == ("Job", "failed")
+    assert "Job migrate failed: pod migrate-" in job.reason and "CrashLoopBackOff" in job.reason
+    assert "Events:" in job.diagnosis
+    assert (web.result, web.reason) == ("failed", "not changed: Job migrate failed")
+    after = read(admin, namespace, "web")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    with pytest.raises(k8s.ApiException):  # applied before the Job, removed again
+        k8s.CoreV1Api(admin).read_namespaced_config_map("flags", namespace)
+
+
+# -- fail-fast accuracy ---------------------------------------------------------------------------
+
+
+def test_a_missing_service_account_fails_fast_naming_it(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    k8s.AppsV1Api(admin).patch_namespaced_deployment(
+        "web", namespace, {"spec": {"template": {"spec": {"serviceAccountName": "robot"}}}}
+    )
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
+    started = time.monotonic()
+    result = run(ref("web", "v2"))
+    took = time.monotonic() - started
+    assert result.status == "failed", run.log  # the revision before is just as broken
+    (web,) = result.deployments
+    assert 'serviceaccount "robot" not found' in web.reason
+    assert took < 30, f"took {took:.0f} s"
+    assert "ReplicaSet web-" in web.diagnosis and "FailedCreate" in web.diagnosis
+    del before
+
+
+def test_an_unschedulable_pod_that_gets_a_node_after_60_s_succeeds(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    node = f"kwok-extra-{namespace[-8:]}"
+    k8s.AppsV1Api(admin).patch_namespaced_deployment(
+        "web",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"deployer-test/pool": node},
+                        "tolerations": [{"key": "deployer-test/extra", "operator": "Exists"}],
+                    }
+                }
+            }
+        },
+    )
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="180s"
+    )
+
+    def add_node() -> None:
+        time.sleep(60)
+        k8s.CoreV1Api(admin).create_node(
+            {
+                "metadata": {
+                    "name": node,
+                    "annotations": {"kwok.x-k8s.io/node": "fake"},
+                    "labels": {"type": "kwok", "deployer-test/pool": node},
+                },
+                "spec": {
+                    "taints": [{"key": "deployer-test/extra", "value": "x", "effect": "NoSchedule"}]
+                },
+            }
+        )
+
+    adder = threading.Thread(target=add_node, daemon=True)
+    adder.start()
+    try:
+        result = run(ref("web", "v2"))
+    finally:
+        adder.join(70)
+        with contextlib.suppress(k8s.ApiException):
+            k8s.CoreV1Api(admin).delete_node(node)
+    assert result.status == "succeeded", run.log
+    assert "Unschedulable" not in result.deployments[0].reason
+
+
+TWO = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  revisionHistoryLimit: 0
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: app, image: "{REGISTRY}/web"}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api}}
+spec:
+  replicas: 1
+  revisionHistoryLimit: 0
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata: {{labels: {{app: api}}}}
+    spec:
+      containers:
+      - {{name: app, image: "{REGISTRY}/web"}}
+      - {{name: side, image: "{side}"}}
+"""
+
+
+def test_revision_history_limit_zero_keeps_all_or_nothing(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    apps = k8s.AppsV1Api(admin)
+    for name in ("web", "api"):
+        create_deployment(admin, namespace, name, ref("web", "v1"), replicas=1)
+        apps.patch_namespaced_deployment(name, namespace, {"spec": {"revisionHistoryLimit": 0}})
+    # web completes first and, with no history kept, loses its old ReplicaSet; api's new
+    # sidecar crash-loops, so both must end on what the run found.
+    side = ref("crash-loop-side", "v1")
+    (tmp_path / "two.yaml").write_text(TWO.format(REGISTRY=REGISTRY, side=side))
+    run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, manifests="two.yaml")
+    result = run(ref("web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert "deployment/web: rolled out" in run.log
+    assert "deployment/web: rolling back to the template as the run found it" in run.log
+    for name in ("web", "api"):
+        after = read(admin, namespace, name)
+        images = [c["image"] for c in after["spec"]["template"]["spec"]["containers"]]
+        assert images == [ref("web", "v1")], name
+
+
+def test_a_rollout_restart_during_a_failing_rollout_is_undone_to_the_pre_run_image(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    run = Run(
+        tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web", timeout="30s"
+    )
+
+    def restart() -> None:  # what kubectl rollout restart sends
+        end = time.monotonic() + 20
+        while time.monotonic() < end and "deployment/web: updated" not in run.log:
+            time.sleep(0.05)
+        k8s.AppsV1Api(admin).patch_namespaced_deployment(
+            "web",
+            namespace,
+            {
+                "spec": {
+                    "template": {
+                        "metadata": {
+                            "annotations": {"kubectl.kubernetes.io/restartedAt": "2026-01-01"}
+                        }
+                    }
+                }
+            },
+        )
+
+    restarter = threading.Thread(target=restart, daemon=True)
+    restarter.start()
+    result = run(ref("never-ready-web", "v2"))
+    restarter.join(5)
+    assert result.status == "rolled-back", run.log
+    after = read(admin, namespace, "web")
+    assert after["spec"]["template"] == before["spec"]["template"]
+
+
+def test_manifests_may_create_the_namespace_their_objects_live_in(
+    admin: k8s.ApiClient, settings: dict[str, str], tmp_path: Path
+) -> None:  # fix 10: the preflight dry-run failed on the not-yet-existing namespace
+    fresh = f"made-{uuid.uuid4().hex[:6]}"
+    (tmp_path / "ns.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cfg, namespace: {fresh}}}\n"
+        f"data: {{a: b}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: {fresh}}}\n"
+    )
+    # allow-cluster-scoped: the Namespace is cluster-scoped (an input of the "harden" branch).
+    run = Run(tmp_path, settings["KUBECONFIG"], manifests="ns.yaml", allow_cluster_scoped="true")
+    try:
+        result = run(ref("web", "v1"))
+        assert result.status == "succeeded", run.log
+        cm = k8s.CoreV1Api(admin).read_namespaced_config_map("cfg", fresh)
+        assert cm.data == {"a": "b"}
+    finally:
+        with contextlib.suppress(k8s.ApiException):
+            k8s.CoreV1Api(admin).delete_namespace(fresh)
+
+
+def test_tolerating_failures_waits_for_the_deadline_and_says_why(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    create_deployment(admin, namespace, "web", ref("web", "v1"), replicas=1)
+    run = Run(
+        tmp_path,
+        settings["KUBECONFIG"],
+        namespace=namespace,
+        deployments="web",
+        timeout="24s",
+        tolerate_failures_until_deadline="true",
+    )
+    started = time.monotonic()
+    result = run(ref("crash-loop-web", "v2"))
+    took = time.monotonic() - started
+    assert result.status == "rolled-back", run.log
+    (web,) = result.deployments
+    # The forward wait is the timeout minus the rollback's reserve (a quarter): 18 s.
+    assert took >= 17, f"failed fast after {took:.1f} s despite the input"
+    assert web.reason.startswith("not complete after 18 s"), web.reason
+    assert "CrashLoopBackOff" in web.reason
+
+
+def test_the_restricted_role_is_enough_for_a_statefulset_and_its_forced_rollback(
+    admin: k8s.ApiClient, settings: dict[str, str], tmp_path: Path
+) -> None:
+    kubeconfig = need_service("TEST_KUBECONFIG_RESTRICTED")["TEST_KUBECONFIG_RESTRICTED"]
+    ns, name = settings["TEST_NAMESPACE"], f"s-{uuid.uuid4().hex[:6]}"
+    create_workload(admin, ns, "statefulset", name, ref("web", "v1"), replicas=1)
+    try:
+        run = Run(tmp_path, kubeconfig, namespace=ns, workloads=f"statefulset/{name}")
+        assert run(ref("web", "v2")).status == "succeeded", run.log
+        bad = run(ref("crash-loop-web", "v3"))
+        assert bad.status == "rolled-back", run.log
+        assert "Rollback may stall" not in run.log
+        assert image_of(read_workload(admin, ns, "statefulset", name)) == ref("web", "v2")
+    finally:
+        k8s.AppsV1Api(admin).delete_namespaced_stateful_set(name, ns)

@@ -352,8 +352,10 @@ def test_hostile_pod_logs_and_events_through_the_rollout_report(tmp_path: Path) 
     import threading
 
     from deployer.actions import ActionsIO
-    from deployer.diagnose import diagnose_pod
-    from deployer.rollout import Stage, _Target
+    from deployer.rollout import Stage
+    from deployer.rollout.diagnose import diagnose_pod
+    from deployer.rollout.kinds import DEPLOYMENT
+    from deployer.rollout.state import Workload
 
     env = base_env(*_dirs(tmp_path))
     config = load_config(env)
@@ -363,10 +365,12 @@ def test_hostile_pod_logs_and_events_through_the_rollout_report(tmp_path: Path) 
     stage = Stage(
         config, "ghcr.io/acme/web@sha256:" + "ab" * 32, kube, actions, threading.Event(), 0
     )
-    target = _Target("prod", "web", ("app",), None, None)
-    stage.targets.append(target)
-    target.outcome, target.reason = "failed", "pod web-1: ImagePullBackOff: " + HOSTILE_TEXT
-    target.diagnosis = diagnose_pod(kube, "prod", "pod web-1: " + HOSTILE_TEXT, "web-1", "app")
+    target = Workload(DEPLOYMENT, "prod", "web", ("app",), None, None)
+    stage.workloads.append(target)
+    target.fail(
+        "pod web-1: ImagePullBackOff: " + HOSTILE_TEXT,
+        diagnose_pod(kube, "prod", "pod web-1: " + HOSTILE_TEXT, "web-1", "app"),
+    )
     assert target.diagnosis.events and target.diagnosis.log
     stage._report_failures([target])
     log = out.getvalue()

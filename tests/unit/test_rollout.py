@@ -9,98 +9,7 @@ import pytest
 
 from deployer.errors import ConfigError, InputProblem
 from deployer.manifests import load_manifests, repository_of, same_repository
-from deployer.rollout import (
-    DeploymentResult,
-    RolloutResult,
-    resolve_containers,
-    undo_patch,
-    undo_target,
-)
-
-UID = "uid-1"
-
-
-def template(image: str, hash_: str = "") -> dict[str, Any]:
-    labels = {"app": "web"}
-    if hash_:
-        labels["pod-template-hash"] = hash_
-    return {
-        "metadata": {"labels": labels},
-        "spec": {"containers": [{"name": "web", "image": image}]},
-    }
-
-
-def replicaset(revision: int, image: str, owner: str = UID, **annotations: str) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": f"web-{revision}",
-            "annotations": {"deployment.kubernetes.io/revision": str(revision), **annotations},
-            "ownerReferences": [{"uid": owner, "controller": True}],
-        },
-        "spec": {"template": template(image, f"h{revision}")},
-    }
-
-
-def deployment(image: str, **annotations: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": "web", "uid": UID, "annotations": annotations},
-        "spec": {"template": template(image)},
-    }
-
-
-def test_undo_picks_the_second_highest_owned_revision() -> None:
-    sets = [
-        replicaset(1, "a"),
-        replicaset(3, "c"),
-        replicaset(2, "b"),
-        replicaset(9, "z", owner="someone-else"),
-    ]
-    chosen = undo_target(deployment("c"), sets)
-    assert chosen is not None and chosen["metadata"]["name"] == "web-2"
-
-
-def test_undo_without_history_finds_nothing() -> None:
-    assert undo_target(deployment("a"), [replicaset(1, "a")]) is None
-    assert undo_target(deployment("a"), []) is None
-
-
-def test_undo_when_the_new_replicaset_was_never_created_goes_to_the_highest() -> None:
-    chosen = undo_target(deployment("new"), [replicaset(1, "a"), replicaset(2, "b")])
-    assert chosen is not None and chosen["metadata"]["name"] == "web-2"
-
-
-def test_undo_skips_a_reused_replicaset_the_controller_has_not_renumbered_yet() -> None:
-    # Our template "a" matches an old ReplicaSet (revision 3) that the controller will
-    # reuse; until it renumbers it, "second-highest" would be that one: our own template.
-    sets = [replicaset(3, "a"), replicaset(4, "b"), replicaset(5, "c")]
-    chosen = undo_target(deployment("a"), sets)
-    assert chosen is not None
-    assert chosen["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "5"
-
-
-def test_undo_patch_is_kubectls_json_patch() -> None:
-    live = deployment(
-        "c",
-        **{
-            "deployment.kubernetes.io/revision": "3",
-            "kubernetes.io/change-cause": "deployer: c",
-            "deployer.dev/image": "c",
-        },
-    )
-    rs = replicaset(2, "b", **{"kubernetes.io/change-cause": "deployer: b"})
-    patch = undo_patch(live, rs)
-    assert patch == [
-        {"op": "replace", "path": "/spec/template", "value": template("b")},
-        {
-            "op": "replace",
-            "path": "/metadata/annotations",
-            "value": {
-                "deployment.kubernetes.io/revision": "3",
-                "kubernetes.io/change-cause": "deployer: b",
-            },
-        },
-    ]
-    assert rs["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] == "h2"
+from deployer.rollout import DeploymentResult, RolloutResult, resolve_containers
 
 
 def pod_spec(*containers: tuple[str, str]) -> dict[str, Any]:
@@ -212,6 +121,7 @@ def test_bad_manifests_are_config_errors(
 def test_results_as_outputs_and_revisions() -> None:
     one = DeploymentResult("prod", "web", ("web",), "a", "b", 4, "succeeded", "")
     assert one.as_output() == {
+        "kind": "Deployment",
         "namespace": "prod",
         "name": "web",
         "containers": ["web"],
@@ -224,3 +134,55 @@ def test_results_as_outputs_and_revisions() -> None:
     assert RolloutResult("succeeded", (one,)).revisions == {"web": 4}
     other = DeploymentResult("staging", "web", ("web",), "a", "b", 2, "succeeded", "")
     assert RolloutResult("succeeded", (one, other)).revisions == {"prod/web": 4, "staging/web": 2}
+    db = DeploymentResult("prod", "db", ("db",), "a", "b", 3, "succeeded", "", kind="StatefulSet")
+    assert RolloutResult("succeeded", (one, db)).revisions == {"web": 4}
+
+
+def test_init_containers_running_the_image_are_updated_too() -> None:  # fix 10
+    obj = pod_spec(("app", "ghcr.io/acme/web:1"))
+    obj["spec"]["template"]["spec"]["initContainers"] = [
+        {"name": "migrate", "image": "ghcr.io/acme/web:1"},
+        {"name": "wait", "image": "busybox"},
+    ]
+    assert resolve_containers(obj, None, "ghcr.io/acme/web") == ("migrate", "app")
+    assert resolve_containers(obj, "migrate", "ghcr.io/acme/web") == ("migrate",)
+
+
+def test_the_workloads_input_is_kind_and_name() -> None:
+    from deployer.config import load_config
+
+    env = {"INPUT_IMAGE": "ghcr.io/acme/web", "INPUT_BUILD": "false", "GITHUB_WORKSPACE": "."}
+    config = load_config({**env, "INPUT_WORKLOADS": "web\nStatefulSet/db, daemonset/agent"})
+    assert config.workloads == ("deployment/web", "statefulset/db", "daemonset/agent")
+    assert not config.tolerate_failures_until_deadline
+    for bad, problem in (
+        ("cronjob/x", "kind must be deployment, statefulset or daemonset"),
+        ("statefulset/DB", "is not a valid statefulset name"),
+        ("web,deployment/web", "names deployment/web more than once"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load_config({**env, "INPUT_WORKLOADS": bad})
+        assert caught.value.problems[0].input == "workloads"
+        assert problem in caught.value.message
+
+
+def test_the_forward_wait_keeps_a_stated_reserve_for_the_rollback() -> None:  # fix 5
+    from deployer.rollout import rollback_reserve
+
+    assert 300 - rollback_reserve(300) == 240  # was 200 s of the default 5m
+    assert rollback_reserve(20) == 5
+    assert rollback_reserve(3600) == 60
+
+
+def test_an_autoscaler_keeps_spec_replicas() -> None:  # fix 10: SSA with force took it
+    from deployer.rollout.apply import _replicas_owned_elsewhere
+
+    hpa = {
+        "manager": "kube-controller-manager",
+        "operation": "Update",
+        "subresource": "scale",
+        "fieldsV1": {"f:spec": {"f:replicas": {}}},
+    }
+    ours = {"manager": "deployer", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert _replicas_owned_elsewhere({"metadata": {"managedFields": [ours, hpa]}})
+    assert not _replicas_owned_elsewhere({"metadata": {"managedFields": [ours]}})

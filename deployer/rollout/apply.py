@@ -1,0 +1,324 @@
+"""The ``manifests`` input against the cluster: dry-run, apply, migration Jobs, restore.
+
+All or nothing without a release store: before applying, each object is read,
+so a failed run can put back what it found (or delete what it created). Jobs
+(migrations) are applied and waited for before any workload rolls; a Job whose
+pod template changed is replaced, as its template is immutable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deployer.actions import ActionsIO
+from deployer.cluster import JOBS, PODS, Kube, Resource, Response, discover
+from deployer.config import INPUTS
+from deployer.errors import AccessDenied, ClusterError, ConfigError, InputProblem
+from deployer.manifests import Manifest
+from deployer.rollout.diagnose import Diagnosis, diagnose_pod
+from deployer.rollout.status import Policy, job_status, pod_problem
+
+__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet"]
+
+FIELD_MANAGER = "deployer"
+_JOB_POLL = 1.0
+_CRD_SECONDS = 20.0
+# Applied before everything else: what the other documents live in or are made of.
+FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
+_GONE_SECONDS = 60.0
+_DIAGNOSIS_SECONDS = 10.0
+_SERVER_FIELDS = ("managedFields", "generation", "creationTimestamp", "uid", "selfLink")
+
+
+@dataclass
+class Applied:
+    """One manifest document and what the cluster held before the run."""
+
+    manifest: Manifest
+    resource: Resource | None  # None while its kind is served only after a CRD in the set
+    namespace: str | None
+    prior: dict[str, Any] | None = None  # None: absent (the run creates it)
+    readable: bool = True  # False: could not read it, so it cannot be restored
+    done: bool = False  # applied by this run
+    replace: bool = False  # a Job whose template changed: delete, then create
+
+    @property
+    def label(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.manifest.kind} {self.manifest.name}{where}"
+
+    @property
+    def is_job(self) -> bool:
+        return self.manifest.kind == "Job" and self.manifest.api_version == "batch/v1"
+
+
+def _replicas_owned_elsewhere(live: Mapping[str, Any]) -> bool:
+    """Whether another manager (an HPA, through the scale subresource) owns spec.replicas."""
+    for entry in (live.get("metadata") or {}).get("managedFields") or []:
+        fields = ((entry.get("fieldsV1") or {}).get("f:spec") or {}).get("f:replicas")
+        if (
+            fields is not None
+            and entry.get("manager") != FIELD_MANAGER
+            and entry.get("subresource") == "scale"
+        ):
+            return True
+    return False
+
+
+class ManifestSet:
+    """The run's manifests: checked, applied in order, and restorable."""
+
+    def __init__(self, kube: Kube, io: ActionsIO, namespace: str, manifests: list[Manifest]):
+        self.kube = kube
+        self.io = io
+        self.namespace = namespace
+        self.items: list[Applied] = []
+        self._discovered: dict[str, list[Any]] = {}
+        namespaces = {m.name for m in manifests if m.kind == "Namespace"}
+        kinds = {
+            str(((m.doc.get("spec") or {}).get("names") or {}).get("kind", ""))
+            for m in manifests
+            if m.kind == "CustomResourceDefinition"
+        }
+        self._created_namespaces = namespaces
+        self._created_kinds = kinds
+        for m in manifests:
+            try:
+                resource: Resource | None = discover(kube, m.api_version, m.kind, self._discovered)
+            except ClusterError:
+                if m.kind not in kinds:
+                    raise
+                resource = None
+            ns = m.namespace(namespace) if resource is None or resource.namespaced else None
+            if ns is not None:
+                m.doc["metadata"]["namespace"] = ns
+            self.items.append(Applied(m, resource, ns))
+
+    # -- check -----------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Read what each object is now, and dry-run its apply (ConfigError if refused)."""
+        problems: list[InputProblem] = []
+        for item in self.items:
+            if item.resource is None:
+                continue  # its CRD is applied first in the same run
+            if item.namespace in self._created_namespaces:
+                exists = self.kube.request(
+                    "GET",
+                    Resource("", "v1", "namespaces", namespaced=False),
+                    verb="get",
+                    name=item.namespace,
+                    expect=frozenset({403, 404}),
+                )
+                if isinstance(exists, Response):
+                    continue  # its Namespace is applied first in the same run
+            found = self.kube.request(
+                "GET",
+                item.resource,
+                verb="get",
+                namespace=item.namespace,
+                name=item.manifest.name,
+                expect=frozenset({403, 404}),
+            )
+            if isinstance(found, Response):
+                item.prior, item.readable = None, found.status == 404
+            else:
+                item.prior = dict(found)
+                if _replicas_owned_elsewhere(found):
+                    spec = item.manifest.doc.get("spec") or {}
+                    if spec.pop("replicas", None) is not None:
+                        self.io.info(
+                            f"{item.label}: spec.replicas left out of the apply: an autoscaler "
+                            "owns it"
+                        )
+            answer = self._apply(item, dry_run=True)
+            if isinstance(answer, Response):
+                message = str(answer.body.get("message", answer.status))
+                if item.is_job and item.prior is not None and "immutable" in message:
+                    item.replace = True
+                    continue
+                problems.append(
+                    InputProblem(
+                        "manifests",
+                        f"{item.manifest.source} ({item.manifest.kind} {item.manifest.name}) was "
+                        f"refused by the API server: {message}",
+                        INPUTS["manifests"][1],
+                    )
+                )
+        if problems:
+            raise ConfigError(problems)
+
+    def _apply(self, item: Applied, *, dry_run: bool) -> Any:
+        if item.resource is None:
+            item.resource = discover(self.kube, item.manifest.api_version, item.manifest.kind, {})
+        query: list[tuple[str, Any]] = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return self.kube.request(
+            "PATCH",
+            item.resource,
+            verb="patch",
+            namespace=item.namespace,
+            name=item.manifest.name,
+            query=query,
+            body=item.manifest.doc,
+            content_type="application/apply-patch+yaml",
+            expect=frozenset({400, 422}),
+        )
+
+    # -- change ----------------------------------------------------------------------
+
+    def apply(self, item: Applied) -> dict[str, Any]:
+        """Apply one document for real (a changed Job is replaced)."""
+        if item.replace:
+            self._delete(item, wait=True)
+        answer = self._apply(item, dry_run=False)
+        if isinstance(answer, Response):
+            raise ClusterError(
+                f"Applying {item.manifest.source} ({item.label}) was refused by the API "
+                f"server: {answer.body.get('message', answer.status)}"
+            )
+        item.done = True
+        self.io.info(f"Applied {item.label} ({item.manifest.source})")
+        return dict(answer)
+
+    def _delete(self, item: Applied, *, wait: bool) -> None:
+        assert item.resource is not None
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        self.kube.request(
+            "DELETE",
+            item.resource,
+            verb="delete",
+            namespace=item.namespace,
+            name=item.manifest.name,
+            body=body,
+            expect=frozenset({404}),
+        )
+        until = time.monotonic() + _GONE_SECONDS
+        while wait and time.monotonic() < until:
+            found = self.kube.request(
+                "GET",
+                item.resource,
+                verb="get",
+                namespace=item.namespace,
+                name=item.manifest.name,
+                expect=frozenset({404}),
+            )
+            if isinstance(found, Response):
+                return
+            if self.kube.cancel.wait(0.25):
+                return
+        if wait:
+            raise ClusterError(f"{item.label} was not gone {_GONE_SECONDS:.0f} s after delete")
+
+    def wait_job(
+        self, item: Applied, policy: Policy, clock: Callable[[], float]
+    ) -> tuple[str, Diagnosis | None]:
+        """Wait for a Job to complete; returns "" or the failure, with its diagnosis."""
+        name, ns = item.manifest.name, item.namespace or self.namespace
+        seen: dict[tuple[str, str, str], float] = {}
+        message = ""
+        while True:
+            job = self.kube.request("GET", JOBS, verb="get", namespace=ns, name=name)
+            status = job_status(job)
+            if status.state == "complete":
+                self.io.info(f"Job {name}: completed")
+                return "", None
+            pods = (
+                self.kube.request(
+                    "GET",
+                    PODS,
+                    verb="list",
+                    namespace=ns,
+                    query=[("labelSelector", f"job-name={name}")],
+                ).get("items")
+                or []
+            )
+            now = clock()
+            current = {}
+            for pod in pods:
+                found = pod_problem(pod, policy)
+                if found is not None:
+                    current[found.key] = found
+                    first = seen.setdefault(found.key, now)
+                    if found.grace is not None and now - first >= found.grace:
+                        return self._job_failed(ns, name, found.line(), found.pod, found.container)
+            seen = {k: v for k, v in seen.items() if k in current}
+            if status.state == "failed":
+                pod = pods[-1]["metadata"]["name"] if pods else ""
+                return self._job_failed(ns, name, status.message, pod, "")
+            if status.message != message:
+                message = status.message
+                self.io.info(f"Job {name}: {message}")
+            if now >= self.kube.deadline:
+                pod = pods[-1]["metadata"]["name"] if pods else ""
+                return self._job_failed(ns, name, f"not complete in time: {message}", pod, "")
+            if self.kube.cancel.wait(_JOB_POLL):
+                return "cancelled", None
+
+    def _job_failed(
+        self, ns: str, name: str, reason: str, pod: str, container: str
+    ) -> tuple[str, Diagnosis]:
+        kube = Kube(
+            self.kube.api, cancel=self.kube.cancel, deadline=time.monotonic() + _DIAGNOSIS_SECONDS
+        )
+        why = f"Job {name} failed: {reason}"
+        return why, diagnose_pod(kube, ns, why, pod, container, owners=(("Job", name),))
+
+    # -- restore ---------------------------------------------------------------------
+
+    def restore(self, skip: Callable[[Applied], bool]) -> list[str]:
+        """Put back every applied object (newest first) but those ``skip`` handles.
+
+        Returns one line per object: what was done, or why it was not.
+        """
+        lines = []
+        for item in reversed(self.items):
+            if not item.done or skip(item):
+                continue
+            try:
+                lines.append(self._restore(item))
+            except (ClusterError, AccessDenied) as e:
+                lines.append(f"{item.label}: not restored: {e.message}")
+        return lines
+
+    def _restore(self, item: Applied) -> str:
+        assert item.resource is not None
+        if item.is_job:
+            return f"{item.label}: left as is (a Job that ran cannot be undone)"
+        if not item.readable:
+            return f"{item.label}: not restored: the credentials may not read it"
+        if item.prior is None:
+            self._delete(item, wait=False)
+            return f"{item.label}: deleted (created by this run)"
+        live = self.kube.request(
+            "GET",
+            item.resource,
+            verb="get",
+            namespace=item.namespace,
+            name=item.manifest.name,
+            expect=frozenset({404}),
+        )
+        body = {k: v for k, v in item.prior.items() if k != "status"}
+        meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
+        if isinstance(live, Response):
+            meta.pop("resourceVersion", None)
+            body["metadata"] = meta
+            self.kube.request(
+                "POST", item.resource, verb="create", namespace=item.namespace, body=body
+            )
+            return f"{item.label}: created again as it was"
+        meta["resourceVersion"] = live["metadata"]["resourceVersion"]
+        body["metadata"] = meta
+        self.kube.request(
+            "PUT",
+            item.resource,
+            verb="update",
+            namespace=item.namespace,
+            name=item.manifest.name,
+            body=body,
+        )
+        return f"{item.label}: restored to what it was before the run"

@@ -1,0 +1,217 @@
+"""Undo per kind, as ``kubectl rollout undo`` does, made safe for a deploy tool.
+
+Planning is pure (:func:`plan_undo`): pick the revision to go back to and build
+the patch. kubectl picks the second-highest revision; we pick, in order,
+
+1. the owned revision whose template is the one the run found (the pre-run
+   state, whatever was restarted or rolled in between),
+2. else the highest owned revision that differs from the current template and
+   does not run the image we deployed (a ``kubectl rollout restart`` during our
+   rollout makes a revision with our image: going back to it undoes nothing),
+3. else the template as the run found it (``revisionHistoryLimit: 0`` leaves no
+   old ReplicaSet once a rollout completed; all-or-nothing still holds).
+
+:func:`undo` does the requests: it reads the workload, refuses a paused
+Deployment like kubectl, and patches with the resourceVersion it read, so a
+change in between is a conflict (retried on the fresh object), never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from deployer.cluster import Resource, Response, label_selector
+from deployer.errors import ClusterError
+from deployer.rollout.kinds import DEPLOYMENT, Kind, controlled_by, images, template_of, uid_of
+from deployer.rollout.status import template_without_hash
+
+__all__ = ["REVISION", "Api", "UndoPlan", "plan_undo", "revision_of", "undo"]
+
+REVISION = "deployment.kubernetes.io/revision"
+# Annotations `kubectl rollout undo` keeps from the Deployment instead of the ReplicaSet.
+_UNDO_KEEP = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+_CONFLICT_TRIES = 4
+
+
+class Api(Protocol):
+    """What the undo needs of :class:`deployer.cluster.Kube` (a fake in unit tests)."""
+
+    def request(
+        self,
+        method: str,
+        resource: Resource,
+        *,
+        verb: str,
+        namespace: str | None = None,
+        name: str | None = None,
+        query: Sequence[tuple[str, Any]] | None = None,
+        body: object = None,
+        content_type: str | None = None,
+        expect: frozenset[int] = frozenset(),
+    ) -> Any: ...
+
+
+def revision_of(obj: Mapping[str, Any] | None) -> int | None:
+    """A ReplicaSet's/Deployment's revision annotation, or a ControllerRevision's number."""
+    if obj is None:
+        return None
+    value = obj.get("revision") if "data" in obj else None  # a ControllerRevision
+    if value is None:
+        value = ((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class UndoPlan:
+    """The patch that restores an earlier template, and where it came from."""
+
+    source: str  # "revision 3" or "the template as the run found it"
+    revision: int | None
+    body: Any
+    content_type: str
+
+
+def _target(
+    live: Mapping[str, Any],
+    history: Iterable[Mapping[str, Any]],
+    before: Mapping[str, Any] | None,
+    image: str,
+    containers: tuple[str, ...],
+) -> Mapping[str, Any] | None:
+    uid = uid_of(live)
+    owned = sorted(
+        (h for h in history if revision_of(h) is not None and controlled_by(h, uid)),
+        key=lambda h: revision_of(h) or 0,
+        reverse=True,
+    )
+    current = template_without_hash(template_of(live))
+    earlier = [h for h in owned if template_without_hash(template_of(h)) != current]
+    if before is not None:
+        found = template_without_hash(template_of(before))
+        for h in earlier:
+            if template_without_hash(template_of(h)) == found:
+                return h
+    for h in earlier:
+        running = images(template_of(h))
+        if not any(running.get(c) == image for c in containers):
+            return h
+    return None
+
+
+def _deployment_patch(
+    live: Mapping[str, Any], template: Mapping[str, Any], annotations_from: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    own = (live.get("metadata") or {}).get("annotations") or {}
+    annotations = {k: v for k, v in own.items() if k in _UNDO_KEEP}
+    for key, value in ((annotations_from.get("metadata") or {}).get("annotations") or {}).items():
+        if key not in _UNDO_KEEP:
+            annotations[key] = value
+    return [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)},
+        {"op": "replace", "path": "/spec/template", "value": template_without_hash(template)},
+        {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+    ]
+
+
+def _rv(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def plan_undo(
+    kind: Kind,
+    live: Mapping[str, Any],
+    history: Iterable[Mapping[str, Any]],
+    before: Mapping[str, Any] | None,
+    image: str,
+    containers: tuple[str, ...],
+) -> UndoPlan | None:
+    """The undo of ``live`` (see the module docstring); None when there is nothing to undo."""
+    target = _target(live, history, before, image, containers)
+    current = template_without_hash(template_of(live))
+    if target is not None:
+        template, source, revision = template_of(target), "", revision_of(target)
+        source = f"revision {revision}"
+    elif before is not None and template_without_hash(template_of(before)) != current:
+        template, source, revision = template_of(before), "the template as the run found it", None
+    else:
+        return None
+    if kind is DEPLOYMENT:
+        body: Any = _deployment_patch(
+            live, template, target if target is not None else before or {}
+        )
+        return UndoPlan(source, revision, body, "application/json-patch+json")
+    # kubectl applies the ControllerRevision's data as a strategic merge patch.
+    replace = {**template_without_hash(template), "$patch": "replace"}
+    body = {"metadata": {"resourceVersion": _rv(live)}, "spec": {"template": replace}}
+    return UndoPlan(source, revision, body, "application/strategic-merge-patch+json")
+
+
+def undo(
+    api: Api,
+    kind: Kind,
+    namespace: str,
+    name: str,
+    before: Mapping[str, Any] | None,
+    image: str,
+    containers: tuple[str, ...],
+) -> tuple[UndoPlan | None, dict[str, Any]]:
+    """Patch the workload back; returns the plan (None: nothing to undo) and the live object.
+
+    Raises :class:`ClusterError` when the workload is gone, paused, or keeps changing.
+    """
+    what = f"{kind.name} {namespace}/{name}"
+    for _ in range(_CONFLICT_TRIES):
+        live = api.request(
+            "GET",
+            kind.resource,
+            verb="get",
+            namespace=namespace,
+            name=name,
+            expect=frozenset({404}),
+        )
+        if isinstance(live, Response):
+            raise ClusterError(f"{what} no longer exists")
+        if (live.get("spec") or {}).get("paused"):
+            raise ClusterError(
+                f"{what} is paused; kubectl refuses to roll back a paused Deployment: resume "
+                f"it, then kubectl rollout undo deployment/{name} -n {namespace}"
+            )
+        selector = label_selector((live.get("spec") or {}).get("selector") or {})
+        listing = api.request(
+            "GET",
+            kind.history,
+            verb="list",
+            namespace=namespace,
+            query=[("labelSelector", selector)],
+        )
+        plan = plan_undo(kind, live, listing.get("items") or [], before, image, containers)
+        if plan is None:
+            return None, dict(live)
+        answer = api.request(
+            "PATCH",
+            kind.resource,
+            verb="patch",
+            namespace=namespace,
+            name=name,
+            body=plan.body,
+            content_type=plan.content_type,
+            expect=frozenset({409}),
+        )
+        if isinstance(answer, Response):  # changed since we read it: plan again
+            continue
+        return plan, dict(answer)
+    raise ClusterError(f"{what} kept changing; gave up the rollback after {_CONFLICT_TRIES} tries")
