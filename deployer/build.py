@@ -1,178 +1,348 @@
-"""Stage 1: build the image with the Docker engine (legacy builder, the API's /build).
+"""Stage 1: build (and push) the image with BuildKit, through buildx.
 
-The engine reports a failed build inside the JSON stream, not as an HTTP error:
-every line is checked for ``error``/``errorDetail``. The log is untrusted text
-(a ``RUN echo ::add-mask::x`` is just output), so it is printed between
-stop-commands markers.
+The builder is the engine's own BuildKit (buildx's ``docker`` driver) unless the
+request needs more: a cache export other than inline, several platforms, or
+attestations. Then a ``docker-container`` builder is made for this run only, as
+docker/setup-buildx-action makes on hosted runners, and removed on every way out,
+cancel included. BuildKit pushes the result itself (``--push``) and reports the
+digest in the metadata file; push.py reads it back from the registry.
+
+The registry login, the build secrets and buildkitd's settings reach buildx
+through files in a private directory (buildx.py), never through argv. The log
+is untrusted text: printed between stop-commands markers.
 """
 
 from __future__ import annotations
 
-import collections
-import io
-import secrets
-import tarfile
+import json
+import os
+import re
+import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from deployer import buildx
 from deployer.actions import ActionsIO
-from deployer.config import Config
-from deployer.errors import BuildError, DeployerError, engine_message, stream_error
+from deployer.config import Config, cache_ref_registries, cache_type
+from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
+from deployer.push import Transient, classify, with_retries
 
-__all__ = ["BuildResult", "DockerBuildAPI", "build_image", "context_archive"]
+__all__ = [
+    "BuildResult",
+    "build_argv",
+    "build_image",
+    "builder_reasons",
+    "context_dockerfile",
+]
 
-LOG_TAIL = 30
-_CHUNK = 256 * 1024
-
-
-class DockerBuildAPI(Protocol):
-    """The part of ``docker.APIClient`` this stage uses."""
-
-    def build(self, **kwargs: Any) -> Iterable[Mapping[str, Any]]: ...
-
-    def tag(self, image: str, repository: str, tag: str | None = None) -> bool: ...
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_MAX_GIT_CONFIG = 1 << 20
+# What buildx and BuildKit say when pulling a base image was refused.
+_PULL_HINTS = (
+    "failed to resolve source metadata",
+    "pull access denied",
+    "failed to authorize",
+    "pulling from host",
+)
 
 
 @dataclass(frozen=True)
 class BuildResult:
     """What the build produced."""
 
-    image_id: str
+    image_id: str  # the config digest when BuildKit reports one (a single platform)
     references: tuple[str, ...]
     duration: float
+    digest: str = ""  # what BuildKit pushed (a manifest or an index); "" when not pushed
+    builder: str = ""
+    push_seconds: float = 0.0
 
 
-def build_image(config: Config, docker: DockerBuildAPI, io: ActionsIO) -> BuildResult:
-    """Build ``config.context`` and tag it with every reference in ``config.tags``."""
-    references = config.tag_references
-    context = config.context.relative_to(config.workspace).as_posix()
-    dockerfile = config.dockerfile.relative_to(config.workspace).as_posix()
-    io.info(f"Building {references[0]} (context {context}, {dockerfile}) ...")
-    start = time.monotonic()
-    tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
-    step = ""
-    image_id = ""
-    error = ""
+def builder_reasons(config: Config) -> list[str]:
+    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do."""
+    reasons = []
+    exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
+    if exports:
+        reasons.append(f"cache-to type={','.join(exports)} (the docker driver exports inline only)")
+    imports = sorted({cache_type(e) for e in config.cache_from} - {"inline", "registry"})
+    if imports:
+        reasons.append(f"cache-from type={','.join(imports)}")
+    if len(config.platforms) > 1:
+        reasons.append(f"{len(config.platforms)} platforms")
+    if config.wants_attestations:
+        reasons.append("attestations (provenance/sbom)")
+    return reasons
+
+
+def _git_config_has_token(context: Path, workspace: Path) -> bool:
+    path = context / ".git" / "config"
     try:
-        archive, dockerfile_in_archive = context_archive(config.context, config.dockerfile)
-        stream = docker.build(
-            fileobj=archive,
-            custom_context=True,
-            dockerfile=dockerfile_in_archive,
-            tag=references[0],
-            buildargs=dict(config.build_args),
-            labels=config.oci_labels(),
-            target=config.target,
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
-        with io.group(f"Build log: {references[0]}"), io.untrusted() as log:
-            pending = ""  # the engine splits lines across chunks ("Step 1/2 : X", "\n")
-            for chunk in stream:
-                text = chunk.get("stream")
-                if isinstance(text, str) and text:
-                    *lines, pending = (pending + text).replace("\r\n", "\n").split("\n")
-                    for line in lines:
-                        log.write(line)
-                        if line.strip():
-                            tail.append(line.rstrip())
-                        if line.startswith("Step "):
-                            step = line.strip()
-                aux = chunk.get("aux")
-                if isinstance(aux, Mapping) and isinstance(aux.get("ID"), str):
-                    image_id = aux["ID"]
-                failure = stream_error(chunk)
-                if failure and not error:
-                    error = failure
-                    log.write(error)
-                    tail.append(error)
-            if pending:
-                log.write(pending)
-                tail.append(pending.rstrip())
-    except DeployerError:  # Cancelled arrives here from the signal handler
-        raise
-    except Exception as e:  # docker.errors.APIError, requests errors: the engine said no
-        error = engine_message(e)
-    if error:
-        where = f" at {step}" if step else ""
-        raise BuildError(
-            f"Building {references[0]} failed{where}: {error.strip()}",
-            details="\n".join(tail),
-        )
-    if not image_id:
-        raise BuildError(
-            f"Building {references[0]} ended without an image ID from the engine",
-            details="\n".join(tail),
-        )
-    for reference in references[1:]:
-        repository, _, tag = reference.rpartition(":")
-        try:
-            docker.tag(image_id, repository, tag)
-        except Exception as e:
-            raise BuildError(f"Tagging {reference} failed: {engine_message(e)}") from None
-    duration = time.monotonic() - start
-    io.info(f"Built {image_id[:19]} in {duration:.1f} s, tagged {', '.join(references)}")
-    return BuildResult(image_id=image_id, references=tuple(references), duration=duration)
+        real = path.resolve()
+        real.relative_to(workspace)
+        if not real.is_file() or real.stat().st_size > _MAX_GIT_CONFIG:
+            return False
+        return "extraheader" in real.read_text(encoding="utf-8", errors="replace").lower()
+    except (OSError, ValueError, RuntimeError):
+        return False
 
 
-def _dockerignore(context: Path) -> list[str]:
-    """The patterns of ``.dockerignore``, read as the docker CLI and docker-py read them."""
-    path = context / ".dockerignore"
-    if not path.is_file():
-        return []
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
+    """The Dockerfile to build with; a copy with its own ignore file when .git/config must go.
 
-
-def context_archive(context: Path, dockerfile: Path) -> tuple[Iterator[bytes], str]:
-    """Stream the build context as a tar, honouring ``.dockerignore``.
-
-    Returns the chunks and the Dockerfile's name inside the archive. The tar is
-    produced while the engine reads it (docker-py would write it whole to a
-    temporary file first), in GNU format (PAX headers cost as much as the data
-    for small files). Which files go in is docker-py's own ``exclude_paths``, so
-    the ``.dockerignore`` semantics are the SDK's. A Dockerfile outside the
-    context is added under a random name, as docker-py and the CLI do.
+    ``actions/checkout`` leaves the token in ``.git/config`` (``http.…extraheader``)
+    unless ``persist-credentials: false``; a ``COPY . .`` would bake it into the
+    image. If .dockerignore does not exclude that file, a copy of the Dockerfile
+    is built with ``<Dockerfile>.dockerignore`` beside it (which buildx prefers over
+    the context's .dockerignore): the same patterns plus ``.git/config``.
     """
-    from docker.utils.build import exclude_paths
+    if not _git_config_has_token(config.context, config.workspace):
+        return config.dockerfile
+    from docker.utils.build import PatternMatcher
 
+    own = Path(f"{config.dockerfile}.dockerignore")
+    source = own if own.is_file() else config.context / ".dockerignore"
     try:
-        inside = dockerfile.relative_to(context).as_posix()
-        extra: bytes | None = None
+        text = source.read_text(encoding="utf-8") if source.is_file() else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    excluded = False  # .dockerignore rules: the last pattern matching the file or a parent wins
+    for pattern in patterns:
+        matcher = PatternMatcher([pattern.lstrip("!")])
+        if matcher.matches(".git/config") or matcher.matches(".git"):
+            excluded = not pattern.startswith("!")
+    if excluded:
+        return config.dockerfile
+    folder = workdir / "dockerfile"
+    folder.mkdir(mode=0o700)
+    copy = folder / "Dockerfile"
+    shutil.copyfile(config.dockerfile, copy)
+    (folder / "Dockerfile.dockerignore").write_text(text.rstrip("\n") + "\n.git/config\n")
+    io.warning(
+        "The build context holds .git/config with a credential header (actions/checkout "
+        "without persist-credentials: false) and .dockerignore does not exclude it: it was "
+        "left out of the build context. Add `.git` to .dockerignore, or check out with "
+        "`persist-credentials: false`",
+        title="Credentials in the build context",
+    )
+    return copy
+
+
+def build_argv(
+    config: Config,
+    workdir: buildx.Workdir,
+    dockerfile: Path,
+    *,
+    builder: str | None,
+    push: bool,
+    reserved_env: set[str],
+) -> tuple[list[str], dict[str, str]]:
+    """buildx's argv and the build-arg values passed through its environment.
+
+    Nothing secret is in argv: build secrets are files (``src=``), the registry
+    login is in the docker config, build-arg values go through the environment
+    (``--build-arg NAME`` makes buildx read ``$NAME``) unless the name clashes
+    with a variable buildx itself needs.
+    """
+    assert config.buildx is not None
+    argv = [config.buildx, "build", "--progress=plain", f"--metadata-file={workdir.metadata}"]
+    if builder:
+        argv.append(f"--builder={builder}")
+    argv.append(f"--file={dockerfile}")
+    for reference in config.tag_references:
+        argv.append(f"--tag={reference}")
+    env: dict[str, str] = {}
+    for key, value in config.build_args.items():
+        if key in reserved_env or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            argv.append(f"--build-arg={key}={value}")
+        else:
+            argv.append(f"--build-arg={key}")
+            env[key] = value
+    for key, value in config.oci_labels().items():
+        argv.append(f"--label={key}={value}")
+    if config.target:
+        argv.append(f"--target={config.target}")
+    if config.platforms:
+        argv.append(f"--platform={','.join(config.platforms)}")
+    argv += [f"--cache-from={entry}" for entry in config.cache_from]
+    argv += [f"--cache-to={entry}" for entry in config.cache_to]
+    for name, path in workdir.secret_files.items():
+        argv.append(f"--secret=id={name},src={path}")
+    if config.no_cache:
+        argv.append("--no-cache")
+    if config.pull:
+        argv.append("--pull")
+    if config.provenance is not None:
+        argv.append(f"--provenance={config.provenance}")
+    if config.sbom is not None:
+        argv.append(f"--sbom={config.sbom}")
+    if push:
+        argv.append("--push")
+    elif builder and len(config.platforms) <= 1:
+        argv.append("--load")  # a docker-container builder keeps results to itself otherwise
+    argv.append(str(config.context))
+    return argv, env
+
+
+def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
+    """A failed buildx run → the error for the user (Transient: worth another push)."""
+    log = run.log
+    reference = config.tag_references[0] if config.tag_references else config.image.repository
+    message = (log.error or log.vertex_error or f"buildx exited with code {run.code}").strip()
+    for prefix in ("failed to build: ", "failed to solve: "):
+        message = message.removeprefix(prefix)
+    step = log.failed_step
+    lowered = message.lower()
+    if step.startswith(buildx.PUSH_STEPS) or "failed to push" in lowered:
+        error = classify(config, message, f"pushing {reference}")
+        if isinstance(error, Transient):  # the retry budget counts the push, not the build
+            return Transient(str(error), run.push_seconds)
+        return error
+    if step.startswith("[internal] load metadata for") or any(h in lowered for h in _PULL_HINTS):
+        error = classify(config, message, f"pulling a base image for {reference}")
+        if isinstance(error, RegistryAuthError):
+            return error
+    where = f" at {step}" if step else ""
+    return BuildError(f"Building {reference} failed{where}: {message}", details=log.details())
+
+
+def build_image(
+    config: Config,
+    engine: Any,
+    io: ActionsIO,
+    *,
+    push: bool,
+    sleep: Callable[[float], None] | None = None,
+) -> BuildResult:
+    """Build ``config.context`` with BuildKit; push every tag when ``push``."""
+    if not config.buildx or not os.access(config.buildx, os.X_OK):
+        raise EngineError(
+            f"buildx was not found{f' at {config.buildx}' if config.buildx else ''}: the action "
+            "builds with BuildKit through buildx (its image sets DEPLOYER_BUILDX). Run the "
+            "action's image, or install the docker-buildx CLI plugin, or set DEPLOYER_BUILDX "
+            "to the buildx binary's absolute path"
+        )
+    references = config.tag_references
+    reasons = builder_reasons(config)
+    started = time.monotonic()
+    with buildx.private_workdir(config) as workdir:
+        env = workdir.env(config)
+        dockerfile = context_dockerfile(config, workdir.path, io)
+        builder = buildx.new_builder_name() if reasons else None
+        try:
+            if builder:
+                description = f"a docker-container builder for this run ({config.buildkit_image})"
+                io.info(f"Builder: {description}, because of {'; '.join(reasons)}")
+                _create_builder(config, workdir, env, builder, io)
+            else:
+                description = "the engine's own BuildKit (buildx docker driver)"
+                io.info(f"Builder: {description}; nothing in this build needs more")
+            if builder and not push and len(config.platforms) > 1:
+                io.warning(
+                    "Several platforms are built but not pushed: the engine cannot hold an "
+                    "image index, so the result is only checked, not kept"
+                )
+            argv, arg_env = build_argv(
+                config, workdir, dockerfile, builder=builder, push=push, reserved_env=set(env)
+            )
+            where = f"{references[0]} (context {_relative(config.context, config)}, " + (
+                f"{_relative(config.dockerfile, config)})"
+            )
+            io.info(f"Building {where} ...")
+            attempts = 0
+            push_time: list[float] = []
+
+            def attempt() -> str:
+                nonlocal attempts
+                attempts += 1
+                again = f" (attempt {attempts})" if attempts > 1 else ""
+                title = f"Build log: {references[0]}{again}"
+                with io.group(title), io.untrusted() as log:
+                    run = buildx.run_buildx(argv, {**env, **arg_env}, io, log, cwd=config.workspace)
+                if run.code != 0:
+                    raise _failure(config, run)
+                push_time.append(run.push_seconds or 0.0)
+                return _metadata_digest(workdir.metadata, push)
+
+            if push:
+                digest = with_retries(config, io, f"pushing {references[0]}", attempt, sleep)
+            else:
+                digest = attempt()
+            image_id = _metadata(workdir.metadata).get("containerimage.config.digest", "")
+        finally:
+            if builder:
+                _remove_builder(engine, builder, io)
+    duration = time.monotonic() - started
+    image_id = image_id if isinstance(image_id, str) and _DIGEST_RE.match(image_id) else ""
+    done = "built and pushed" if push else "built"
+    io.info(f"{references[0]} {done} in {duration:.1f} s" + (f": {digest}" if digest else ""))
+    return BuildResult(
+        image_id=image_id,
+        references=tuple(references),
+        duration=duration,
+        digest=digest,
+        builder=description,
+        push_seconds=push_time[-1] if push_time else 0.0,
+    )
+
+
+def _relative(path: Path, config: Config) -> str:
+    try:
+        return path.relative_to(config.workspace).as_posix() or "."
     except ValueError:
-        inside = f".dockerfile.{secrets.token_hex(20)}"
-        extra = dockerfile.read_bytes()
-    names = sorted(exclude_paths(str(context), _dockerignore(context), dockerfile=inside))
+        return str(path)
 
-    def chunks() -> Iterator[bytes]:
-        buffer = io.BytesIO()
-        with tarfile.open(mode="w|", fileobj=buffer, format=tarfile.GNU_FORMAT) as tar:
-            for name in names:
-                full = context / name
-                try:
-                    info = tar.gettarinfo(str(full), arcname=name)
-                    if info.isfile():
-                        with full.open("rb") as fh:
-                            tar.addfile(info, fh)
-                    else:
-                        tar.addfile(info)
-                except OSError as e:
-                    raise BuildError(
-                        f"Cannot read {name} in the build context: {e.strerror}"
-                    ) from None
-                if buffer.tell() >= _CHUNK:
-                    yield buffer.getvalue()
-                    buffer.seek(0)
-                    buffer.truncate()
-            if extra is not None:
-                info = tarfile.TarInfo(inside)
-                info.size = len(extra)
-                info.mode = 0o644
-                tar.addfile(info, io.BytesIO(extra))
-        yield buffer.getvalue()
 
-    return chunks(), inside
+def _metadata(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _metadata_digest(path: Path, pushed: bool) -> str:
+    digest = _metadata(path).get("containerimage.digest", "")
+    if not pushed:
+        return ""
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise PushError("BuildKit finished the push but reported no digest (metadata file)")
+    return digest
+
+
+def _create_builder(
+    config: Config, workdir: buildx.Workdir, env: dict[str, str], name: str, io: ActionsIO
+) -> None:
+    assert config.buildx is not None
+    registries = {config.image.registry} | cache_ref_registries(config.cache_from + config.cache_to)
+    argv = [
+        config.buildx,
+        "create",
+        f"--name={name}",
+        "--driver=docker-container",
+        "--driver-opt=network=host",  # loopback registries (and the job's) stay reachable
+        f"--driver-opt=image={config.buildkit_image}",
+    ]
+    settings = workdir.buildkitd_config(registries)
+    if settings is not None:
+        argv.append(f"--buildkitd-config={settings}")
+    argv.append("--bootstrap")
+    with io.group(f"Builder {name}"), io.untrusted() as log:
+        run = buildx.run_buildx(argv, env, io, log, cwd=config.workspace)
+    if run.code != 0:
+        raise EngineError(
+            f"Creating the docker-container builder failed: "
+            f"{run.log.error or f'buildx exited with code {run.code}'}",
+            details=run.log.details(),
+        )
+
+
+def _remove_builder(engine: Any, name: str, io: ActionsIO) -> None:
+    problems = buildx.remove_builder(engine, name)
+    if problems:
+        io.warning(f"Could not remove builder {name}: {'; '.join(problems)}")
+    else:
+        io.info(f"Removed builder {name}")

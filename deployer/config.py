@@ -9,7 +9,9 @@ gets the :class:`Config`.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,16 +20,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from deployer.errors import ConfigError, InputProblem
+from deployer.gitmeta import commit_time
 from deployer.kubeconfig import parse_kubeconfig
 
 __all__ = [
+    "DEFAULT_BUILDKIT_IMAGE",
     "INPUTS",
     "Config",
     "GitHubContext",
     "ImageName",
+    "cache_ref_registries",
+    "cache_type",
+    "find_buildx",
     "input_env_name",
     "load_config",
     "parse_duration",
+    "parse_image",
     "raw_inputs",
     "split_image",
 ]
@@ -54,7 +62,29 @@ INPUTS: dict[str, tuple[str, str]] = {
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
     "dry-run": ("false", "false"),
+    # build-push-action's names and syntax
+    "cache-from": ("", "type=registry,ref=ghcr.io/acme/web:buildcache"),
+    "cache-to": ("", "type=registry,ref=ghcr.io/acme/web:buildcache,mode=max"),
+    "platforms": ("", "linux/amd64,linux/arm64"),
+    "secrets": ("", "NPM_TOKEN=${{ secrets.NPM_TOKEN }}"),
+    "no-cache": ("false", "false"),
+    "pull": ("false", "false"),
+    "provenance": ("", "mode=max"),
+    "sbom": ("", "true"),
 }
+
+# Environment the runner gives a container action for the Actions cache (type=gha);
+# passed through to buildx, never printed.
+GHA_ENV = (
+    "ACTIONS_RUNTIME_TOKEN",
+    "ACTIONS_CACHE_URL",
+    "ACTIONS_RESULTS_URL",
+    "ACTIONS_CACHE_SERVICE_V2",
+)
+# The BuildKit image of a docker-container builder (a buildx-stable release), pinned by digest.
+DEFAULT_BUILDKIT_IMAGE = (
+    "moby/buildkit:v0.29.0@sha256:0039c1d47e8748b5afea56f4e85f14febaf34452bd99d9552d2daa82262b5cc5"
+)
 
 DOCKER_HUB = "docker.io"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -69,6 +99,11 @@ _TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ARG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+_PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
+_SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_ATTESTATION_RE = re.compile(r"[A-Za-z0-9_.\-]+=[^\s,]+(?:,[A-Za-z0-9_.\-]+=[^\s,]+)*")
+_CACHE_TYPES = ("registry", "gha", "inline", "local", "s3", "azblob")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -132,6 +167,16 @@ def split_image(value: str) -> ImageName:
     if registry in _HUB_ALIASES:
         registry = DOCKER_HUB
     return ImageName(registry=registry, path=path, repository=value)
+
+
+def parse_image(value: str) -> tuple[ImageName, str | None]:
+    """``repo`` or ``repo@sha256:<hex>`` → the repository and the digest, if any."""
+    repository, at, digest = value.partition("@")
+    if at and not _DIGEST_RE.match(digest):
+        raise ValueError(
+            f"'{value[:100]}' has a malformed digest; write repo@sha256:<64 hex digits>"
+        )
+    return split_image(repository), digest if at else None
 
 
 def parse_duration(text: str) -> float:
@@ -213,10 +258,29 @@ class Config(BaseModel):
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
     github: GitHubContext
     created: str
+    image_digest: str | None = None  # image given as repo@sha256:… (build: false)
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = ()
+    build_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    no_cache: bool = False
+    pull: bool = False
+    provenance: str | None = None
+    sbom: str | None = None
+    buildx: str | None = Field(default=None, description="path of the buildx binary found")
+    buildkit_image: str = DEFAULT_BUILDKIT_IMAGE
+    gha_env: dict[str, SecretStr] = Field(default_factory=dict)
+    path_env: str = ""
 
     @property
     def tag_references(self) -> list[str]:
+        if self.image_digest:
+            return []
         return [self.image.reference(t) for t in self.tags]
+
+    @property
+    def wants_attestations(self) -> bool:
+        return any(v is not None and v.lower() != "false" for v in (self.provenance, self.sbom))
 
     def oci_labels(self) -> dict[str, str]:
         """OCI annotations for the image, then the user's labels (which win)."""
@@ -229,11 +293,12 @@ class Config(BaseModel):
         return labels
 
 
-def _created(env: Mapping[str, str]) -> str:
+def _created(env: Mapping[str, str], workspace: Path) -> str:
     """The image's creation time: the commit's, so rebuilding one commit hits the cache.
 
     SOURCE_DATE_EPOCH (the reproducible-builds convention) wins, then the pushed
-    commit's timestamp from the event payload, then now.
+    commit's timestamp from the event payload, then the commit's time read from the
+    workspace's git metadata (workflow_dispatch has no commit in its event), then now.
     """
     moment: datetime | None = None
     epoch = env.get("SOURCE_DATE_EPOCH", "").strip()
@@ -248,6 +313,9 @@ def _created(env: Mapping[str, str]) -> str:
                 moment = datetime.fromisoformat(stamp).astimezone(UTC)
         except (OSError, ValueError, AttributeError):
             moment = None
+    if moment is None:
+        seconds = commit_time(workspace, env.get("GITHUB_SHA", ""))
+        moment = datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
     return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -277,6 +345,152 @@ def _parse_pairs(text: str) -> dict[str, str]:
             raise ValueError(f"line {number} has an invalid key '{key[:40]}'")
         pairs[key] = value
     return pairs
+
+
+def _csv_fields(entry: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in entry.split(","):
+        key, _, value = part.partition("=")
+        fields[key.strip().lower()] = value.strip()
+    return fields
+
+
+def _parse_cache(text: str, workspace: Path) -> list[str]:
+    """``cache-from``/``cache-to``: one buildx cache entry a line (a bare ref means registry).
+
+    Problems name the line and the cache type only: an entry can hold a token.
+    """
+    entries: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        if len(entry) > 2000 or any(ord(c) < 32 or c.isspace() for c in entry):
+            raise ValueError(f"line {number} has white space or control characters, or is too long")
+        if "=" not in entry.split(",")[0]:
+            entry = f"type=registry,ref={entry}"  # buildx's shorthand, as build-push-action
+        fields = _csv_fields(entry)
+        kind = fields.get("type", "")
+        if kind not in _CACHE_TYPES:
+            raise ValueError(
+                f"line {number} has type '{kind[:20]}'; use one of {', '.join(_CACHE_TYPES)}"
+            )
+        if kind == "registry" and not fields.get("ref"):
+            raise ValueError(f"line {number} (type=registry) has no ref=<image>")
+        if kind == "local":
+            for key in ("src", "dest"):
+                if key in fields and not _inside((workspace / fields[key]).resolve(), workspace):
+                    raise ValueError(f"line {number} (type=local): {key} is outside the workspace")
+        entries.append(entry)
+    return entries
+
+
+def cache_type(entry: str) -> str:
+    """The ``type=`` of a validated cache entry."""
+    return _csv_fields(entry).get("type", "")
+
+
+def cache_ref_registries(entries: tuple[str, ...]) -> set[str]:
+    """The registry hosts named by ``ref=`` in cache entries."""
+    hosts = set()
+    for entry in entries:
+        first, _, rest = _csv_fields(entry).get("ref", "").partition("/")
+        if rest and ("." in first or ":" in first or first == "localhost"):
+            hosts.add(first)
+    return hosts
+
+
+def _parse_platforms(text: str) -> list[str]:
+    platforms = list(dict.fromkeys(_split_list(text)))
+    for platform in platforms:
+        if not _PLATFORM_RE.match(platform):
+            raise ValueError(f"'{platform[:40]}' is not a platform; write os/arch[/variant]")
+    return platforms
+
+
+def _parse_secrets(text: str) -> dict[str, str]:
+    """``secrets``: ``id=value`` lines. Problems never show a value."""
+    found: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ValueError(f"line {number} has no '='; write ID=VALUE")
+        if not _SECRET_ID_RE.match(key):
+            raise ValueError(f"line {number} has an invalid id (letters, digits, '_', '.', '-')")
+        if key in found:
+            raise ValueError(f"line {number} repeats the id '{key}'")
+        found[key] = value
+    return found
+
+
+def _parse_attestation(text: str) -> str | None:
+    """``provenance``/``sbom``: true, false, or buildx's key=value,... form."""
+    value = text.strip()
+    if not value:
+        return None
+    if value.lower() in ("true", "false"):
+        return value.lower()
+    if len(value) > 300 or not _ATTESTATION_RE.fullmatch(value):
+        raise ValueError(f"'{value[:60]}' is not true, false or key=value[,key=value]")
+    return value
+
+
+def _gha_problem(name: str, entries: list[str], env: Mapping[str, str]) -> str | None:
+    """Why ``type=gha`` cannot work in this run, or None."""
+    gha = [_csv_fields(e) for e in entries if cache_type(e) == "gha"]
+    if not gha:
+        return None
+    has_token = all(f.get("token") for f in gha) or bool(env.get("ACTIONS_RUNTIME_TOKEN"))
+    has_url = (
+        all(f.get("url") or f.get("url_v2") for f in gha)
+        or bool(env.get("ACTIONS_RESULTS_URL"))
+        or bool(env.get("ACTIONS_CACHE_URL"))
+    )
+    missing = [
+        what
+        for what, ok in (
+            ("ACTIONS_RUNTIME_TOKEN", has_token),
+            ("ACTIONS_RESULTS_URL (or ACTIONS_CACHE_URL)", has_url),
+        )
+        if not ok
+    ]
+    if not missing:
+        return None
+    return (
+        f"asks for type=gha, but {' and '.join(missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not in this action's environment (the runner "
+        "does not hand the Actions cache service's URL to container actions). Add a step "
+        "`uses: crazy-max/ghaction-github-runtime@v3` before this one, which exports them to "
+        "the job, or use a registry cache (type=registry,ref=<image>:buildcache) which needs "
+        "nothing more"
+    )
+
+
+_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+
+
+def find_buildx(env: Mapping[str, str]) -> str | None:
+    """DEPLOYER_BUILDX if set, else the docker-buildx CLI plugin, else ``buildx`` on PATH."""
+    if env.get("DEPLOYER_BUILDX"):
+        return env["DEPLOYER_BUILDX"]
+    dirs = [*_PLUGIN_DIRS]
+    if env.get("HOME"):
+        dirs.insert(0, str(Path(env["HOME"]) / ".docker" / "cli-plugins"))
+    if env.get("DOCKER_CONFIG"):
+        dirs.insert(0, str(Path(env["DOCKER_CONFIG"]) / "cli-plugins"))
+    for folder in dirs:
+        candidate = Path(folder) / "docker-buildx"
+        if _is("file", candidate) and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("buildx", path=env.get("PATH", os.defpath))
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -366,10 +580,11 @@ def load_config(env: Mapping[str, str]) -> Config:
     )
     workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
 
-    image = check.take("image", split_image, raw["image"].strip())
+    parsed_image = check.take("image", parse_image, raw["image"].strip())
+    image, image_digest = parsed_image if parsed_image else (None, None)
     flags = {
         name: check.take(name, _parse_bool, raw[name])
-        for name in ("build", "push", "rollback-on-failure", "dry-run")
+        for name in ("build", "push", "rollback-on-failure", "dry-run", "no-cache", "pull")
     }
     # A failed boolean must not block the remaining checks: fall back to the default.
     bools = {
@@ -389,7 +604,26 @@ def load_config(env: Mapping[str, str]) -> Config:
     if not tags:
         check.fail("tags", "no tag given")
 
+    if image_digest and bools["build"]:
+        check.fail(
+            "image",
+            "contains a digest, which names an image that already exists: set build: false "
+            "to deploy exactly that image, or give the repository only to build it",
+        )
+    if image_digest and raw["tags"].strip():
+        check.fail("tags", "cannot be used with an image given by digest (repo@sha256:…)")
+
     context, dockerfile = _build_files(check, workspace, raw, bools["build"])
+    cache_from = check.take("cache-from", _parse_cache, raw["cache-from"], workspace) or []
+    cache_to = check.take("cache-to", _parse_cache, raw["cache-to"], workspace) or []
+    for name, entries in (("cache-from", cache_from), ("cache-to", cache_to)):
+        problem = _gha_problem(name, entries, env)
+        if problem:
+            check.fail(name, problem)
+    platforms = check.take("platforms", _parse_platforms, raw["platforms"]) or []
+    build_secrets = check.take("secrets", _parse_secrets, raw["secrets"]) or {}
+    provenance = check.take("provenance", _parse_attestation, raw["provenance"])
+    sbom = check.take("sbom", _parse_attestation, raw["sbom"])
     build_args = check.take("build-args", _parse_pairs, raw["build-args"]) or {}
     labels = check.take("labels", _parse_pairs, raw["labels"]) or {}
     target = raw["target"].strip() or None
@@ -466,7 +700,20 @@ def load_config(env: Mapping[str, str]) -> Config:
             docker_host=env.get("DOCKER_HOST") or None,
             kubeconfig_path=env.get("KUBECONFIG") or None,
             github=github,
-            created=_created(env),
+            created=_created(env, workspace),
+            image_digest=image_digest,
+            cache_from=tuple(cache_from),
+            cache_to=tuple(cache_to),
+            platforms=tuple(platforms),
+            build_secrets={k: SecretStr(v) for k, v in build_secrets.items()},
+            no_cache=bools["no-cache"],
+            pull=bools["pull"],
+            provenance=provenance,
+            sbom=sbom,
+            buildx=find_buildx(env),
+            buildkit_image=env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
+            gha_env={k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
+            path_env=env.get("PATH", os.defpath),
         )
     except ValidationError as e:  # pragma: no cover - the checks above cover every field
         raise ConfigError([InputProblem("image", str(e), INPUTS["image"][1])]) from None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
 from deployer.config import Config, load_config, raw_inputs
-from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError
+from deployer.errors import Cancelled, ConfigError, DeployerError, EngineError, PushError
 from deployer.kubeconfig import credentials_in
 from deployer.report import RunReport, outputs, summary
 
@@ -30,8 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["main", "mask_secrets", "run"]
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-DOCKER_API_VERSION = "1.41"
-ENGINE_READ_TIMEOUT = 900  # seconds without a byte from the engine (a long RUN step)
+# Negotiated with the engine, never pinned: Docker Engine 29 refuses clients older than
+# API 1.44, Debian's 20.10 speaks at most 1.41. Supported engines: 20.10 to 29.
+DOCKER_API_VERSION = "auto"
+ENGINE_READ_TIMEOUT = 120  # seconds for one engine API call (ping, inspect, remove)
 
 
 def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
@@ -45,6 +47,14 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         io.mask(base64.b64encode(pair.encode()).decode())
     for secret in credentials_in(inputs["kubeconfig"]):
         io.mask(secret)
+    for line in inputs["secrets"].splitlines():  # build secrets: id=value
+        io.mask(line.partition("=")[2])
+    io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
+    for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
+        for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
+            key, _, value = field.partition("=")
+            if key.strip().lower() in ("token", "secret", "access_key_id", "secret_access_key"):
+                io.mask(value.strip())
 
 
 @contextmanager
@@ -77,8 +87,8 @@ def docker_client(config: Config) -> Any:
     base_url = config.docker_host or DEFAULT_DOCKER_HOST
     client = None
     try:
-        # A fixed API version every supported engine speaks (Docker 20.10+), checked
-        # with a ping, so a failed connection leaves no half-made client behind.
+        # The API version is negotiated (a request to /version), then checked with a
+        # ping, so a failed connection leaves no half-made client behind.
         client = docker.APIClient(
             base_url=base_url, version=DOCKER_API_VERSION, timeout=ENGINE_READ_TIMEOUT
         )
@@ -133,17 +143,24 @@ class KubernetesDeploy:
 def _build_and_push(
     config: Config, io: ActionsIO, report: RunReport, make_docker: Callable[[Config], Any]
 ) -> None:
-    from deployer.build import build_image
-    from deployer.push import push_image, resolve_digest
+    from deployer.build import BuildResult, build_image
+    from deployer.push import resolve_digest, verify_push
 
     engine = make_docker(config)
     try:
         if config.build:
-            report.build = build_image(config, engine, io)
-            if config.push and not config.dry_run:
-                report.push = push_image(config, engine, io)
-            elif config.dry_run:
-                io.info("dry-run: not pushing")
+            push = config.push and not config.dry_run
+            if config.dry_run:
+                io.info("dry-run: building, not pushing")
+            started = time.monotonic()
+            try:
+                report.build = build_image(config, engine, io, push=push)
+            except PushError:  # built, not pushed: the tags that were tried are still reported
+                spent = time.monotonic() - started
+                report.build = BuildResult("", tuple(config.tag_references), spent)
+                raise
+            if push:
+                report.push = verify_push(config, engine, io, report.build)
         else:
             report.push = resolve_digest(config, engine, io)
     finally:

@@ -1,30 +1,41 @@
-"""Stage 2: push every tag and take the digest the registry answered with.
+"""Stage 2: the digest counts only when the registry holds it.
 
-The engine reports push failures inside the JSON stream. A push counts only when
-the stream ends with the registry's digest (``aux.Digest``) and the manifest can
-be read back by that digest. Transient registry errors are retried with a capped
-backoff; an authentication error is not retried.
+BuildKit pushes while it builds (``buildx build --push``, see build.py) and reports
+the digest it pushed: a manifest, or an image index for several platforms or
+attestations. Here that digest is read back from the registry, through the
+engine's distribution endpoint, and must come back with a manifest or index media
+type before ``image`` (``repo@digest``) is reported and rolled out. With
+``build: false`` the digest is the registry's answer for the first tag, or the
+digest given in ``image`` once the registry confirms it holds it. Transient
+registry errors are retried with a capped backoff (build.py re-runs the push the
+same way); an authentication error is not retried.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from deployer.actions import ActionsIO
 from deployer.config import Config
-from deployer.errors import (
-    DeployerError,
-    PushError,
-    RegistryAuthError,
-    engine_message,
-    stream_error,
-)
+from deployer.errors import DeployerError, PushError, RegistryAuthError, engine_message
 
-__all__ = ["ATTEMPTS", "DockerPushAPI", "PushResult", "push_image", "resolve_digest"]
+if TYPE_CHECKING:
+    from deployer.build import BuildResult
+
+__all__ = [
+    "ATTEMPTS",
+    "MEDIA_TYPES",
+    "DockerPushAPI",
+    "PushResult",
+    "classify",
+    "resolve_digest",
+    "verify_push",
+    "with_retries",
+]
 
 ATTEMPTS = 4
 BACKOFF_SECONDS = (1.0, 2.0, 4.0)
@@ -32,7 +43,14 @@ BACKOFF_SECONDS = (1.0, 2.0, 4.0)
 # already retried on its own (the engine retries each layer upload for about 50 s),
 # and four of those would keep a dead registry's run busy for four minutes.
 RETRY_BUDGET_SECONDS = 30.0
+backoff_sleep: Callable[[float], None] = time.sleep  # the wait between attempts (tests replace it)
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
 _AUTH_HINTS = (
     "unauthorized",
     "authentication required",
@@ -54,14 +72,15 @@ _TRANSIENT_HINTS = (
     "i/o timeout",
     "tls handshake",
     "received unexpected http status: 5",
+    "unexpected status: 5",
+    "unexpected status from",
     "too many requests",
+    "no route to host",
 )
 
 
 class DockerPushAPI(Protocol):
     """The part of ``docker.APIClient`` this stage uses."""
-
-    def push(self, repository: str, **kwargs: Any) -> Iterable[Mapping[str, Any]]: ...
 
     def inspect_distribution(self, image: str, **kwargs: Any) -> Mapping[str, Any]: ...
 
@@ -75,10 +94,15 @@ class PushResult:
     references: tuple[str, ...]
     duration: float
     pushed: bool
+    media_type: str = ""
 
 
-class _Transient(Exception):
-    """A failure worth another attempt."""
+class Transient(Exception):
+    """A failure worth another attempt; ``seconds`` is what the failing attempt cost."""
+
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 def _auth_config(config: Config) -> dict[str, str] | None:
@@ -91,7 +115,8 @@ def _auth_config(config: Config) -> dict[str, str] | None:
     }
 
 
-def _classify(config: Config, message: str, action: str) -> Exception:
+def classify(config: Config, message: str, action: str) -> Exception:
+    """A registry failure → RegistryAuthError, Transient (retry) or PushError."""
     lowered = message.lower()
     if any(hint in lowered for hint in _AUTH_HINTS):
         who = (
@@ -103,27 +128,34 @@ def _classify(config: Config, message: str, action: str) -> Exception:
             "step is not visible inside this action)"
         )
     if any(hint in lowered for hint in _TRANSIENT_HINTS):
-        return _Transient(message.strip())
+        return Transient(message.strip())
     return PushError(
         f"{action.capitalize()} failed at registry {config.registry}: {message.strip()}"
     )
 
 
-def _with_retries(
+def with_retries(
     config: Config,
     io: ActionsIO,
     action: str,
     attempt: Callable[[], str],
     sleep: Callable[[float], None] | None,
 ) -> str:
-    sleep = sleep or time.sleep
-    started = time.monotonic()
+    """``attempt()`` until it does not raise Transient: at most ATTEMPTS, within the budget.
+
+    The budget counts the failed attempts' cost (``Transient.seconds`` when the
+    attempt knows it, e.g. only the push part of a build, else wall time) and the
+    waits between them.
+    """
+    sleep = sleep or backoff_sleep
+    spent = 0.0
     for number in range(1, ATTEMPTS + 1):
+        began = time.monotonic()
         try:
             return attempt()
-        except _Transient as e:
+        except Transient as e:
+            spent += e.seconds if e.seconds is not None else time.monotonic() - began
             delay = BACKOFF_SECONDS[min(number, len(BACKOFF_SECONDS)) - 1]
-            spent = time.monotonic() - started
             if number == ATTEMPTS or spent + delay > RETRY_BUDGET_SECONDS:
                 tries = f"{number} attempt{'s' if number > 1 else ''}"
                 raise PushError(
@@ -134,6 +166,7 @@ def _with_retries(
                 f"{action.capitalize()}: {e}; trying again in {delay:.0f} s ({number}/{ATTEMPTS})"
             )
             sleep(delay)
+            spent += delay
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -143,46 +176,13 @@ def _engine_call(config: Config, action: str, call: Callable[[], Any]) -> Any:
     except DeployerError:
         raise
     except Exception as e:  # docker.errors.APIError, requests errors
-        raise _classify(config, engine_message(e), action) from None
+        raise classify(config, engine_message(e), action) from None
 
 
-def _push_once(config: Config, docker: DockerPushAPI, io: ActionsIO, tag: str) -> str:
-    reference = config.image.reference(tag)
-    digest = ""
-
-    def run() -> None:
-        nonlocal digest
-        stream = docker.push(
-            config.image.repository,
-            tag=tag,
-            auth_config=_auth_config(config),
-            stream=True,
-            decode=True,
-        )
-        failure = ""
-        # Read to the end even after an error: the engine ends the stream right after
-        # it, and a stream left half-read keeps its connection open.
-        for chunk in stream:
-            error = stream_error(chunk)
-            if error:
-                failure = failure or error
-                continue
-            aux = chunk.get("aux")
-            if isinstance(aux, Mapping) and isinstance(aux.get("Digest"), str):
-                digest = aux["Digest"]
-            status = chunk.get("status")
-            if isinstance(status, str) and "id" not in chunk:
-                io.info(f"  {status}")
-        if failure:
-            raise _classify(config, failure, f"pushing {reference}")
-
-    _engine_call(config, f"pushing {reference}", run)
-    if not _DIGEST_RE.match(digest):
-        raise _Transient(f"the push of {reference} ended without a digest from the registry")
-    return digest
-
-
-def _read_back(config: Config, docker: DockerPushAPI, reference: str, action: str) -> str:
+def _read_back(
+    config: Config, docker: DockerPushAPI, reference: str, action: str
+) -> tuple[str, str]:
+    """The digest and media type the registry answers for ``reference``."""
     answer = _engine_call(
         config,
         action,
@@ -190,49 +190,49 @@ def _read_back(config: Config, docker: DockerPushAPI, reference: str, action: st
     )
     descriptor = answer.get("Descriptor") if isinstance(answer, Mapping) else None
     digest = descriptor.get("digest") if isinstance(descriptor, Mapping) else None
+    media_type = descriptor.get("mediaType", "") if isinstance(descriptor, Mapping) else ""
     if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
         raise PushError(f"Registry {config.registry} returned no digest for {reference}")
-    return digest
+    if media_type not in MEDIA_TYPES:
+        raise PushError(
+            f"Registry {config.registry} holds {reference} as '{str(media_type)[:80]}', "
+            "not an image manifest or index"
+        )
+    return digest, media_type
 
 
-def push_image(
+def verify_push(
     config: Config,
     docker: DockerPushAPI,
     io: ActionsIO,
+    build: BuildResult,
     *,
     sleep: Callable[[float], None] | None = None,
 ) -> PushResult:
-    """Push every tag; return the digest the registry answered with, verified by reading it back."""
+    """Read the digest BuildKit pushed back from the registry; only then does it count."""
     start = time.monotonic()
-    digests: dict[str, str] = {}
-    with io.group(f"Push {config.image.repository}"):
-        for tag in config.tags:
-            digests[tag] = _with_retries(
-                config,
-                io,
-                f"pushing {config.image.reference(tag)}",
-                lambda tag=tag: _push_once(config, docker, io, tag),  # type: ignore[misc]
-                sleep,
-            )
-    distinct = set(digests.values())
-    if len(distinct) != 1:
-        raise PushError(f"The registry answered different digests for the tags: {digests}")
-    digest = distinct.pop()
-    image = config.image.with_digest(digest)
-    verified = _with_retries(
-        config,
-        io,
-        f"reading back {image}",
-        lambda: _read_back(config, docker, image, f"reading back {image}"),
-        sleep,
-    )
-    if verified != digest:
+    if not _DIGEST_RE.match(build.digest):
+        raise PushError(f"BuildKit reported no digest for the push of {config.image.repository}")
+    image = config.image.with_digest(build.digest)
+    action = f"reading back {image}"
+    media: list[str] = []
+
+    def attempt() -> str:
+        digest, media_type = _read_back(config, docker, image, action)
+        media.append(media_type)
+        return digest
+
+    verified = with_retries(config, io, action, attempt, sleep)
+    if verified != build.digest:
         raise PushError(
             f"Registry {config.registry} holds {verified} for {image}, not the pushed digest"
         )
-    duration = time.monotonic() - start
-    io.info(f"Pushed {image} ({len(config.tags)} tag(s)) in {duration:.1f} s")
-    return PushResult(digest, image, tuple(config.tag_references), duration, pushed=True)
+    kind = "index" if "index" in media[-1] or "list" in media[-1] else "manifest"
+    io.info(f"The registry holds {image} (an image {kind})")
+    duration = build.push_seconds + time.monotonic() - start
+    return PushResult(
+        build.digest, image, build.references, duration, pushed=True, media_type=media[-1]
+    )
 
 
 def resolve_digest(
@@ -242,15 +242,32 @@ def resolve_digest(
     *,
     sleep: Callable[[float], None] | None = None,
 ) -> PushResult:
-    """For ``build: false``: the digest the registry holds for the first tag."""
+    """For ``build: false``: the digest the registry holds for the first tag, or the
+    digest given in ``image`` once the registry confirms it holds it."""
     start = time.monotonic()
-    reference = config.image.reference(config.tags[0])
-    action = f"resolving {reference}"
-    digest = _with_retries(
-        config, io, action, lambda: _read_back(config, docker, reference, action), sleep
-    )
+    if config.image_digest:
+        reference = config.image.with_digest(config.image_digest)
+        action = f"checking that the registry holds {reference}"
+    else:
+        reference = config.image.reference(config.tags[0])
+        action = f"resolving {reference}"
+    media: list[str] = []
+
+    def attempt() -> str:
+        digest, media_type = _read_back(config, docker, reference, action)
+        media.append(media_type)
+        return digest
+
+    digest = with_retries(config, io, action, attempt, sleep)
+    if config.image_digest and digest != config.image_digest:
+        raise PushError(f"Registry {config.registry} answered {digest} for {reference}")
     image = config.image.with_digest(digest)
-    io.info(f"{reference} is {image}")
+    io.info(f"{reference} is {image}" if not config.image_digest else f"The registry holds {image}")
     return PushResult(
-        digest, image, tuple(config.tag_references), time.monotonic() - start, pushed=False
+        digest,
+        image,
+        tuple(config.tag_references),
+        time.monotonic() - start,
+        pushed=False,
+        media_type=media[-1],
     )

@@ -1,4 +1,4 @@
-"""SIGTERM (the runner's cancel) while the push blocks: cancelled, no digest claimed."""
+"""SIGTERM (the runner's cancel) while BuildKit's push hangs: cancelled, buildx ended, no digest."""
 
 from __future__ import annotations
 
@@ -6,35 +6,31 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
 
+import pytest
+
+from tests.unit.fake_buildx import SUCCESS
 from tests.unit.test_actions import commands
 from tests.unit.test_pipeline import FakeEngine, go, runner_env
 
 __all__ = ["runner_env"]  # fixture used here
 
 
-class BlockingPush(FakeEngine):
-    """The engine accepted the push and then says nothing (a registry that hangs)."""
-
-    def push(self, repository: str, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
-        self.calls.append(("push", (repository, kwargs)))
-        yield {"status": "The push refers to repository [x]"}
-        threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start()
-        threading.Event().wait(30)  # interrupted by the signal handler's exception
-        yield {"aux": {"Tag": kwargs["tag"], "Digest": "sha256:" + "ab" * 32, "Size": 1}}
-
-
 def test_sigterm_during_a_blocked_push_cancels_quickly(runner_env: dict[str, str]) -> None:
-    engine = BlockingPush()
+    hanging_push = {"lines": [*SUCCESS, "#5 pushing ghcr.io/acme/web:v1 with docker"], "sleep": 60}
+    engine = FakeEngine([hanging_push])
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
     started = time.monotonic()
     code, log, outputs, _summary = go(runner_env, engine)
     took = time.monotonic() - started
+    timer.cancel()
     assert code == 1
     assert outputs["status"] == "cancelled"
     assert outputs["digest"] == "" and outputs["image"] == ""
-    assert engine.names().count("push") == 1  # not retried after the cancel
+    [build] = engine.buildx_calls()  # not retried after the cancel
+    with pytest.raises(ProcessLookupError):
+        os.kill(build["pid"], 0)
     assert "inspect_distribution" not in engine.names()
     [error] = [c for c in commands(log) if c.startswith("::error")]
     assert "Cancelled by SIGTERM" in error

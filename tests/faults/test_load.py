@@ -56,6 +56,7 @@ def services() -> dict[str, str]:
         "TEST_REGISTRY_USERNAME",
         "TEST_REGISTRY_PASSWORD",
         "KUBECONFIG",
+        "DEPLOYER_BUILDX",
     )
 
 

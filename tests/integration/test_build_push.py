@@ -6,6 +6,7 @@ import base64
 import gc
 import io
 import json
+import os
 import shutil
 import urllib.error
 import urllib.request
@@ -34,7 +35,11 @@ MANIFEST_TYPES = ", ".join(
 @pytest.fixture
 def services() -> dict[str, str]:
     return need_service(
-        "DOCKER_HOST", "TEST_REGISTRY", "TEST_REGISTRY_USERNAME", "TEST_REGISTRY_PASSWORD"
+        "DOCKER_HOST",
+        "TEST_REGISTRY",
+        "TEST_REGISTRY_USERNAME",
+        "TEST_REGISTRY_PASSWORD",
+        "DEPLOYER_BUILDX",
     )
 
 
@@ -59,6 +64,8 @@ def runner_env(services: dict[str, str], workspace: Path, **inputs: str) -> dict
     (files / "summary").write_text("")
     env = {
         "DOCKER_HOST": services["DOCKER_HOST"],
+        "DEPLOYER_BUILDX": services["DEPLOYER_BUILDX"],
+        "PATH": os.environ.get("PATH", os.defpath),
         "GITHUB_WORKSPACE": str(workspace),
         "GITHUB_OUTPUT": str(files / "output"),
         "GITHUB_STEP_SUMMARY": str(files / "summary"),
@@ -171,8 +178,9 @@ def test_failed_build_names_the_step_and_keeps_the_log(
     code, log, outputs, summary = go(runner_env(services, workspace))
     assert code == 1
     error = next(c for c in commands(log) if c.startswith("::error"))
-    assert "Step 4/" in error and ": RUN echo" in error
-    assert "returned a non-zero code: 3" in error
+    assert 'failed at [3/3] RUN echo "about to fail" && exit 3:' in error
+    assert error.endswith("exit code: 3")
+    assert "failed to solve" not in error
     assert "about to fail" in summary
     assert outputs["image-id"] == ""
 

@@ -1,74 +1,121 @@
-"""The build context tar: what the engine receives."""
+"""What the build receives: the Dockerfile (and its ignore file), the builder, the argv.
+
+buildx sends the context itself (BuildKit's file sync honours .dockerignore); the
+product only decides which Dockerfile and ignore file it reads, and when a
+checkout's token in ``.git/config`` must be kept out (issue 11, item 10).
+"""
 
 from __future__ import annotations
 
 import io
-import tarfile
 from pathlib import Path
 
 import pytest
 
-from deployer.build import context_archive
-from deployer.errors import BuildError
+from deployer.actions import ActionsIO
+from deployer.build import builder_reasons, context_dockerfile
+from deployer.config import Config, load_config
+
+TOKEN_CONFIG = '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic eC1hY2Nlc3M=\n'
 
 
-def members(chunks: object) -> dict[str, bytes]:
-    data = b"".join(chunks)  # type: ignore[call-overload]
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return {
-            m.name: (tar.extractfile(m).read() if m.isfile() else b"")  # type: ignore[union-attr]
-            for m in tar.getmembers()
-        }
+def config_for(workspace: Path, **inputs: str) -> Config:
+    env = {"GITHUB_WORKSPACE": str(workspace), "INPUT_IMAGE": "ghcr.io/acme/web"}
+    env.update({f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()})
+    return load_config(env)
 
 
-def test_dockerignore_is_honoured_and_the_dockerfile_always_sent(tmp_path: Path) -> None:
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "app.py").write_text("print(1)\n")
-    (tmp_path / "secret.env").write_text("TOKEN=x\n")
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "logs" / "a.log").write_text("x")
-    (tmp_path / "logs" / "keep.log").write_text("k")
-    (tmp_path / ".dockerignore").write_text(
-        "# comment\n*.env\nlogs/*.log\n!logs/keep.log\nDockerfile\n"
-    )
-    chunks, name = context_archive(tmp_path, tmp_path / "Dockerfile")
-    found = members(chunks)
-    assert name == "Dockerfile"
-    assert found["Dockerfile"] == b"FROM scratch\n"
-    assert found["app.py"] == b"print(1)\n"
-    assert "secret.env" not in found
-    assert "logs/a.log" not in found
-    assert found["logs/keep.log"] == b"k"
+@pytest.fixture
+def workspace(tmp_path: Path) -> Path:
+    ws = tmp_path / "ws"
+    (ws / ".git").mkdir(parents=True)
+    (ws / "Dockerfile").write_text("FROM scratch\nCOPY . /src/\n")
+    return ws
 
 
-def test_dockerfile_outside_the_context_is_added(tmp_path: Path) -> None:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "file").write_text("f")
-    (tmp_path / "Dockerfile.prod").write_text("FROM scratch\nCOPY file /\n")
-    chunks, name = context_archive(context, tmp_path / "Dockerfile.prod")
-    found = members(chunks)
-    assert name.startswith(".dockerfile.")
-    assert found[name] == b"FROM scratch\nCOPY file /\n"
-    assert set(found) == {name, "file"}
+def choose(config: Config, tmp_path: Path) -> tuple[Path, str]:
+    out = io.StringIO()
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    return context_dockerfile(config, work, ActionsIO(out)), out.getvalue()
 
 
-def test_large_contexts_stream_in_chunks(tmp_path: Path) -> None:
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    for i in range(40):
-        (tmp_path / f"f{i}").write_bytes(bytes([i]) * 20_000)
-    chunks, _ = context_archive(tmp_path, tmp_path / "Dockerfile")
-    parts = list(chunks)
-    assert len(parts) > 2
-    assert len(members(iter(parts))) == 41
+def test_a_token_header_not_ignored_is_left_out_with_a_warning(
+    workspace: Path, tmp_path: Path
+) -> None:
+    (workspace / ".git" / "config").write_text(TOKEN_CONFIG)
+    (workspace / ".dockerignore").write_text("*.log\n!keep.log\n")
+    dockerfile, log = choose(config_for(workspace), tmp_path)
+    assert dockerfile != workspace / "Dockerfile"
+    assert dockerfile.read_text() == (workspace / "Dockerfile").read_text()
+    ignore = Path(f"{dockerfile}.dockerignore").read_text()
+    assert ignore == "*.log\n!keep.log\n.git/config\n"  # the user's patterns kept
+    assert "::warning title=Credentials in the build context::" in log
 
 
-def test_unreadable_file_is_a_build_error(tmp_path: Path) -> None:
-    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
-    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "gone").write_text("x")
-    chunks, _ = context_archive(tmp_path, tmp_path / "Dockerfile")
-    (tmp_path / "sub" / "gone").unlink()
-    with pytest.raises(BuildError, match="Cannot read sub/gone"):
-        members(chunks)
+@pytest.mark.parametrize("patterns", [".git\n", ".git/config\n", "**/.git\n", ".*\n"])
+def test_an_ignored_git_config_needs_nothing(
+    workspace: Path, tmp_path: Path, patterns: str
+) -> None:
+    (workspace / ".git" / "config").write_text(TOKEN_CONFIG)
+    (workspace / ".dockerignore").write_text(patterns)
+    dockerfile, log = choose(config_for(workspace), tmp_path)
+    assert dockerfile == workspace / "Dockerfile" and "::warning" not in log
+
+
+def test_a_re_included_git_config_is_left_out(workspace: Path, tmp_path: Path) -> None:
+    (workspace / ".git" / "config").write_text(TOKEN_CONFIG)
+    (workspace / ".dockerignore").write_text(".git\n!.git/config\n")
+    dockerfile, log = choose(config_for(workspace), tmp_path)
+    assert dockerfile != workspace / "Dockerfile" and "::warning" in log
+
+
+def test_the_dockerfile_specific_ignore_file_is_the_one_extended(
+    workspace: Path, tmp_path: Path
+) -> None:
+    (workspace / ".git" / "config").write_text(TOKEN_CONFIG)
+    (workspace / ".dockerignore").write_text(".git\n")  # buildx would not read this one
+    (workspace / "Dockerfile.dockerignore").write_text("dist\n")
+    dockerfile, _ = choose(config_for(workspace), tmp_path)
+    assert Path(f"{dockerfile}.dockerignore").read_text() == "dist\n.git/config\n"
+
+
+def test_no_token_header_no_change(workspace: Path, tmp_path: Path) -> None:
+    (workspace / ".git" / "config").write_text('[remote "origin"]\n\turl = https://x/y\n')
+    dockerfile, log = choose(config_for(workspace), tmp_path)
+    assert dockerfile == workspace / "Dockerfile" and "::warning" not in log
+
+
+def test_a_git_config_outside_the_workspace_is_not_read(workspace: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "runner_temp_config"
+    outside.write_text(TOKEN_CONFIG)
+    (workspace / ".git" / "config").symlink_to(outside)
+    dockerfile, log = choose(config_for(workspace), tmp_path)
+    assert dockerfile == workspace / "Dockerfile" and "::warning" not in log
+
+
+@pytest.mark.parametrize(
+    ("inputs", "reasons"),
+    [
+        ({}, []),
+        ({"cache_to": "type=inline"}, []),
+        ({"cache_from": "ghcr.io/acme/web:cache"}, []),
+        ({"platforms": "linux/arm64"}, []),
+        ({"cache_to": "type=registry,ref=ghcr.io/acme/web:cache"}, ["cache-to type=registry"]),
+        ({"cache_from": "type=gha"}, ["cache-from type=gha"]),
+        ({"platforms": "linux/amd64,linux/arm64"}, ["2 platforms"]),
+        ({"provenance": "mode=max"}, ["attestations"]),
+        ({"sbom": "true"}, ["attestations"]),
+        ({"provenance": "false", "sbom": "false"}, []),
+    ],
+)
+def test_the_engine_builds_unless_the_request_needs_a_builder_of_its_own(
+    workspace: Path, inputs: dict[str, str], reasons: list[str]
+) -> None:
+    env_extra = {"ACTIONS_RUNTIME_TOKEN": "t", "ACTIONS_RESULTS_URL": "https://r/"}
+    env = {"GITHUB_WORKSPACE": str(workspace), "INPUT_IMAGE": "ghcr.io/acme/web", **env_extra}
+    env.update({f"INPUT_{k.replace('_', '-').upper()}": v for k, v in inputs.items()})
+    found = builder_reasons(load_config(env))
+    assert len(found) == len(reasons)
+    for got, want in zip(found, reasons, strict=True):
+        assert got.startswith(want)

@@ -158,6 +158,23 @@ def test_invalid_images(workspace: Path, image: str, says: str) -> None:
         ({"kubeconfig": "a: 1"}, "kubeconfig", "not a kubeconfig"),
         ({"target": "bad stage"}, "target", "not a valid build stage"),
         ({"deployments": "web", "push": "false"}, "push", "only run an image that was pushed"),
+        ({"cache_from": "type=nfs,ref=x"}, "cache-from", "line 1 has type 'nfs'"),
+        ({"cache_to": "\ntype=registry,mode=max"}, "cache-to", "line 2 (type=registry) has no ref"),
+        ({"cache_to": "type=local,dest=../../tmp/c"}, "cache-to", "outside the workspace"),
+        ({"cache_from": "type=registry, ref=a/b"}, "cache-from", "white space"),
+        ({"platforms": "linux/amd64,Windows"}, "platforms", "not a platform"),
+        ({"secrets": "NPM_TOKEN"}, "secrets", "line 1 has no '='"),
+        ({"secrets": "A=1\nA=2"}, "secrets", "repeats the id 'A'"),
+        ({"no_cache": "yes"}, "no-cache", "use true or false"),
+        ({"pull": "1"}, "pull", "use true or false"),
+        ({"provenance": "max mode"}, "provenance", "not true, false or key=value"),
+        ({"sbom": "yes please"}, "sbom", "not true, false or key=value"),
+        ({"cache_to": "type=gha"}, "cache-to", "crazy-max/ghaction-github-runtime"),
+        (
+            {"tags": "v1", "build": "false", "image": "ghcr.io/acme/web@sha256:" + "a" * 64},
+            "tags",
+            "cannot be used with an image given by digest",
+        ),
     ],
 )
 def test_each_bad_input_is_named(
@@ -206,3 +223,100 @@ def test_created_is_the_commit_time_so_rebuilds_hit_the_cache(workspace: Path) -
     )
     env["SOURCE_DATE_EPOCH"] = "0"
     assert load_config(env).created == "1970-01-01T00:00:00Z"
+
+
+def test_build_push_action_inputs(workspace: Path) -> None:
+    config = load_config(
+        env_for(
+            workspace,
+            cache_from="ghcr.io/acme/web:cache\n# a comment\ntype=registry,ref=ghcr.io/acme/b:c",
+            cache_to="type=registry,ref=ghcr.io/acme/web:cache,mode=max",
+            platforms="linux/amd64, linux/arm64/v8\nlinux/amd64",
+            secrets="NPM_TOKEN=a=b=c\nempty=",
+            no_cache="true",
+            pull="true",
+            provenance="mode=max",
+            sbom="false",
+        )
+    )
+    assert config.cache_from == (
+        "type=registry,ref=ghcr.io/acme/web:cache",  # a bare ref is a registry cache
+        "type=registry,ref=ghcr.io/acme/b:c",
+    )
+    assert config.cache_to == ("type=registry,ref=ghcr.io/acme/web:cache,mode=max",)
+    assert config.platforms == ("linux/amd64", "linux/arm64/v8")
+    assert {k: v.get_secret_value() for k, v in config.build_secrets.items()} == {
+        "NPM_TOKEN": "a=b=c",
+        "empty": "",
+    }
+    assert config.no_cache and config.pull
+    assert config.provenance == "mode=max" and config.sbom == "false"
+    assert config.wants_attestations
+
+
+def test_build_secret_values_are_never_echoed(workspace: Path) -> None:
+    found = problems(env_for(workspace, secrets="GOOD=x\nnpm_Q7xK2mP9vL4-secret-value"))
+    assert "npm_Q7xK2mP9vL4" not in found["secrets"] and "line 2" in found["secrets"]
+
+
+def test_gha_cache_without_the_runner_variables_is_an_input_error(workspace: Path) -> None:
+    found = problems(env_for(workspace, cache_from="type=gha", cache_to="type=gha,mode=max"))
+    assert set(found) == {"cache-from", "cache-to"}
+    message = found["cache-to"]
+    assert "ACTIONS_RUNTIME_TOKEN and ACTIONS_RESULTS_URL (or ACTIONS_CACHE_URL) are not" in message
+    assert "crazy-max/ghaction-github-runtime" in message and "type=registry" in message
+    env = env_for(workspace, cache_to="type=gha,mode=max")
+    env["ACTIONS_RUNTIME_TOKEN"] = "token"
+    assert "is not in this action's environment" in problems(env)["cache-to"]
+    env["ACTIONS_RESULTS_URL"] = "https://results-receiver.actions.githubusercontent.com/"
+    config = load_config(env)
+    assert set(config.gha_env) == {"ACTIONS_RUNTIME_TOKEN", "ACTIONS_RESULTS_URL"}
+    # the registry cache needs nothing from the runner
+    assert load_config(env_for(workspace, cache_to="type=registry,ref=ghcr.io/a/b:c"))
+
+
+def test_an_image_by_digest_needs_build_false(workspace: Path) -> None:
+    digest = "sha256:" + "ab" * 32
+    config = load_config(env_for(workspace, image=f"ghcr.io/acme/web@{digest}", build="false"))
+    assert config.image.repository == "ghcr.io/acme/web" and config.image_digest == digest
+    assert config.tag_references == []
+    found = problems(env_for(workspace, image=f"ghcr.io/acme/web@{digest}"))
+    assert "set build: false" in found["image"]
+    found = problems(env_for(workspace, image="ghcr.io/acme/web@sha256:abc", build="false"))
+    assert "malformed digest" in found["image"]
+
+
+def test_buildx_is_found_by_env_then_plugin_dirs_then_path(tmp_path: Path) -> None:
+    from deployer.config import find_buildx
+
+    home_plugin = tmp_path / "home" / ".docker" / "cli-plugins" / "docker-buildx"
+    home_plugin.parent.mkdir(parents=True)
+    home_plugin.write_text("#!/bin/sh\n")
+    home_plugin.chmod(0o755)
+    on_path = tmp_path / "bin" / "buildx"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    env = {"HOME": str(tmp_path / "home"), "PATH": str(on_path.parent)}
+    assert find_buildx({**env, "DEPLOYER_BUILDX": "/opt/buildx"}) == "/opt/buildx"
+    assert find_buildx(env) == str(home_plugin)
+    home_plugin.unlink()
+    assert find_buildx(env) == str(on_path)
+    assert find_buildx({"PATH": str(tmp_path / "empty")}) is None
+
+
+def test_created_comes_from_the_commit_in_the_workspace(workspace: Path) -> None:
+    import subprocess
+
+    git = ["git", "-C", str(workspace), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run(
+        [*git, "commit", "-q", "--allow-empty", "-m", "x"],
+        check=True,
+        env={"GIT_COMMITTER_DATE": "2026-03-04T05:06:07Z", "PATH": "/usr/bin:/bin"},
+    )
+    env = env_for(workspace)
+    env.pop("GITHUB_SHA")  # workflow_dispatch: no commit in the event
+    assert load_config(env).created == "2026-03-04T05:06:07Z"
+    subprocess.run([*git, "gc", "-q"], check=True)  # packed objects and refs
+    assert load_config(env).created == "2026-03-04T05:06:07Z"

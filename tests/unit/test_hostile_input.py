@@ -25,6 +25,7 @@ from deployer.errors import ConfigError
 from deployer.kubeconfig import MAX_BYTES, credentials_in
 from deployer.pipeline import run
 from deployer.rollout import RolloutResult
+from tests.unit.fake_buildx import install
 from tests.unit.test_actions import commands, runner_outputs
 from tests.unit.test_pipeline import FakeDeploy, FakeEngine, web
 
@@ -76,6 +77,7 @@ def base_env(workspace: Path, files: Path) -> dict[str, str]:
         input_env_name("registry-username"): "bob",
         input_env_name("registry-password"): "hostile-test-password",
         input_env_name("deployments"): "web",
+        "DEPLOYER_BUILDX": str(install(files.parent / "bin")),  # the fake of fake_buildx.py
     }
 
 

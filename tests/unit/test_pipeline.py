@@ -2,69 +2,90 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from deployer import push
 from deployer.actions import ActionsIO
+from deployer.buildx import MAX_LINE, READ_CHUNK, LineSplitter
 from deployer.config import Config
 from deployer.errors import ConfigError, InputProblem
 from deployer.pipeline import run
 from deployer.rollout import DeploymentResult, RolloutResult
+from tests.unit.fake_buildx import CONFIG_DIGEST, DIGEST, SUCCESS, install, read_calls, write_plan
 from tests.unit.test_actions import commands, runner_outputs
 
-DIGEST = "sha256:" + "ab" * 32
 PASSWORD = "Pa55-w0rd-unit-secret"
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def failing_run(step: str, error: str, *, output: str = "") -> dict[str, Any]:
+    """A buildx run whose vertex ``#5 <step>`` fails with ``error``."""
+    lines = [*SUCCESS[:8], f"#5 {step}"]
+    if output:
+        lines.append(f"#5 0.201 {output}")
+    lines += [f"#5 ERROR: {error}", "", f"ERROR: failed to build: failed to solve: {error}"]
+    return {"lines": lines, "code": 1}
+
+
+def push_failure(error: str) -> dict[str, Any]:
+    return failing_run("pushing ghcr.io/acme/web:v1 with docker", error)
 
 
 class FakeEngine:
-    """Stands in for docker.APIClient: streams like the engine, records every call."""
+    """Stands in for docker.APIClient (inspect, remove); records every call.
 
-    def __init__(
-        self,
-        build_stream: list[dict[str, Any]] | None = None,
-        push_streams: list[list[dict[str, Any]]] | None = None,
-    ) -> None:
+    The build itself runs the fake buildx executable of tests/unit/fake_buildx.py,
+    through the product's real subprocess code; ``runs`` is what its successive
+    ``buildx build`` calls print and return.
+    """
+
+    def __init__(self, runs: list[dict[str, Any]] | None = None, **plan: Any) -> None:
         self.calls: list[tuple[str, Any]] = []
-        self.build_stream = build_stream or [
-            {"stream": "Step 1/2 : FROM scratch\n"},
-            {"stream": "::add-mask::evil\n"},
-            {"aux": {"ID": "sha256:" + "cd" * 32}},
-            {"stream": "Successfully built cdcdcdcdcdcd\n"},
-        ]
-        self.push_streams = push_streams or []
+        self.plan: dict[str, Any] = {"runs": runs or [{}], **plan}
         self.distribution_digest = DIGEST
+        self.media_type = MANIFEST
+        self.buildx: Path | None = None
 
-    def build(self, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
-        self.calls.append(("build", kwargs))
-        yield from self.build_stream
-
-    def tag(self, image: str, repository: str, tag: str | None = None) -> bool:
-        self.calls.append(("tag", (image, repository, tag)))
-        return True
-
-    def push(self, repository: str, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
-        self.calls.append(("push", (repository, kwargs)))
-        if self.push_streams:
-            yield from self.push_streams.pop(0)
-            return
-        yield {"status": "The push refers to repository [x]"}
-        yield {"status": f"{kwargs['tag']}: digest: {DIGEST} size: 528"}
-        yield {"aux": {"Tag": kwargs["tag"], "Digest": DIGEST, "Size": 528}}
+    def attach(self, buildx: Path) -> None:
+        self.buildx = buildx
+        write_plan(buildx, self.plan)
+        Path(f"{buildx}.calls.jsonl").unlink(missing_ok=True)
 
     def inspect_distribution(self, image: str, **kwargs: Any) -> Mapping[str, Any]:
         self.calls.append(("inspect_distribution", image))
-        return {"Descriptor": {"digest": self.distribution_digest, "size": 528}}
+        return {
+            "Descriptor": {
+                "digest": self.distribution_digest,
+                "mediaType": self.media_type,
+                "size": 528,
+            }
+        }
+
+    def remove_container(self, container: str, **kwargs: Any) -> None:
+        self.calls.append(("remove_container", container))
+
+    def remove_volume(self, name: str, **kwargs: Any) -> None:
+        self.calls.append(("remove_volume", name))
+
+    def buildx_calls(self) -> list[dict[str, Any]]:
+        return read_calls(self.buildx) if self.buildx else []
+
+    def builds(self) -> list[list[str]]:
+        return [c["argv"] for c in self.buildx_calls() if c["argv"][:1] == ["build"]]
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.calls]
+        return [f"buildx {c['argv'][0]}" for c in self.buildx_calls()] + [n for n, _ in self.calls]
 
 
 @pytest.fixture
@@ -82,6 +103,7 @@ def runner_env(tmp_path: Path) -> dict[str, str]:
         "GITHUB_STEP_SUMMARY": str(files / "summary"),
         "GITHUB_SHA": "0123456789abcdef0123",
         "GITHUB_REPOSITORY": "acme/web",
+        "DEPLOYER_BUILDX": str(install(tmp_path / "bin")),
         "INPUT_IMAGE": "ghcr.io/acme/web",
         "INPUT_TAGS": "v1,latest",
         "INPUT_REGISTRY-USERNAME": "bob",
@@ -98,6 +120,8 @@ def without_masks(log: str) -> str:
 def go(
     env: dict[str, str], engine: FakeEngine, **kwargs: Any
 ) -> tuple[int, str, dict[str, str], str]:
+    if Path(env.get("DEPLOYER_BUILDX", "/nonexistent")).is_file():
+        engine.attach(Path(env["DEPLOYER_BUILDX"]))
     out = io.StringIO()
     code = run(env, out, make_docker=lambda _config: engine, **kwargs)
     outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
@@ -107,24 +131,34 @@ def go(
 def test_build_and_push(runner_env: dict[str, str]) -> None:
     engine = FakeEngine()
     code, log, outputs, summary = go(runner_env, engine)
-    assert code == 0
+    assert code == 0, log
     assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}"
     assert outputs["digest"] == DIGEST
-    assert outputs["image-id"] == "sha256:" + "cd" * 32
+    assert outputs["image-id"] == CONFIG_DIGEST
     assert json.loads(outputs["tags"]) == ["ghcr.io/acme/web:v1", "ghcr.io/acme/web:latest"]
     assert outputs["status"] == "succeeded"
     assert float(outputs["duration"]) >= 0
-    build = dict(engine.calls)["build"]
-    assert build["tag"] == "ghcr.io/acme/web:v1"
-    assert build["labels"]["org.opencontainers.image.revision"] == "0123456789abcdef0123"
-    assert build["labels"]["org.opencontainers.image.source"] == "https://github.com/acme/web"
-    assert ("tag", ("sha256:" + "cd" * 32, "ghcr.io/acme/web", "latest")) in engine.calls
-    pushes = [args for name, args in engine.calls if name == "push"]
-    assert [p[1]["tag"] for p in pushes] == ["v1", "latest"]
-    assert pushes[0][1]["auth_config"]["username"] == "bob"
+    [call] = engine.buildx_calls()
+    argv = call["argv"]
+    assert argv[:3] == ["build", "--progress=plain", argv[2]]
+    assert argv[2].startswith("--metadata-file=")
+    assert "--tag=ghcr.io/acme/web:v1" in argv and "--tag=ghcr.io/acme/web:latest" in argv
+    assert "--label=org.opencontainers.image.revision=0123456789abcdef0123" in argv
+    assert "--label=org.opencontainers.image.source=https://github.com/acme/web" in argv
+    assert "--push" in argv and argv[-1] == runner_env["GITHUB_WORKSPACE"]
+    assert not any(a.startswith("--builder") for a in argv)  # the engine's own BuildKit
+    # the login reached buildx in a private docker config, never in argv
+    assert PASSWORD not in json.dumps(argv)
+    auths = json.loads(call["docker_config"])["auths"]
+    assert set(auths) == {"ghcr.io"}
+    assert base64.b64decode(auths["ghcr.io"]["auth"]).decode() == f"bob:{PASSWORD}"
+    assert not Path(call["env"]["DOCKER_CONFIG"]).exists()  # removed at the end
+    assert call["env"]["BUILDX_GIT_INFO"] == "0"  # buildx runs no git in the context
+    assert "INPUT_REGISTRY-PASSWORD" not in call["env"]
     assert ("inspect_distribution", f"ghcr.io/acme/web@{DIGEST}") in engine.calls
     # the build log's ::add-mask:: was printed inertly
     assert "::add-mask::evil" not in commands(log)
+    assert "Builder: the engine's own BuildKit" in log
     assert f"`{DIGEST}`" in summary and "succeeded" in summary
 
 
@@ -133,7 +167,7 @@ def test_bad_input_builds_nothing(runner_env: dict[str, str]) -> None:
     runner_env["INPUT_IMAGE"] = "ghcr.io/Acme/web"
     code, log, outputs, summary = go(runner_env, engine)
     assert code == 1
-    assert engine.calls == []
+    assert engine.names() == []
     errors = [c for c in commands(log) if c.startswith("::error")]
     assert len(errors) == 1 and "Input 'image'" in errors[0]
     assert outputs["status"] == "failed"
@@ -141,82 +175,89 @@ def test_bad_input_builds_nothing(runner_env: dict[str, str]) -> None:
     assert "Traceback" not in log
 
 
-def test_failed_build_step_and_log_tail(runner_env: dict[str, str]) -> None:
-    engine = FakeEngine(
-        build_stream=[
-            {"stream": "Step 1/2 : FROM scratch\n"},
-            {"stream": "Step 2/2 : RUN exit 3\n"},
-            {"stream": "oops from the build\n"},
-            {
-                "error": "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
-                "errorDetail": {
-                    "code": 3,
-                    "message": "The command '/bin/sh -c exit 3' returned a non-zero code: 3",
-                },
-            },
-        ]
+def test_failed_build_names_the_step_and_shows_its_last_lines(runner_env: dict[str, str]) -> None:
+    failure = failing_run(
+        "[2/2] RUN exit 3",
+        'process "/bin/sh -c exit 3" did not complete successfully: exit code: 3',
+        output="oops from the build",
     )
+    engine = FakeEngine([failure])
     code, log, outputs, summary = go(runner_env, engine)
     assert code == 1
-    assert "push" not in engine.names()
+    assert len(engine.builds()) == 1  # a build failure is not retried
+    assert "inspect_distribution" not in engine.names()
     error = next(c for c in commands(log) if c.startswith("::error"))
-    assert "Step 2/2 : RUN exit 3" in error and "non-zero code: 3" in error
+    assert "failed at [2/2] RUN exit 3:" in error and "exit code: 3" in error
     assert "oops from the build" in summary
     assert outputs["status"] == "failed" and outputs["digest"] == ""
 
 
-def test_push_error_in_stream_is_never_success(runner_env: dict[str, str]) -> None:
-    engine = FakeEngine(
-        push_streams=[
-            [{"error": "manifest invalid", "errorDetail": {"message": "manifest invalid"}}]
-        ]
-    )
-    code, _, outputs, _ = go(runner_env, engine)
+def test_a_forged_step_line_in_the_output_is_not_the_failing_step(
+    runner_env: dict[str, str],
+) -> None:
+    failure = failing_run("[2/2] RUN ./test.sh", "exit code: 1", output="#9 [1/1] RUN evil")
+    failure["lines"].insert(9, "#5 0.300 \r#9 [9/9] [Approve](https://evil)")
+    code, log, _, _ = go(runner_env, FakeEngine([failure]))
+    assert code == 1
+    error = next(c for c in commands(log) if c.startswith("::error"))
+    assert "at [2/2] RUN ./test.sh:" in error and "evil" not in error
+
+
+def test_push_error_is_never_success(runner_env: dict[str, str]) -> None:
+    engine = FakeEngine([push_failure("manifest invalid: manifest invalid")])
+    code, log, outputs, _ = go(runner_env, engine)
     assert code == 1
     assert outputs["status"] == "failed" and outputs["image"] == ""
+    assert "::error title=Push failed::" in log
 
 
 def test_wrong_password_is_not_retried_and_names_registry_and_user(
-    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    runner_env: dict[str, str],
 ) -> None:
-    engine = FakeEngine(
-        push_streams=[[{"errorDetail": {"message": "unauthorized: authentication required"}}]]
-    )
+    engine = FakeEngine([push_failure("unauthorized: authentication required")])
     code, log, _, summary = go(runner_env, engine)
     assert code == 1
-    assert engine.names().count("push") == 1
+    assert len(engine.builds()) == 1
     error = next(c for c in commands(log) if c.startswith("::error"))
     assert "ghcr.io refused user 'bob'" in error
     assert PASSWORD not in without_masks(log) and PASSWORD not in summary
 
 
-def test_transient_errors_are_retried_with_a_cap(
+def test_a_private_base_image_refused_names_the_login(runner_env: dict[str, str]) -> None:
+    refused = failing_run(
+        "[internal] load metadata for ghcr.io/acme/base:1",
+        "failed to resolve source metadata for ghcr.io/acme/base:1: unauthorized",
+    )
+    code, log, _, _ = go(runner_env, FakeEngine([refused]))
+    assert code == 1
+    error = next(c for c in commands(log) if c.startswith("::error"))
+    assert "Registry refused the credentials" in error and "pulling a base image" in error
+
+
+def test_transient_push_errors_are_retried_with_a_cap(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr("time.sleep", slept.append)
-    flaky = [
-        {"errorDetail": {"message": "received unexpected HTTP status: 503 Service Unavailable"}}
-    ]
-    engine = FakeEngine(push_streams=[flaky, flaky])
-    code, _, outputs, _ = go(runner_env, engine)
-    assert code == 0, outputs
+    monkeypatch.setattr(push, "backoff_sleep", slept.append)
+    flaky = push_failure("received unexpected HTTP status: 503 Service Unavailable")
+    engine = FakeEngine([flaky, flaky, {}])
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 0, log
     assert slept == [1.0, 2.0]
-    engine = FakeEngine(push_streams=[flaky] * 10)
+    assert len(engine.builds()) == 3
+    assert outputs["digest"] == DIGEST
+    engine = FakeEngine([flaky])
     slept.clear()
     code, log, _, _ = go(runner_env, engine)
     assert code == 1
-    assert engine.names().count("push") == 4
+    assert len(engine.builds()) == 4
     assert "after 4 attempts" in log
 
 
-def test_push_without_digest_is_not_success(
-    runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("time.sleep", lambda _s: None)
-    engine = FakeEngine(push_streams=[[{"status": "done"}]] * 10)
+def test_push_without_digest_is_not_success(runner_env: dict[str, str]) -> None:
+    engine = FakeEngine([{"digest": ""}])
     code, log, _, _ = go(runner_env, engine)
-    assert code == 1 and "without a digest" in log
+    assert code == 1 and "reported no digest" in log
 
 
 def test_digest_read_back_must_match(runner_env: dict[str, str]) -> None:
@@ -226,6 +267,33 @@ def test_digest_read_back_must_match(runner_env: dict[str, str]) -> None:
     assert code == 1 and "not the pushed digest" in log
 
 
+@pytest.mark.parametrize(
+    "media_type",
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        MANIFEST,
+    ],
+)
+def test_indexes_and_manifests_are_accepted_when_read_back(
+    runner_env: dict[str, str], media_type: str
+) -> None:
+    engine = FakeEngine()
+    engine.media_type = media_type
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}"
+
+
+def test_something_else_under_the_digest_does_not_count(runner_env: dict[str, str]) -> None:
+    engine = FakeEngine()
+    engine.media_type = "application/vnd.oci.image.layer.v1.tar+gzip"
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 1 and outputs["image"] == ""
+    assert "not an image manifest or index" in log
+
+
 def test_build_false_resolves_the_digest(runner_env: dict[str, str]) -> None:
     runner_env["INPUT_BUILD"] = "false"
     engine = FakeEngine()
@@ -233,6 +301,36 @@ def test_build_false_resolves_the_digest(runner_env: dict[str, str]) -> None:
     assert code == 0
     assert engine.names() == ["inspect_distribution"]
     assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}"
+
+
+def test_an_image_given_by_digest_is_deployed_exactly_once_the_registry_has_it(
+    runner_env: dict[str, str],
+) -> None:
+    runner_env.update(
+        {"INPUT_BUILD": "false", "INPUT_TAGS": "", "INPUT_IMAGE": f"ghcr.io/acme/web@{DIGEST}"}
+    )
+    engine = FakeEngine()
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert engine.calls == [("inspect_distribution", f"ghcr.io/acme/web@{DIGEST}")]
+    assert outputs["image"] == f"ghcr.io/acme/web@{DIGEST}" and outputs["digest"] == DIGEST
+    assert json.loads(outputs["tags"]) == []
+
+
+def test_a_digest_the_registry_lacks_is_refused(runner_env: dict[str, str]) -> None:
+    runner_env.update(
+        {"INPUT_BUILD": "false", "INPUT_TAGS": "", "INPUT_IMAGE": f"ghcr.io/acme/web@{DIGEST}"}
+    )
+
+    class Missing(FakeEngine):
+        def inspect_distribution(self, image: str, **kwargs: Any) -> Mapping[str, Any]:
+            self.calls.append(("inspect_distribution", image))
+            raise RuntimeError("manifest unknown: manifest unknown")
+
+    code, log, outputs, _ = go(runner_env, Missing())
+    assert code == 1 and outputs["image"] == ""
+    error = next(c for c in commands(log) if c.startswith("::error"))
+    assert "manifest unknown" in error and DIGEST in error
 
 
 class FakeDeploy:
@@ -315,47 +413,223 @@ def test_cluster_problems_stop_the_run_before_the_build(runner_env: dict[str, st
     assert outputs["status"] == "failed"
 
 
-def test_sigterm_mid_build_cancels(runner_env: dict[str, str]) -> None:
-    class SlowEngine(FakeEngine):
-        def build(self, **kwargs: Any) -> Iterator[Mapping[str, Any]]:
-            yield {"stream": "Step 1/1 : RUN sleep 60\n"}
-            os.kill(os.getpid(), signal.SIGTERM)
-            threading.Event().wait(5)
-            yield {"aux": {"ID": "sha256:" + "cd" * 32}}
-
-    engine = SlowEngine()
+def test_sigterm_mid_build_ends_buildx_removes_the_builder_and_cancels(
+    runner_env: dict[str, str],
+) -> None:
+    runner_env["INPUT_PLATFORMS"] = "linux/amd64,linux/arm64"  # a docker-container builder
+    engine = FakeEngine([{"lines": ["#5 [2/2] RUN sleep 60"], "sleep": 60}])
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    started = time.monotonic()
     code, log, outputs, _ = go(runner_env, engine)
+    took = time.monotonic() - started
+    timer.cancel()
     assert code == 1
-    assert outputs["status"] == "cancelled"
+    assert outputs["status"] == "cancelled" and outputs["digest"] == ""
     assert "SIGTERM" in log
-    assert "push" not in engine.names()
+    assert took < 8
+    [create, build] = engine.buildx_calls()
+    assert create["argv"][0] == "create"
+    with pytest.raises(ProcessLookupError):
+        os.kill(build["pid"], 0)  # buildx was ended, not left behind
+    name = next(a for a in create["argv"] if a.startswith("--name=")).split("=", 1)[1]
+    assert ("remove_container", f"buildx_buildkit_{name}0") in engine.calls
+    assert "inspect_distribution" not in engine.names()
+    assert not Path(build["env"]["DOCKER_CONFIG"]).exists()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 def test_secrets_never_reach_log_outputs_or_summary(runner_env: dict[str, str]) -> None:
     runner_env["INPUT_BUILD-ARGS"] = f"TOKEN={PASSWORD}"
-    engine = FakeEngine(
-        push_streams=[[{"errorDetail": {"message": f"denied: bob:{PASSWORD} rejected"}}]]
-    )
+    engine = FakeEngine([push_failure(f"denied: bob:{PASSWORD} rejected")])
     code, log, outputs, summary = go(runner_env, engine)
     assert code == 1
     visible = without_masks(log) + json.dumps(outputs) + summary
     assert PASSWORD not in visible
     assert "::add-mask::" + PASSWORD in log
+    [call] = engine.buildx_calls()
+    assert PASSWORD not in json.dumps(call["argv"])  # the build arg's value went by env
+    assert "--build-arg=TOKEN" in call["argv"] and call["env"]["TOKEN"] == PASSWORD
 
 
-def test_build_log_lines_split_across_chunks_print_whole(runner_env: dict[str, str]) -> None:
+def test_build_secrets_are_masked_and_reach_buildx_as_private_files(
+    runner_env: dict[str, str],
+) -> None:
+    value = "npm_Q7xK2mP9vL4-build-secret"
+    runner_env["INPUT_SECRETS"] = f"NPM_TOKEN={value}\nother=two words"
+    engine = FakeEngine([{"lines": [*SUCCESS, f"#3 0.2 leaked {value}"]}])
+    code, log, _, summary = go(runner_env, engine)
+    assert code == 0, log
+    assert f"::add-mask::{value}" in log
+    assert value not in without_masks(log) and value not in summary
+    [call] = engine.buildx_calls()
+    assert value not in json.dumps(call["argv"]) and value not in json.dumps(call["env"])
+    assert call["secrets"]["NPM_TOKEN"] == [value, "0o600", "0o700"]
+    assert call["secrets"]["other"][0] == "two words"
+    src = next(a for a in call["argv"] if a.startswith("--secret=id=NPM_TOKEN,src="))
+    assert not Path(src.split("src=", 1)[1]).exists()  # removed with the private directory
+
+
+def test_a_cache_export_gets_a_builder_for_this_run_removed_after_success_and_failure(
+    runner_env: dict[str, str],
+) -> None:
+    runner_env["INPUT_IMAGE"] = "127.0.0.1:5000/acme/web"
+    runner_env["INPUT_CACHE-TO"] = "type=registry,ref=127.0.0.1:5000/acme/web:cache,mode=max"
+    runner_env["INPUT_CACHE-FROM"] = "127.0.0.1:5000/acme/web:cache"
+    runner_env["DEPLOYER_BUILDKIT_IMAGE"] = "local/buildkit:test"
+    for runs, code in (([{}], 0), ([failing_run("[2/2] RUN x", "exit code: 1")], 1)):
+        engine = FakeEngine(runs)
+        got, log, _, _ = go(runner_env, engine)
+        assert got == code, log
+        create, build = engine.buildx_calls()
+        name = next(a for a in create["argv"] if a.startswith("--name=")).split("=", 1)[1]
+        assert "--driver=docker-container" in create["argv"]
+        assert "--driver-opt=network=host" in create["argv"]
+        assert "--driver-opt=image=local/buildkit:test" in create["argv"]
+        assert '[registry."127.0.0.1:5000"]' in create["buildkitd"]
+        assert "http = true" in create["buildkitd"]
+        assert f"--builder={name}" in build["argv"]
+        assert (
+            "--cache-to=type=registry,ref=127.0.0.1:5000/acme/web:cache,mode=max" in build["argv"]
+        )
+        assert "--cache-from=type=registry,ref=127.0.0.1:5000/acme/web:cache" in build["argv"]
+        assert "because of cache-to type=registry" in log
+        assert ("remove_container", f"buildx_buildkit_{name}0") in engine.calls
+        assert ("remove_volume", f"buildx_buildkit_{name}0_state") in engine.calls
+        assert f"Removed builder {name}" in log
+
+
+def test_build_push_action_inputs_become_buildx_flags(runner_env: dict[str, str]) -> None:
+    runner_env.update(
+        {
+            "INPUT_PLATFORMS": "linux/amd64\nlinux/arm64",
+            "INPUT_NO-CACHE": "true",
+            "INPUT_PULL": "true",
+            "INPUT_PROVENANCE": "mode=max",
+            "INPUT_SBOM": "false",
+            "INPUT_TARGET": "runtime",
+        }
+    )
+    engine = FakeEngine()
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    argv = engine.builds()[0]
+    for flag in (
+        "--platform=linux/amd64,linux/arm64",
+        "--no-cache",
+        "--pull",
+        "--provenance=mode=max",
+        "--sbom=false",
+        "--target=runtime",
+    ):
+        assert flag in argv
+    build_env = engine.buildx_calls()[-1]["env"]
+    assert "BUILDX_NO_DEFAULT_ATTESTATIONS" not in build_env  # provenance was asked for
+
+
+def test_type_gha_passes_the_runner_variables_to_buildx_unprinted(
+    runner_env: dict[str, str],
+) -> None:
+    token = "ghs_runtime-token-0123456789"
+    runner_env.update(
+        {
+            "INPUT_CACHE-FROM": "type=gha",
+            "INPUT_CACHE-TO": "type=gha,mode=max",
+            "ACTIONS_RUNTIME_TOKEN": token,
+            "ACTIONS_RESULTS_URL": "https://results-receiver.actions.githubusercontent.com/",
+        }
+    )
+    engine = FakeEngine()
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    env = engine.buildx_calls()[-1]["env"]
+    assert env["ACTIONS_RUNTIME_TOKEN"] == token
+    assert env["ACTIONS_RESULTS_URL"].startswith("https://results-receiver")
+    assert token not in without_masks(log)
+    assert "because of cache-to type=gha" in log
+
+
+def test_missing_buildx_is_a_clear_error(runner_env: dict[str, str], tmp_path: Path) -> None:
+    runner_env["DEPLOYER_BUILDX"] = str(tmp_path / "nowhere" / "buildx")
+    code, log, outputs, _ = go(runner_env, FakeEngine())
+    assert code == 1 and outputs["status"] == "failed"
+    error = next(c for c in commands(log) if c.startswith("::error"))
+    assert "buildx was not found at" in error and "DEPLOYER_BUILDX" in error
+    assert "Traceback" not in log
+
+
+def test_git_config_with_a_token_header_is_left_out_of_the_context(
+    runner_env: dict[str, str],
+) -> None:
+    workspace = Path(runner_env["GITHUB_WORKSPACE"])
+    (workspace / ".git").mkdir()
+    (workspace / ".git" / "config").write_text(
+        '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic eC1hY2Nlc3M=\n'
+    )
+    (workspace / ".dockerignore").write_text("node_modules\n")
+    engine = FakeEngine()
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    warning = next(c for c in commands(log) if c.startswith("::warning"))
+    assert ".git/config" in warning and "persist-credentials: false" in warning
+    [call] = engine.buildx_calls()
+    assert call["dockerignore"] == "node_modules\n.git/config\n"
+    dockerfile = next(a for a in call["argv"] if a.startswith("--file=")).split("=", 1)[1]
+    assert dockerfile != str(workspace / "Dockerfile")
+    # excluded by the user already: nothing to do, no warning
+    (workspace / ".dockerignore").write_text(".git\n")
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0 and not [c for c in commands(log) if c.startswith("::warning")]
+    assert engine.buildx_calls()[0]["dockerignore"] is None
+
+
+def test_build_log_lines_are_whole_and_a_huge_line_is_cut(runner_env: dict[str, str]) -> None:
     engine = FakeEngine(
-        build_stream=[
-            {"stream": "Step 1/2 : FROM scratch"},
-            {"stream": "\n"},
-            {"stream": " ---> Running in abc\nhalf a li"},
-            {"stream": "ne\n"},
-            {"aux": {"ID": "sha256:" + "cd" * 32}},
-        ]
+        [{"lines": ["#1 [1/1] FROM scratch", "#1 0.1 half a line"], "raw_bytes": 1 << 20}]
     )
     code, log, _, _ = go(runner_env, engine)
-    assert code == 0
+    assert code == 0, log
     block = log.split("::stop-commands::", 1)[1].split("\n")[1:4]
-    assert block == ["Step 1/2 : FROM scratch", " ---> Running in abc", "half a line"]
+    assert block[:2] == ["#1 [1/1] FROM scratch", "#1 0.1 half a line"]
+    assert block[2].endswith(f"[... {(1 << 20) - MAX_LINE} more bytes of this line not shown]")
+    assert len(block[2]) < MAX_LINE + 100
     assert "Building ghcr.io/acme/web:v1 (context ., Dockerfile) ..." in log
+
+
+def test_log_splitter_is_linear_and_bounded_for_16_mib_without_a_newline() -> None:
+    splitter = LineSplitter()
+    chunk = b"y" * READ_CHUNK
+    started = time.monotonic()
+    for _ in range((16 << 20) // READ_CHUNK):
+        assert splitter.feed(chunk) == []
+        assert len(splitter._pending) <= MAX_LINE
+    [line] = splitter.flush()
+    took = time.monotonic() - started
+    assert line.startswith("y" * 100) and line.endswith(
+        f"{(16 << 20) - MAX_LINE} more bytes of this line not shown]"
+    )
+    assert took < 5, f"{took:.1f} s"  # the issue's bound (was 69 s); typically ~0.05 s
+
+
+def test_log_splitter_joins_lines_split_across_chunks() -> None:
+    splitter = LineSplitter()
+    got = splitter.feed(b"#1 [1/2] FROM") + splitter.feed(b" scratch\n#1 0.1 half a li")
+    got += splitter.feed(b"ne\r\n\xe2\x82") + splitter.feed(b"\xac\n") + splitter.flush()
+    assert got == ["#1 [1/2] FROM scratch", "#1 0.1 half a line\r", "€"]
+
+
+def test_a_token_inside_a_cache_entry_is_masked(runner_env: dict[str, str]) -> None:
+    token = "gha-inline-token-123456"
+    runner_env["INPUT_CACHE-FROM"] = f"type=gha,url=https://cache.example/,token={token}"
+    engine = FakeEngine([{"lines": [*SUCCESS, f"#3 0.3 cache said {token}"]}])
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert f"::add-mask::{token}" in log and token not in without_masks(log)
+
+
+def test_error_details_stay_small_whatever_the_build_printed(runner_env: dict[str, str]) -> None:
+    huge = "z" * 100_000
+    failure = failing_run("[2/2] RUN big", "exit code: 1", output=huge)
+    code, _, _, summary = go(runner_env, FakeEngine([failure]))
+    assert code == 1
+    assert "zzzz" in summary and len(summary) < 20_000

@@ -25,8 +25,9 @@ from deployer.config import Config
 from deployer.errors import ClusterError
 from deployer.pipeline import run
 from deployer.rollout import DeploymentResult, RolloutResult
+from tests.unit.fake_buildx import install
 from tests.unit.test_actions import commands, runner_outputs
-from tests.unit.test_pipeline import DIGEST, FakeDeploy, FakeEngine
+from tests.unit.test_pipeline import DIGEST, FakeDeploy, FakeEngine, push_failure
 
 MIN_LENGTH = 6  # shorter fragments match ordinary text by chance
 
@@ -172,6 +173,7 @@ def runner_env(tmp_path: Path, kubeconfig: str) -> dict[str, str]:
         "INPUT_KUBECONFIG": kubeconfig,
         "INPUT_DEPLOYMENTS": "web",
         "INPUT_BUILD-ARGS": f"TOKEN={PASSWORD}",
+        "DEPLOYER_BUILDX": str(install(tmp_path / "bin")),  # the fake of fake_buildx.py
     }
 
 
@@ -189,13 +191,7 @@ def captured(
 
 
 def leaky_engine() -> FakeEngine:
-    return FakeEngine(
-        build_stream=[
-            {"stream": f"Step 1/1 : ARG TOKEN={PASSWORD}\n"},
-            {"stream": f"{ECHO}\n"},
-            {"aux": {"ID": "sha256:" + "cd" * 32}},
-        ]
-    )
+    return FakeEngine([{"lines": [f"#1 [1/1] ARG TOKEN={PASSWORD}", f"#1 0.1 {ECHO}"]}])
 
 
 @pytest.mark.parametrize("form", ["yaml", "base64"])
@@ -212,11 +208,12 @@ def test_no_secret_in_any_encoding_leaves_the_run(
     if scenario == "check-refused":
         deploy = FakeDeploy(calls, check_error=ClusterError(f"refused {ECHO}", details=ECHO))
     elif scenario == "push-refused":
-        engine.push_streams = [[{"errorDetail": {"message": f"denied: {ECHO}"}}]]
+        engine = FakeEngine([push_failure(f"denied: {ECHO}")])
     elif scenario == "config-error":
         env["INPUT_TIMEOUT"] = PASSWORD  # an invalid value that is also a secret
         env["INPUT_NAMESPACE"] = TOKEN
     out = io.StringIO()
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
     code = run(env, out, make_docker=lambda _c: engine, make_deploy=lambda _c: deploy)
     texts = captured(env, out.getvalue(), capsys)
     assert code == 1
@@ -236,6 +233,7 @@ def test_a_short_secret_cannot_break_stop_commands(tmp_path: Path) -> None:
     env["INPUT_DEPLOYMENTS"] = ""
     env["INPUT_REGISTRY-USERNAME"] = "a\r0"  # masks the pair line by line: 'a' is one
     engine = FakeEngine()  # its build log says ::add-mask::evil
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
     out = io.StringIO()
     run(env, out, make_docker=lambda _c: engine)
     executed = commands(out.getvalue())
