@@ -429,7 +429,14 @@ def test_restricted_account_can_patch_deployments_in_its_namespace_only(
                 test_namespace, deployment(name + "x", "web", 1)
             ),
             lambda: apps.delete_namespaced_deployment(name, test_namespace),
-            lambda: core.delete_namespaced_pod("any", test_namespace),
+            # pods: delete only (a StatefulSet's forced rollback), never create
+            lambda: core.create_namespaced_pod(
+                test_namespace,
+                {
+                    "metadata": {"name": name},
+                    "spec": {"containers": [{"name": "app", "image": "web"}]},
+                },
+            ),
         ]
         for call in forbidden:
             with pytest.raises(ApiException) as refused:

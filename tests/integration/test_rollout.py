@@ -203,7 +203,8 @@ def test_dry_run_changes_nothing(
     assert result.status == "planned"
     assert result.deployments[0].result == "planned"
     assert f"{ref('web', 'v1')} -> {REGISTRY}/web:v2" in run.log
-    assert "Rollout plan (dry run)" in run.summary.read_text()
+    plan = summary(RunReport(status=result.status, rollout=result), redact=lambda text: text)
+    assert "The plan:" in plan and "`deployment/web`" in plan
     after = read(admin, namespace, "web")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
@@ -469,8 +470,8 @@ def test_a_failed_run_leaves_every_applied_object_as_it_found_it(
     assert read(admin, namespace, "web")["spec"]["template"] == before["spec"]["template"]
     assert f"ConfigMap settings in {namespace}: restored" in "\n".join(result.restored)
     assert f"Service web in {namespace}: deleted (created by this run)" in result.restored
-    text = summary(RunReport(status=result.status, rollout=result))
-    assert f"- Service web in {namespace}: deleted (created by this run)" in text
+    text = summary(RunReport(status=result.status, rollout=result), redact=lambda text: text)
+    assert f"- `Service web in {namespace}: deleted (created by this run)`" in text
 
 
 JOB = """
