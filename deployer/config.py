@@ -350,23 +350,32 @@ def _parse_bool(text: str) -> bool:
     raise ValueError(f"'{_shown(text)}' is not a boolean; use true or false")
 
 
-def _parse_pairs(text: str) -> dict[str, str]:
+def _parse_pairs(
+    text: str,
+    *,
+    key_re: re.Pattern[str] = _ARG_KEY_RE,
+    what: str = "key",
+    rule: str = "letters, digits, '_', '.', '-', not starting with a digit",
+    unique: bool = False,
+) -> dict[str, str]:
     """``KEY=VALUE`` lines. Errors name the line number only: a value may be a secret
     (``NPM_TOKEN: npm_…`` with ``:`` for ``=``), and the runner masks only whole secrets,
     so not even a prefix of a bad line is echoed."""
     pairs: dict[str, str] = {}
+    example = f"{what.upper()}=VALUE, one per line"
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep:
-            raise ValueError(f"line {number} has no '='; write KEY=VALUE, one per line")
-        if not _ARG_KEY_RE.match(key):
+            raise ValueError(f"line {number} has no '='; write {example}")
+        if not key_re.match(key):
             raise ValueError(
-                f"line {number} has an invalid key before its '=' (letters, digits, '_', '.', "
-                "'-', not starting with a digit); write KEY=VALUE, one per line"
+                f"line {number} has an invalid {what} before its '=' ({rule}); write {example}"
             )
+        if unique and key in pairs:
+            raise ValueError(f"line {number} repeats the {what} '{key}'")
         pairs[key] = value
     return pairs
 
@@ -443,20 +452,9 @@ def _parse_platforms(text: str) -> list[str]:
 
 def _parse_secrets(text: str) -> dict[str, str]:
     """``secrets``: ``id=value`` lines. Problems never show a value."""
-    found: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ValueError(f"line {number} has no '='; write ID=VALUE")
-        if not _SECRET_ID_RE.match(key):
-            raise ValueError(f"line {number} has an invalid id (letters, digits, '_', '.', '-')")
-        if key in found:
-            raise ValueError(f"line {number} repeats the id '{key}'")
-        found[key] = value
-    return found
+    return _parse_pairs(
+        text, key_re=_SECRET_ID_RE, what="id", rule="letters, digits, '_', '.', '-'", unique=True
+    )
 
 
 def _parse_attestation(text: str) -> str | None:
