@@ -35,6 +35,7 @@ from tests.helpers import (
     read_workload,
     ref,
     settings,
+    wait_complete,
 )
 
 pytestmark = pytest.mark.integration
@@ -543,20 +544,27 @@ def test_a_failed_migration_stops_the_run_before_anything_else_changes(
 def test_a_missing_service_account_fails_fast_naming_it(
     admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
 ) -> None:
-    before = create_deployment(admin, namespace, "web", ref("web", "v1"))
+    # Pods of the running revision use ServiceAccount robot; then someone deletes it,
+    # so the next revision's pods cannot be created (FailedCreate on the new ReplicaSet).
+    core = k8s.CoreV1Api(admin)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "robot"}})
+    create_deployment(admin, namespace, "web", ref("web", "v1"))
     k8s.AppsV1Api(admin).patch_namespaced_deployment(
         "web", namespace, {"spec": {"template": {"spec": {"serviceAccountName": "robot"}}}}
     )
+    wait_complete(admin, namespace, "web")
+    before = read(admin, namespace, "web")
+    core.delete_namespaced_service_account("robot", namespace)
     run = Run(tmp_path, settings["KUBECONFIG"], namespace=namespace, deployments="web")
     started = time.monotonic()
     result = run(ref("web", "v2"))
     took = time.monotonic() - started
-    assert result.status == "failed", run.log  # the revision before is just as broken
+    assert result.status == "rolled-back", run.log
     (web,) = result.deployments
     assert 'serviceaccount "robot" not found' in web.reason
     assert took < 30, f"took {took:.0f} s"
     assert "ReplicaSet web-" in web.diagnosis and "FailedCreate" in web.diagnosis
-    del before
+    assert read(admin, namespace, "web")["spec"]["template"] == before["spec"]["template"]
 
 
 def test_an_unschedulable_pod_that_gets_a_node_after_60_s_succeeds(
