@@ -201,6 +201,25 @@ def _read_back(
     return digest, media_type
 
 
+def _read_back_with_retries(
+    config: Config,
+    docker: DockerPushAPI,
+    io: ActionsIO,
+    reference: str,
+    action: str,
+    sleep: Callable[[float], None] | None,
+) -> tuple[str, str]:
+    """:func:`_read_back` under the bounded retries of :func:`with_retries`."""
+    media: list[str] = []
+
+    def attempt() -> str:
+        digest, media_type = _read_back(config, docker, reference, action)
+        media.append(media_type)
+        return digest
+
+    return with_retries(config, io, action, attempt, sleep), media[-1]
+
+
 def verify_push(
     config: Config,
     docker: DockerPushAPI,
@@ -215,23 +234,16 @@ def verify_push(
         raise PushError(f"BuildKit reported no digest for the push of {config.image.repository}")
     image = config.image.with_digest(build.digest)
     action = f"reading back {image}"
-    media: list[str] = []
-
-    def attempt() -> str:
-        digest, media_type = _read_back(config, docker, image, action)
-        media.append(media_type)
-        return digest
-
-    verified = with_retries(config, io, action, attempt, sleep)
+    verified, media_type = _read_back_with_retries(config, docker, io, image, action, sleep)
     if verified != build.digest:
         raise PushError(
             f"Registry {config.registry} holds {verified} for {image}, not the pushed digest"
         )
-    kind = "index" if "index" in media[-1] or "list" in media[-1] else "manifest"
+    kind = "index" if "index" in media_type or "list" in media_type else "manifest"
     io.info(f"The registry holds {image} (an image {kind})")
     duration = build.push_seconds + time.monotonic() - start
     return PushResult(
-        build.digest, image, build.references, duration, pushed=True, media_type=media[-1]
+        build.digest, image, build.references, duration, pushed=True, media_type=media_type
     )
 
 
@@ -251,14 +263,7 @@ def resolve_digest(
     else:
         reference = config.image.reference(config.tags[0])
         action = f"resolving {reference}"
-    media: list[str] = []
-
-    def attempt() -> str:
-        digest, media_type = _read_back(config, docker, reference, action)
-        media.append(media_type)
-        return digest
-
-    digest = with_retries(config, io, action, attempt, sleep)
+    digest, media_type = _read_back_with_retries(config, docker, io, reference, action, sleep)
     if config.image_digest and digest != config.image_digest:
         raise PushError(f"Registry {config.registry} answered {digest} for {reference}")
     image = config.image.with_digest(digest)
@@ -269,5 +274,5 @@ def resolve_digest(
         tuple(config.tag_references),
         time.monotonic() - start,
         pushed=False,
-        media_type=media[-1],
+        media_type=media_type,
     )
