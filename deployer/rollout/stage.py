@@ -31,15 +31,23 @@ from deployer.cluster import (
 )
 from deployer.config import INPUTS, Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, ConfigError, InputProblem
+from deployer.images import ImageSet
 from deployer.manifests import (
     Manifest,
     cluster_scoped_note,
-    load_manifests,
     refuse_cluster_scoped,
     same_repository,
 )
+from deployer.render.sources import render_manifests
 from deployer.rollout.apply import FIRST_KINDS, Applied, ManifestSet
 from deployer.rollout.diagnose import create_failure, diagnose_pod, node_coming
+from deployer.rollout.extras import (
+    prepare_templates,
+    report_url,
+    target_images,
+    template_patch,
+    warn_unused_images,
+)
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
 from deployer.rollout.kinds import (
     DEPLOYMENT,
@@ -98,6 +106,7 @@ class DeploymentResult:
     reason: str
     diagnosis: str = ""
     kind: str = "Deployment"
+    images: tuple[tuple[str, str], ...] = ()  # container → the image the run set
 
     def as_output(self) -> dict[str, object]:
         """The JSON shape of one entry of the ``deployments`` and ``workloads`` outputs."""
@@ -111,6 +120,7 @@ class DeploymentResult:
             "revision": self.revision,
             "result": self.result,
             "reason": self.reason,
+            "images": dict(self.images) or {c: self.new_image for c in self.containers},
         }
 
 
@@ -121,6 +131,7 @@ class RolloutResult:
     status: str  # succeeded | failed | rolled-back | cancelled | planned
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
+    url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
 
     @property
     def revisions(self) -> dict[str, int | None]:
@@ -134,9 +145,18 @@ class RolloutResult:
 
 
 def resolve_containers(
-    obj: Mapping[str, Any], wanted: str | None, repository: str, kind: str = "Deployment"
+    obj: Mapping[str, Any],
+    wanted: str | None,
+    repository: str | ImageSet,
+    kind: str = "Deployment",
 ) -> tuple[str, ...] | InputProblem:
-    """The (init) containers to update, or the problem with the ``container`` input."""
+    """The (init) containers to update, or the problem with the ``container`` input.
+
+    Without ``container``: those running ``repository`` (an ImageSet: any of the run's
+    repositories, ``image``'s and the ``images`` input's), else the only container.
+    """
+    repositories = (repository,) if isinstance(repository, str) else repository.repositories
+    repository = repositories[0]
     name = (obj.get("metadata") or {}).get("name", "")
     template = template_of(obj)
     names = [str(c.get("name")) for c in containers_of(template, init=False)]
@@ -153,7 +173,7 @@ def resolve_containers(
     matching = tuple(
         str(c.get("name"))
         for c in containers_of(template)
-        if same_repository(str(c.get("image", "")), repository)
+        if any(same_repository(str(c.get("image", "")), r) for r in repositories)
     )
     if matching:
         return matching
@@ -204,6 +224,7 @@ class Stage:
     ) -> None:
         self.config = config
         self.image = image
+        self.images = ImageSet(config.image.repository, image, config.images)
         self.kube = kube
         self.io = io
         self.cancel = cancel
@@ -266,14 +287,12 @@ class Stage:
         return default_namespace(self.config)
 
     def _load_manifests(self, *, warn: bool = True) -> None:
-        if not self.config.manifests:
-            return
-        self.manifests = load_manifests(
-            self.config.workspace,
-            self.config.manifests,
-            self.config.image.repository,
-            self.image,
+        namespace = self._namespace()
+        self.manifests = render_manifests(
+            self.config, self.images, self.kube, namespace, self.cancel
         )
+        if not self.manifests:
+            return
         for m in self.manifests if warn else ():
             verified = kind_named(m.api_version, m.kind) is not None or (
                 m.kind == "Job" and m.api_version == "batch/v1"
@@ -290,6 +309,8 @@ class Stage:
                 "they are applied unchanged",
                 title="Image not substituted",
             )
+        if warn and not (self.config.deployments or self.config.workloads):
+            warn_unused_images(self.io, self.images, self.manifests)
 
     def _run(self) -> RolloutResult:
         namespace = self._namespace()
@@ -350,11 +371,11 @@ class Stage:
                 # As kubectl apply -n refuses it: a manifest never silently goes elsewhere.
                 problems.append(
                     InputProblem(
-                        "manifests",
+                        manifest.origin,
                         f"{manifest.source} ({manifest.kind} {manifest.name}) is in namespace "
                         f"{own}, but the namespace input is {self.config.namespace}; remove "
                         "its metadata.namespace or make the two agree",
-                        INPUTS["manifests"][1],
+                        INPUTS[manifest.origin][1],
                     )
                 )
         if problems:
@@ -378,7 +399,7 @@ class Stage:
             if applied.manifest.substituted and (KINDS[lower], ns, name) not in [
                 (k, n, m) for _, k, n, m in wanted
             ]:
-                wanted.append(("manifests", KINDS[lower], ns, name))
+                wanted.append((applied.manifest.origin, KINDS[lower], ns, name))
         for source, kind, ns, name in wanted:
             found_item = from_manifests.get((kind.lower, ns, name))
             live = self._get(kind, ns, name)
@@ -400,22 +421,21 @@ class Stage:
                     )
                 )
                 continue
-            found = resolve_containers(
-                doc, self.config.container, self.config.image.repository, kind.name
-            )
+            found = resolve_containers(doc, self.config.container, self.images, kind.name)
             if isinstance(found, InputProblem):
                 problems.append(found)
                 continue
-            self.workloads.append(
-                Workload(kind, ns, name, found, live, live, from_manifest=found_item is not None)
-            )
+            w = Workload(kind, ns, name, found, live, live, from_manifest=found_item is not None)
+            w.images = target_images(template_of(doc), found, self.images)
+            self.workloads.append(w)
         if problems:
             raise ConfigError(problems)
+        prepare_templates(self.kube, self.config, self.workloads, self.applied, self.io, announce)
         self._check_access()
         for w in self.workloads if announce else ():
             self.io.info(
                 f"{w.display} ({w.namespace}): {', '.join(w.containers)}: "
-                f"{w.previous_image or '(new)'} -> {self.image}"
+                f"{w.previous_image or '(new)'} -> {w.new_images(self.image)}"
             )
 
     def _get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
@@ -505,7 +525,8 @@ class Stage:
                 current = w.images_of(w.before) if w.before else ""
                 current = current.split(", ")[w.containers.index(container)] if current else ""
                 current = current or "(created by the manifests)"
-                self.io.info(f"  {w.display}: container {container}: {current} -> {self.image}")
+                target = w.image_for(container, self.image)
+                self.io.info(f"  {w.display}: container {container}: {current} -> {target}")
         for item in self.applied.items if self.applied else ():
             verb = "replace" if item.replace else "apply"
             scope = " (cluster-scoped)" if item.manifest.cluster_scoped else ""
@@ -612,23 +633,15 @@ class Stage:
         for _ in range(_CONFLICT_TRIES):
             live = w.live
             assert live is not None
-            now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-            if all(now.get(c) == self.image for c in w.containers):
+            template = template_patch(w, live, self.image)
+            if template is None:
                 break
-            init = {str(c.get("name")) for c in containers_of(template_of(live), init=False)}
-            spec: dict[str, Any] = {}
-            regular = [{"name": c, "image": self.image} for c in w.containers if c in init]
-            first = [{"name": c, "image": self.image} for c in w.containers if c not in init]
-            if regular:
-                spec["containers"] = regular
-            if first:
-                spec["initContainers"] = first
             body = {
                 "metadata": {
                     "resourceVersion": live["metadata"]["resourceVersion"],
                     "annotations": self._annotations(),
                 },
-                "spec": {"template": {"spec": spec}},
+                "spec": {"template": template},
             }
             answer = self.kube.request(
                 "PATCH",
@@ -659,7 +672,7 @@ class Stage:
             generation = (w.live or {}).get("metadata", {}).get("generation")
             self.io.info(f"{w.display}: updated, generation {generation}")
         else:
-            self.io.info(f"{w.display}: already running {self.image}")
+            self.io.info(f"{w.display}: already running {w.new_images(self.image)}")
 
     # -- 3. wait ---------------------------------------------------------------------------
 
@@ -875,7 +888,7 @@ class Stage:
         ours, and undoing it would roll back over their change. Both are wrong.
         """
         now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-        others = {name: now.get(name) for name in w.containers if now.get(name) != self.image}
+        others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, self.image)}
         if not others:
             return False
         running = ", ".join(f"container {name}: {image}" for name, image in others.items())
@@ -1002,7 +1015,8 @@ class Stage:
         if self._superseded(w, live):  # changed by someone else after ours failed
             w.reason = f"{w.undo_reason}; {w.reason}"
             return False
-        plan, now = undo(self.kube, w.kind, w.namespace, w.name, w.before, self.image, w.containers)
+        target = w.target_images(self.image)
+        plan, now = undo(self.kube, w.kind, w.namespace, w.name, w.before, target, w.containers)
         if plan is None:
             w.live = now
             w.not_undone("no rollout history found: nothing to roll back to")
@@ -1020,14 +1034,15 @@ class Stage:
             outcome = w.outcome.value or "failed"
             reason = w.reason
             if outcome == "succeeded" and not w.changed and w.kind is not JOB:
-                reason = f"already running {self.image}"
+                reason = f"already running {w.new_images(self.image)}"
             results.append(
                 DeploymentResult(
                     namespace=w.namespace,
                     name=w.name,
                     containers=w.containers,
                     previous_image=w.previous_image,
-                    new_image=self.image,
+                    new_image=w.new_images(self.image),
+                    images=tuple(w.target_images(self.image).items()),
                     revision=revision_of(w.live) if w.kind is not JOB else None,
                     result=outcome,
                     reason=reason,
@@ -1043,7 +1058,9 @@ class Stage:
                 status = "failed"
             else:
                 status = "rolled-back"
-        return RolloutResult(status, tuple(results), tuple(self.restored))
+        items = self.applied.items if self.applied else []
+        url = report_url(self.kube, self.io, items, self.workloads) if status == "succeeded" else ""
+        return RolloutResult(status, tuple(results), tuple(self.restored), url)
 
 
 class _NoProblem:
