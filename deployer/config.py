@@ -934,8 +934,8 @@ def _parse_images(text: str, image: ImageName | None) -> list[str]:
     """``repo@sha256:…`` references, one a line (or comma separated), repositories distinct."""
     found: dict[str, str] = {}
     for entry in _split_list(text):
-        name, digest = parse_image(entry)
-        if digest is None:
+        name, digest = parse_image(entry) if "@" in entry else (None, None)
+        if name is None or digest is None:
             raise ValueError(
                 f"'{_shown(entry, 100)}' has no digest; give repo@sha256:<64 hex digits> "
                 "(e.g. an earlier build step's digest output)"

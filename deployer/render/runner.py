@@ -41,6 +41,7 @@ NO_NETWORK = {
 _STDERR_KEEP = 16 * 1024  # bytes of stderr kept for the error message (its end)
 _CHUNK = 64 * 1024
 _POLL = 0.1
+_JOIN = 5.0
 
 
 class ToolFailed(Exception):
@@ -179,8 +180,12 @@ def run_tool(
         _wait(wake, out, seconds, cancel or threading.Event(), clock)
     finally:
         _kill(process)  # also what it left behind in its group, which would hold the pipes
-    out.join()
-    err.join()
+        out.join(_JOIN)  # bounded: a process that left the group could hold a pipe open
+        err.join(_JOIN)
+        for pipe in (process.stdout, process.stderr, process.stdin):
+            if pipe is not None:
+                with suppress(OSError):
+                    pipe.close()
     stderr = bytes(err.data).decode("utf-8", "replace").strip()
     if process.returncode != 0:
         raise ToolFailed(f"{Path(argv[0]).name} failed (exit code {process.returncode})", stderr)
