@@ -608,12 +608,13 @@ class Stage:
         assert self.applied is not None
         name = item.manifest.name
         template = template_of(item.manifest.doc)
-        containers = tuple(
-            str(c.get("name"))
+        found = {
+            str(c.get("name")): self.images.target(str(c.get("image", "")))
             for c in containers_of(template)
-            if same_repository(str(c.get("image", "")), self.config.image.repository)
-        )
-        job = Workload(JOB, item.namespace or "", name, containers, item.prior, None, True)
+        }
+        images = {c: image for c, image in found.items() if image}
+        job = Workload(JOB, item.namespace or "", name, tuple(images), item.prior, None, True)
+        job.images = images
         self.jobs.append(job)
         with self.io.group(f"Job {name}"):
             self.applied.apply(item)
