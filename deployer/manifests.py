@@ -17,14 +17,14 @@ import glob
 import itertools
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deployer.errors import ConfigError, InputProblem
 from deployer.images import ImageSet, repository_of, same_repository
-from deployer.safeyaml import check_events, construct
+from deployer.safeyaml import check_events, construct_located
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS",
@@ -260,17 +260,22 @@ def _parse(text: str, shown: str) -> list[Any]:
     Raises ValueError saying what is wrong, never quoting the file (a Secret's
     ``stringData`` may be in it).
     """
+    return [doc for _line, doc in _parse_located(text, shown, MAX_EVENTS)]
+
+
+def _parse_located(text: str, shown: str, max_events: int) -> list[tuple[int, Any]]:
+    """:func:`_parse`, each document with the line its content starts on."""
     import yaml
 
     try:
         check_events(
             text,
             max_depth=MAX_DEPTH,
-            max_events=MAX_EVENTS,
+            max_events=max_events,
             aliases="deployer does not accept in manifests; write the repeated part out",
             verdict="too much for a manifest file",
         )
-        return [_json_value(doc) for doc in construct(text, documents=True)]
+        return [(line, _json_value(doc)) for line, doc in construct_located(text)]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -387,32 +392,32 @@ def load_manifests(
 
 
 def rendered_manifests(
-    documents: Iterable[tuple[str, str]], images: ImageSet, *, origin: str, example: str
+    text: str,
+    images: ImageSet,
+    *,
+    origin: str,
+    example: str,
+    source: Callable[[int], str],
 ) -> list[Manifest]:
-    """Objects from a renderer's output: ``(source, YAML text)`` pieces (one document
-    each, see :func:`split_documents`), each parsed with the limits of one manifest file
-    and all of them within the limit of all files.
+    """Objects from a renderer's output (all of it, as one YAML stream: one parse is half
+    the time of one per document), with the limits of all manifest files together;
+    ``source(line)`` names the document starting on that line (0-based).
 
     Raises :class:`ConfigError` on input ``origin`` (kustomize, helm-chart).
     """
     problems: list[InputProblem] = []
     manifests: list[Manifest] = []
-    budget = MAX_TOTAL_BYTES
-    for shown, text in documents:
-        size = len(text.encode())
-        budget -= size
-        try:
-            if size > MAX_FILE_BYTES:
-                raise ValueError(f"'{shown}' is larger than {MAX_FILE_BYTES // _MIB} MiB")
-            if budget < 0:
-                raise ValueError(f"the output goes over {MAX_TOTAL_BYTES // _MIB} MiB in all")
-            loaded = _parse(text, shown)
-        except ValueError as e:
-            problems.append(InputProblem(origin, str(e), example))
-            if budget < 0:
-                break
-            continue
-        manifests.extend(_to_manifests(loaded, shown, images, origin, problems, numbered=False))
+    shown = f"the {origin} output"
+    try:
+        if len(text.encode()) > MAX_TOTAL_BYTES:
+            raise ValueError(f"{shown} is larger than {MAX_TOTAL_BYTES // _MIB} MiB")
+        located = _parse_located(text, shown, MAX_EVENTS * (MAX_TOTAL_BYTES // MAX_FILE_BYTES))
+    except ValueError as e:
+        raise ConfigError([InputProblem(origin, str(e), example)]) from None
+    for line, data in located:
+        manifests.extend(
+            _to_manifests([data], source(line), images, origin, problems, numbered=False)
+        )
     if problems:
         raise ConfigError(problems)
     return manifests

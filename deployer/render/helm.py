@@ -215,15 +215,17 @@ def _refs(node: Any) -> Iterator[str]:
 
 
 def _helm_env(dirs: PrivateDirs, registry_config: Path) -> dict[str, str]:
+    """Every place helm reads or writes, inside the private tree (created on demand)."""
+    helm_home = dirs.root / "helm"
     return {
         **dirs.base_env(),
-        "HELM_PLUGINS": str(dirs.empty),
-        "HELM_CONFIG_HOME": str(dirs.path("helm-config")),
-        "HELM_CACHE_HOME": str(dirs.path("helm-cache")),
-        "HELM_DATA_HOME": str(dirs.path("helm-data")),
+        "HELM_PLUGINS": str(dirs.nothing),
+        "HELM_CONFIG_HOME": str(helm_home / "config"),
+        "HELM_CACHE_HOME": str(helm_home / "cache"),
+        "HELM_DATA_HOME": str(helm_home / "data"),
         "HELM_REGISTRY_CONFIG": str(registry_config),
-        "HELM_REPOSITORY_CONFIG": str(dirs.path("helm-config") / "repositories.yaml"),
-        "HELM_REPOSITORY_CACHE": str(dirs.path("helm-cache") / "repository"),
+        "HELM_REPOSITORY_CONFIG": str(helm_home / "config" / "repositories.yaml"),
+        "HELM_REPOSITORY_CACHE": str(helm_home / "cache" / "repository"),
         "KUBECONFIG": str(dirs.root / "no-kubeconfig"),
     }
 
@@ -256,11 +258,16 @@ def _oci_host(reference: str) -> str:
 
 
 def _registry_config(request: ChartRequest, dirs: PrivateDirs) -> Path:
-    """A private registry config: the credentials, only for the registry they are for."""
+    """A private registry config: the credentials, only for the registry they are for.
+
+    A chart from the workspace is never pulled: its config stays a path with no file.
+    """
     path = dirs.root / "registry.json"
+    if not request.chart.startswith("oci://"):
+        return path
     auths: dict[str, Any] = {}
-    chart_host = _oci_host(request.chart) if request.chart.startswith("oci://") else ""
-    if request.username and request.password and chart_host and chart_host == request.registry:
+    chart_host = _oci_host(request.chart)
+    if request.username and request.password and chart_host == request.registry:
         pair = f"{request.username}:{request.password}".encode()
         auths[chart_host] = {"auth": base64.b64encode(pair).decode()}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

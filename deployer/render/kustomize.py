@@ -367,7 +367,7 @@ def build(
             ]
         )
     with private_dirs("kustomize") as dirs:
-        env = {**dirs.base_env(), **NO_NETWORK, "KUSTOMIZE_PLUGIN_HOME": str(dirs.empty)}
+        env = {**dirs.base_env(), **NO_NETWORK, "KUSTOMIZE_PLUGIN_HOME": str(dirs.nothing)}
         argv = [binary, "build", str(root), "--load-restrictor", "LoadRestrictionsRootOnly"]
         try:
             out = run_tool(

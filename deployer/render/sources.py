@@ -10,9 +10,10 @@ untrusted tree under :mod:`deployer.render.runner`'s box, after the checks of
 
 from __future__ import annotations
 
+import bisect
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 from deployer.cluster import Kube
 from deployer.config import Config
@@ -21,34 +22,50 @@ from deployer.manifests import Manifest, load_manifests, rendered_manifests
 from deployer.render import helm, kustomize
 from deployer.render.capabilities import discover_capabilities
 
-__all__ = ["RENDER_SECONDS", "render_manifests", "split_documents"]
+__all__ = [
+    "RENDER_SECONDS",
+    "document_sources",
+    "helm_sources",
+    "kustomize_sources",
+    "render_manifests",
+]
 
 RENDER_SECONDS = 60.0  # at most, for one kustomize build or helm pull + template
-_SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$", re.MULTILINE)
-_HELM_SOURCE = re.compile(r"^# Source: (.+)$", re.MULTILINE)
+_SEPARATOR = re.compile(r"^---[ \t]*(?:#.*)?$")
+_HELM_SOURCE = re.compile(r"^# Source: (.+)$")
 
 
-def split_documents(text: str) -> Iterator[str]:
-    """The YAML documents of a renderer's output (both write ``---`` lines between them).
+def document_sources(text: str, name: Callable[[int, list[str]], str]) -> Callable[[int], str]:
+    """``line → source`` for a renderer's output: ``name(number, lines)`` gets the
+    document's number (from 1) and its lines up to the given one.
 
-    A ``---`` line in column 0 ends a document in YAML whatever came before it, so
-    this split is YAML's own; each piece is then parsed with the manifest limits.
+    Both renderers write a ``---`` line in column 0 between documents (where YAML
+    itself ends a document), so the lines between two of them are one document.
     """
-    for piece in _SEPARATOR.split(text):
-        if piece.strip():
-            yield piece
+    lines = text.splitlines()
+    starts = [i for i, line in enumerate(lines) if _SEPARATOR.match(line)]
+    leading = 1 if starts and not "".join(lines[: starts[0]]).strip() else 0
+
+    def source(line: int) -> str:
+        before = bisect.bisect_right(starts, line)
+        first = starts[before - 1] + 1 if before else 0
+        return name(before + 1 - leading, lines[first : line + 1])
+
+    return source
 
 
-def _kustomize_pieces(text: str, shown: str) -> Iterator[tuple[str, str]]:
-    for number, piece in enumerate(split_documents(text), start=1):
-        yield f"{shown} (kustomize output, document {number})", piece
+def kustomize_sources(text: str, shown: str) -> Callable[[int], str]:
+    return document_sources(text, lambda n, _lines: f"{shown} (kustomize output, document {n})")
 
 
-def _helm_pieces(text: str, shown: str) -> Iterator[tuple[str, str]]:
-    for number, piece in enumerate(split_documents(text), start=1):
-        source = _HELM_SOURCE.search(piece)
-        where = source.group(1).strip()[:200] if source else f"document {number}"
-        yield f"{shown}: {where}", piece
+def helm_sources(text: str, shown: str) -> Callable[[int], str]:
+    """Named by helm's ``# Source:`` comment: the chart's template file."""
+
+    def name(number: int, lines: list[str]) -> str:
+        found = next((m for m in map(_HELM_SOURCE.match, lines) if m), None)
+        return f"{shown}: {found.group(1).strip()[:200] if found else f'document {number}'}"
+
+    return document_sources(text, name)
 
 
 def render_manifests(
@@ -67,8 +84,10 @@ def render_manifests(
     if config.kustomize:
         root = kustomize.check_kustomization(config.workspace, config.kustomize)
         text = kustomize.build(config.kustomize_binary, root, seconds=seconds, cancel=cancel)
-        pieces = _kustomize_pieces(text, config.kustomize)
-        return rendered_manifests(pieces, images, origin="kustomize", example="k8s/overlay")
+        source = kustomize_sources(text, config.kustomize)
+        return rendered_manifests(
+            text, images, origin="kustomize", example="k8s/overlay", source=source
+        )
     if config.helm_chart:
         request = helm.ChartRequest(
             chart=config.helm_chart,
@@ -92,8 +111,10 @@ def render_manifests(
             cancel=cancel,
             proxy_env=config.proxy_env,
         )
-        pieces = _helm_pieces(text, config.helm_chart[:100])
-        found = rendered_manifests(pieces, images, origin="helm-chart", example="charts/web")
+        source = helm_sources(text, config.helm_chart[:100])
+        found = rendered_manifests(
+            text, images, origin="helm-chart", example="charts/web", source=source
+        )
         return helm.order_hooks(found)
     if config.manifests:
         return load_manifests(

@@ -26,7 +26,7 @@ from deployer.render.helm import (
 )
 from deployer.render.kustomize import check_kustomization, is_remote
 from deployer.render.runner import ToolFailed, private_dirs, run_tool
-from deployer.render.sources import split_documents
+from deployer.render.sources import helm_sources, kustomize_sources
 
 DEPLOYMENT = """apiVersion: apps/v1
 kind: Deployment
@@ -299,9 +299,13 @@ def test_a_secret_helm_set_value_goes_to_helm_in_a_private_file(tmp_path: Path) 
 
 
 def manifests(text: str, origin: str = "helm-chart") -> list:  # type: ignore[type-arg]
-    pieces = [(f"chart: document {n}", p) for n, p in enumerate(split_documents(text), start=1)]
+    source = helm_sources(text, "chart") if origin == "helm-chart" else kustomize_sources(text, "k")
     return rendered_manifests(
-        pieces, ImageSet("ghcr.io/acme/web", "ghcr.io/acme/web@sha256:1"), origin=origin, example=""
+        text,
+        ImageSet("ghcr.io/acme/web", "ghcr.io/acme/web@sha256:1"),
+        origin=origin,
+        example="",
+        source=source,
     )
 
 
@@ -332,13 +336,24 @@ def test_other_hooks_are_an_input_error_naming_them() -> None:
     assert "Job notify) is a helm hook 'post-install, post-upgrade'" in caught.value.message
 
 
-def test_rendered_output_is_split_into_documents_with_their_sources() -> None:
+def test_rendered_documents_are_named_by_their_source() -> None:
     text = "---\n# Source: web/templates/a.yaml\n" + DEPLOYMENT + "\n---\n\n--- # x\n" + DEPLOYMENT
     found = manifests(text)
-    assert [m.source for m in found] == ["chart: document 1", "chart: document 2"]
+    assert [m.source for m in found] == ["chart: web/templates/a.yaml", "chart: document 3"]
     assert found[0].doc["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "ghcr.io/acme/web@sha256:1"
     )
+    plain = manifests(DEPLOYMENT + "---\n" + DEPLOYMENT.replace("web}", "api}"), origin="kustomize")
+    assert [m.source for m in plain] == [
+        "k (kustomize output, document 1)",
+        "k (kustomize output, document 2)",
+    ]
+
+
+def test_aliases_in_rendered_output_are_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        manifests("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: &n x}\ndata: {a: *n}\n")
+    assert "the helm-chart output" in caught.value.message and "aliases" in caught.value.message
 
 
 def test_a_rendered_object_without_a_name_names_the_input() -> None:
@@ -362,7 +377,7 @@ def test_the_tool_gets_a_scrubbed_environment_and_no_network(tmp_path: Path) -> 
         )
     env = __import__("json").loads(out)
     assert "AWS_SECRET_ACCESS_KEY" not in env
-    assert env["HOME"].startswith(str(dirs.root)) and env["PATH"] == str(dirs.empty)
+    assert env["HOME"].startswith(str(dirs.root)) and env["PATH"] == str(dirs.nothing)
 
 
 def test_a_tool_past_its_deadline_is_killed_with_its_children(tmp_path: Path) -> None:
