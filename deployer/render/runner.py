@@ -2,8 +2,8 @@
 
 The binary gets a scrubbed environment: no variable of the job (no credentials,
 no ``KUBECONFIG``, no ``GIT_*``), ``HOME``, ``TMPDIR`` and every tool directory in
-a private temporary directory, ``PATH`` an empty directory (so nothing, not
-``git`` nor a plugin, can be found by name), and an HTTP(S) proxy that goes nowhere
+a private temporary directory, ``PATH`` a directory that does not exist (so
+nothing, not ``git`` nor a plugin, can be found by name), and an HTTP(S) proxy that goes nowhere
 when the step needs no network (a ``$ref`` or a remote base that got past the
 checks cannot be fetched). The run has a deadline, stdout is read up to a cap
 (the process is killed beyond it), stderr keeps its last lines for the error, and
