@@ -8,7 +8,6 @@ check of the extra images is :func:`deployer.push.verify_images`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +75,6 @@ class ImageSet:
         counts: dict[str, int] = {}
         _substitute(node, self, counts)
         return counts
-
-    def unused(self, counts: Iterable[Mapping[str, int]]) -> list[str]:
-        """The extra images no count mentions (the main image is warned about elsewhere)."""
-        used = {image for c in counts for image, n in c.items() if n}
-        return [r for r in self.extra if r not in used]
 
 
 def _substitute(node: Any, images: ImageSet, counts: dict[str, int]) -> None:

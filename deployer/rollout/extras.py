@@ -133,6 +133,8 @@ def prepare_templates(
             io.warning(warning, title="Pull secret not checked")
     hasher = ConfigHasher() if config.restart_on_config_change else None
     _set_templates(workloads, items, hasher, pull_secret, io if announce else None)
+    if announce:
+        warn_unused_images(io, config.images, workloads, [i.manifest for i in items])
 
 
 def _set_templates(
@@ -234,10 +236,16 @@ def report_url(kube: Kube, io: ActionsIO, items: list[Applied], workloads: list[
     return url
 
 
-def warn_unused_images(io: ActionsIO, run_images: ImageSet, manifests: list[Manifest]) -> None:
-    """A warning per ``images`` entry no manifest refers to (it would do nothing)."""
-    for unused in run_images.unused(m.images or {} for m in manifests):
+def warn_unused_images(
+    io: ActionsIO, extra: tuple[str, ...], workloads: list[Workload], manifests: list[Manifest]
+) -> None:
+    """A warning per ``images`` entry that no manifest and no container gets (it would do
+    nothing: a typo in the repository, or a workload missing from the inputs)."""
+    used = {image for w in workloads for image in w.images.values()}
+    used |= {image for m in manifests for image, n in (m.images or {}).items() if n}
+    for unused in (r for r in extra if r not in used):
         io.warning(
-            f"No image reference to {unused.split('@')[0]} (input 'images') in the manifests",
+            f"No manifest or container refers to {unused.split('@')[0]} (input 'images'); "
+            "it is not deployed",
             title="Image not substituted",
         )

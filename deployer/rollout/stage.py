@@ -46,7 +46,6 @@ from deployer.rollout.extras import (
     report_url,
     target_images,
     template_patch,
-    warn_unused_images,
 )
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
 from deployer.rollout.kinds import (
@@ -309,8 +308,6 @@ class Stage:
                 "they are applied unchanged",
                 title="Image not substituted",
             )
-        if warn and not (self.config.deployments or self.config.workloads):
-            warn_unused_images(self.io, self.images, self.manifests)
 
     def _run(self) -> RolloutResult:
         namespace = self._namespace()

@@ -24,7 +24,7 @@ from deployer.pipeline import mask_secrets
 from deployer.pullsecret import add_pull_secret, check_pull_secret
 from deployer.push import verify_images
 from deployer.rollout.apply import Applied
-from deployer.rollout.extras import _set_templates, template_patch
+from deployer.rollout.extras import _set_templates, template_patch, warn_unused_images
 from deployer.rollout.kinds import DEPLOYMENT
 from deployer.rollout.state import Workload
 from tests.helpers import ScriptedApi
@@ -58,7 +58,6 @@ def test_each_repository_gets_its_own_image_wherever_it_appears() -> None:
     got = [c["image"] for c in doc["spec"]["template"]["spec"]["containers"]]
     assert got == [WEB, WORKER, "envoy"]
     assert counts == {WEB: 1, WORKER: 1}
-    assert images.unused([{WEB: 1}]) == [WORKER]
     assert images.for_container("envoy") == WEB  # a named workload's only container
 
 
@@ -72,6 +71,21 @@ def test_a_named_workload_patch_sets_each_container_its_image() -> None:
     }
     done = deployment("app", ("web", WEB), ("worker", WORKER))
     assert template_patch(w, done, WEB) is None
+
+
+def test_an_extra_image_nothing_refers_to_is_a_warning() -> None:
+    live = deployment("app", ("web", "ghcr.io/acme/web:old"))
+    w = Workload(DEPLOYMENT, "prod", "app", ("web",), live, live)
+    w.images = {"web": WEB}
+    out = io.StringIO()
+    warn_unused_images(ActionsIO(out), (WORKER,), [w], [])
+    assert "No manifest or container refers to ghcr.io/acme/worker (input 'images')" in (
+        out.getvalue()
+    )
+    quiet = io.StringIO()
+    w.images = {"web": WEB, "worker": WORKER}
+    warn_unused_images(ActionsIO(quiet), (WORKER,), [w], [])
+    assert quiet.getvalue() == ""
 
 
 class Registry:
