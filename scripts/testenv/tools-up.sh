@@ -2,6 +2,8 @@
 # The test environment's command-line tools and the OCI chart (issues 18, 19):
 #   - kustomize, helm and act, built once from the Go module proxy by
 #     scripts/build-tools.sh (cached; rebuilt only when a pin changes);
+#   - act's runner image deployer-act-runner:local (the action's Debian base,
+#     scripts/base-image.sh, plus the docker CLI), which jobs run in;
 #   - the chart testenv/charts/web packaged with that helm and pushed to the
 #     test registry (needs scripts/testenv/registry-up.sh first), logged in
 #     with the test credentials, so `helm-chart: oci://…` has something real to
@@ -29,6 +31,34 @@ for tool in kustomize helm act; do
   [ -x "${bin[$tool]:-}" ] || die "scripts/build-tools.sh gave no $tool"
 done
 log "kustomize, helm, act: ready in $((SECONDS - t))s"
+
+# --- act's runner image --------------------------------------------------------
+# Jobs run by act (tests/act.py) run in this container, as on a hosted runner's
+# VM: the action's base (Debian, bash, python3) plus the docker CLI, on the host
+# network with the engine's socket. Rebuilt when the base or the CLI changes.
+[ -f "$testenv/docker.env" ] || die "no $testenv/docker.env: run scripts/testenv/docker-up.sh first"
+# shellcheck disable=SC1091
+. "$testenv/docker.env"
+export DOCKER_HOST
+RUNNER_IMAGE=deployer-act-runner:local
+t=$SECONDS
+bash scripts/base-image.sh
+docker_cli="$(command -v docker)" || die "the docker CLI is needed"
+runner_key="$( (docker image inspect -f '{{.Id}}' deployer-base:bookworm; sha256sum <"$docker_cli") \
+  | sha256sum | cut -c1-16)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "org.deployer.runner-key"}}' "$RUNNER_IMAGE" \
+  2>/dev/null)" != "$runner_key" ]; then
+  ctx="$(mktemp -d)"
+  cp "$docker_cli" "$ctx/docker"
+  printf '%s\n' "FROM deployer-base:bookworm" "COPY docker /usr/local/bin/docker" \
+    "LABEL org.deployer.runner-key=$runner_key" >"$ctx/Dockerfile"
+  timeout 300 docker build -q -t "$RUNNER_IMAGE" "$ctx" >/dev/null 2>&1 \
+    || { rm -rf "$ctx"; die "building $RUNNER_IMAGE failed"; }
+  rm -rf "$ctx"
+  log "act's runner image $RUNNER_IMAGE built in $((SECONDS - t))s"
+else
+  log "act's runner image $RUNNER_IMAGE is current"
+fi
 
 # --- the OCI chart ------------------------------------------------------------
 [ -f "$testenv/registry.env" ] || die "no $testenv/registry.env: run scripts/testenv/registry-up.sh first"
@@ -78,6 +108,7 @@ cat >"$envfile.tmp" <<EOF
 export DEPLOYER_KUSTOMIZE=${bin[kustomize]}
 export DEPLOYER_HELM=${bin[helm]}
 export TEST_ACT=${bin[act]}
+export TEST_ACT_RUNNER_IMAGE=$RUNNER_IMAGE
 export TEST_OCI_CHART=$ref
 export TEST_OCI_CHART_VERSION=$version
 export TEST_OCI_CHART_DIGEST=$digest

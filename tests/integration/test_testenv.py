@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import urllib.error
@@ -183,3 +184,230 @@ def test_docker_container_builder_runs_arm64_and_pushes_an_index(tmp_path: Path)
         check=True,
     )
     assert leftovers.stdout.strip() == ""
+
+
+# -- kustomize, helm and the OCI chart (scripts/testenv/tools-up.sh) --------------------
+
+
+def test_kustomize_and_helm_are_the_pinned_versions() -> None:
+    settings = need_service("DEPLOYER_KUSTOMIZE", "DEPLOYER_HELM")
+    kustomize = subprocess.run(
+        [settings["DEPLOYER_KUSTOMIZE"], "version"], capture_output=True, text=True, timeout=30
+    )
+    assert kustomize.stdout.strip() == "v5.8.2", kustomize
+    helm = subprocess.run(
+        [settings["DEPLOYER_HELM"], "version", "--template", "{{.Version}}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert helm.stdout.strip() == "v4.3.2", helm
+
+
+def _helm(settings: dict[str, str], home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """helm with its own empty config, cache and data (no login of another test)."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HELM_CONFIG_HOME": str(home / "config"),
+        "HELM_CACHE_HOME": str(home / "cache"),
+        "HELM_DATA_HOME": str(home / "data"),
+        "HELM_REGISTRY_CONFIG": str(home / "registry.json"),
+    }
+    return subprocess.run(
+        [settings["DEPLOYER_HELM"], *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_oci_chart_is_pulled_with_the_registry_credentials_only(tmp_path: Path) -> None:
+    settings = need_service(
+        "DEPLOYER_HELM",
+        "TEST_OCI_CHART",
+        "TEST_OCI_CHART_VERSION",
+        "TEST_OCI_CHART_DIGEST",
+        "TEST_REGISTRY",
+        "TEST_REGISTRY_USERNAME",
+        "TEST_REGISTRY_PASSWORD",
+    )
+    chart, version = settings["TEST_OCI_CHART"], settings["TEST_OCI_CHART_VERSION"]
+    assert chart.startswith(f"oci://{settings['TEST_REGISTRY']}/")
+    template = ["template", "web", chart, "--version", version, "--plain-http"]
+    anonymous = _helm(settings, tmp_path / "anonymous", *template)
+    assert anonymous.returncode != 0
+    assert "basic credential not found" in anonymous.stderr, anonymous.stderr
+    assert "kind: Deployment" not in anonymous.stdout
+
+    home = tmp_path / "helm"
+    login = subprocess.run(
+        [
+            settings["DEPLOYER_HELM"],
+            "registry",
+            "login",
+            settings["TEST_REGISTRY"],
+            "--plain-http",
+            "-u",
+            settings["TEST_REGISTRY_USERNAME"],
+            "--password-stdin",
+        ],
+        input=settings["TEST_REGISTRY_PASSWORD"],
+        env={"PATH": "/usr/bin:/bin", "HELM_REGISTRY_CONFIG": str(home / "registry.json")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert login.returncode == 0, login.stderr
+    rendered = _helm(settings, home, *template)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "kind: Deployment" in rendered.stdout
+    assert "name: web" in rendered.stdout
+    # The same chart by digest.
+    by_digest = _helm(
+        settings, home, "template", "web", f"{chart}@{settings['TEST_OCI_CHART_DIGEST']}",
+        "--plain-http",
+    )  # fmt: skip
+    assert by_digest.returncode == 0, by_digest.stderr
+    assert by_digest.stdout == rendered.stdout
+
+
+# -- nektos/act (tests/act.py) ------------------------------------------------------------
+
+TRIVIAL_WORKFLOW = """\
+name: trivial
+on: push
+jobs:
+  hello:
+    runs-on: ubuntu-24.04
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+        with:
+          persist-credentials: false
+      - id: greet
+        run: echo "word=hello from $GITHUB_REPOSITORY" >> "$GITHUB_OUTPUT"
+      - run: |
+          echo "said: ${{ steps.greet.outputs.word }}"
+          echo "secret: ${{ secrets.API_TOKEN }}"
+          echo "env: $STAGE, file: $(cat app.txt)"
+      - if: env.STAGE == 'broken'
+        run: exit 3
+"""
+
+
+def test_act_runs_a_workflow_offline_with_stand_in_actions(tmp_path: Path) -> None:
+    from tests.act import git_repo, run_workflow
+
+    repo = tmp_path / "repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "ci.yml").write_text(TRIVIAL_WORKFLOW)
+    (repo / "app.txt").write_text("checked out\n")
+    git_repo(repo, "acme/web")
+    secret = f"tok-{uuid.uuid4().hex}"
+
+    ok = run_workflow(
+        repo, ".github/workflows/ci.yml", secrets={"API_TOKEN": secret}, env={"STAGE": "prod"}
+    )
+    assert ok.returncode == 0, ok.log
+    assert "said: hello from acme/web" in ok.log
+    assert "env: prod, file: checked out" in ok.log
+    assert "secret: ***" in ok.log
+    assert secret not in ok.log
+    assert "Job succeeded" in ok.log
+
+    # The same on this host (-self-hosted) instead of the runner image: the step fails.
+    failed = run_workflow(repo, ".github/workflows/ci.yml", env={"STAGE": "broken"}, on_host=True)
+    assert failed.returncode != 0, failed.log
+    assert "file: checked out" in failed.log
+    assert "exit status 3" in failed.log
+
+
+def test_act_refuses_a_remote_action_without_stand_in(tmp_path: Path) -> None:
+    from tests.act import UnknownActionError, git_repo, run_workflow
+
+    repo = tmp_path / "repo"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "ci.yml").write_text(
+        "on: push\njobs:\n  x:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - uses: someone/unknown-action@v1\n"
+    )
+    git_repo(repo)
+    with pytest.raises(UnknownActionError, match="someone/unknown-action@v1"):
+        run_workflow(repo, ".github/workflows/ci.yml")
+
+
+@pytest.fixture(scope="session")
+def action_images() -> None:
+    """deployer-base, deployer-buildx-bin and deployer-tools in the engine (scripts/action-image.sh)."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "action-image.sh")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"scripts/action-image.sh failed:\n{done.stdout}\n{done.stderr}")
+
+
+ACTION_WORKFLOW = """\
+name: deploy
+on: push
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - id: deploy
+        uses: ./
+        with:
+          image: {image}
+          context: app
+          tags: act
+          registry-username: ${{{{ secrets.REGISTRY_USERNAME }}}}
+          registry-password: ${{{{ secrets.REGISTRY_PASSWORD }}}}
+      - run: echo "status=${{{{ steps.deploy.outputs.status }}}} digest=${{{{ steps.deploy.outputs.digest }}}}"
+"""
+
+
+def test_act_builds_and_runs_our_docker_action_from_a_local_path(
+    tmp_path: Path, action_images: None
+) -> None:
+    # act builds the action's image from our Dockerfile with the test engine
+    # (`uses: ./`), runs it with the engine's socket, and the action builds and
+    # pushes the app: what a workflow of the examples does, minus the cluster.
+    from tests.act import action_tree, git_repo, run_workflow
+
+    settings = need_service("TEST_REGISTRY", "TEST_REGISTRY_USERNAME", "TEST_REGISTRY_PASSWORD")
+    repo = action_tree(tmp_path / "repo")
+    (repo / "app").mkdir()
+    shutil.copy("/bin/busybox", repo / "app" / "busybox")
+    (repo / "app" / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\n")
+    image = f"{settings['TEST_REGISTRY']}/act-{uuid.uuid4().hex[:8]}/app"
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    (repo / ".github" / "workflows" / "deploy.yml").write_text(ACTION_WORKFLOW.format(image=image))
+    git_repo(repo, "acme/deployer")
+
+    result = run_workflow(
+        repo,
+        ".github/workflows/deploy.yml",
+        secrets={
+            "REGISTRY_USERNAME": settings["TEST_REGISTRY_USERNAME"],
+            "REGISTRY_PASSWORD": settings["TEST_REGISTRY_PASSWORD"],
+        },
+    )
+    assert result.returncode == 0, result.log
+    assert "docker build -t act-dockeraction:latest" in result.log
+    digest = re.search(r"status=succeeded digest=(sha256:[0-9a-f]{64})", result.log)
+    assert digest, result.log
+    pair = f"{settings['TEST_REGISTRY_USERNAME']}:{settings['TEST_REGISTRY_PASSWORD']}"
+    repository = image.split("/", 1)[1]
+    request = urllib.request.Request(
+        f"http://{settings['TEST_REGISTRY']}/v2/{repository}/manifests/act", method="HEAD"
+    )
+    request.add_header("Authorization", "Basic " + base64.b64encode(pair.encode()).decode())
+    request.add_header(
+        "Accept",
+        "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,"
+        "application/vnd.docker.distribution.manifest.v2+json",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        assert response.headers["Docker-Content-Digest"] == digest[1]
