@@ -194,12 +194,19 @@ wait_healthy() { # NAME URL DEADLINE_S
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # ensure NAME IDENTITY HEALTH_URL PORT... -- CMD...: reuse or (re)start one process.
+# Reused only when it runs the same command with the same files: the key is a
+# hash of the command line and of every file it names (binary, kubeconfig), so
+# a new binary or a cluster made anew (new CA, new certificates) restarts it.
 ensure() {
   local name=$1 identity=$2 url=$3; shift 3
   local ports=()
   while [ "$1" != -- ]; do ports+=("$1"); shift; done
   shift
-  if alive "$name" "$identity" && healthy "$url"; then
+  local key arg
+  key="$(for arg in "$@"; do echo "$arg"; if [ -f "$arg" ]; then sha256sum <"$arg"; fi; done \
+    | sha256sum | cut -c1-16)"
+  if alive "$name" "$identity" && healthy "$url" \
+    && [ "$(cat "$state/$name.identity" 2>/dev/null)" = "$key" ]; then
     log "$name already running (pid $(cat "$state/$name.pid")); reusing it"
     return 0
   fi
@@ -210,6 +217,7 @@ ensure() {
   done
   local t=$SECONDS
   start "$name" "$@"
+  echo "$key" >"$state/$name.identity"
   wait_healthy "$name" "$url" 90 || exit 1
   log "$name started in $((SECONDS - t))s (log $state/$name.log)"
 }
