@@ -33,6 +33,7 @@ from deployer.errors import (
     PushError,
 )
 from deployer.kubeconfig import credentials_in, read_kubeconfig_files
+from deployer.render.helm import looks_secret
 from deployer.report import RunReport, outputs, summary
 
 if TYPE_CHECKING:
@@ -79,6 +80,10 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         io.mask(env.get(name))
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
+    for line in inputs["helm-set"].splitlines():  # key=value; masked when it looks secret
+        key, _, value = line.partition("=")
+        if looks_secret(key.strip(), value):
+            io.mask(value)
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
         for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
@@ -175,11 +180,12 @@ def _build_and_push(
 ) -> None:
     from deployer.build import BuildResult, build_image
     from deployer.cloud.registry import registry_login
-    from deployer.push import resolve_digest, verify_push
+    from deployer.push import resolve_digest, verify_images, verify_push
 
     config = registry_login(config, io.mask)  # ECR / Artifact Registry without a password
     engine = make_docker(config)
     try:
+        verify_images(config, engine, io)  # before the build: a missing digest costs nothing
         if config.build:
             push = config.push and not config.dry_run
             if config.dry_run:
@@ -210,7 +216,7 @@ def _stages(
     make_docker: Callable[[Config], Any],
     make_deploy: Callable[[Config], Deploy],
 ) -> None:
-    if not (config.deployments or config.workloads or config.manifests):
+    if not config.deploys:
         _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return

@@ -160,6 +160,7 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
         "deployments": json.dumps(deployments),
         "workloads": json.dumps(workloads),
         "duration": f"{report.duration:.1f}",
+        "url": report.rollout.url if report.rollout else "",
     }
 
 

@@ -24,7 +24,8 @@ def plan_lines(plan: Plan, image: str) -> list[str]:
         current = w.images_of(w.before).split(", ") if w.before else []
         for index, container in enumerate(w.containers):
             was = (current[index] if index < len(current) else "") or "(created by the manifests)"
-            lines.append(f"{w.display}: container {container}: {was} -> {image}")
+            target = w.image_for(container, image)
+            lines.append(f"{w.display}: container {container}: {was} -> {target}")
     for item in plan.applied.items if plan.applied else ():
         verb = "replace" if item.replace else "apply"
         scope = " (cluster-scoped)" if item.manifest.cluster_scoped else ""
