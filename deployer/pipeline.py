@@ -77,6 +77,7 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
                 io.mask(secret)
     for name in SECRET_ENV:
         io.mask(env.get(name))
+    io.mask(inputs["github-token"].strip())  # the pull request comment's
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches

@@ -147,6 +147,7 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
             entry["reason"] = clip(reason, OUTPUT_REASON_CHARS)
     deployments = [w for w in workloads if w.get("kind") == "Deployment"]
     revisions = report.rollout.revisions if report.rollout else {}
+    plan = report.rollout.plan if report.rollout else None
     references: list[str] = []
     if report.push:
         references = list(report.push.references)
@@ -162,6 +163,8 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
         "deployments": json.dumps(deployments),
         "workloads": json.dumps(workloads),
         "duration": f"{report.duration:.1f}",
+        "plan": plan.markdown() if plan else "",
+        "changes": plan.changes_json() if plan else "[]",
     }
 
 
@@ -513,7 +516,10 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     elif deployments and report.status != "planned":
         head += [*_lead(deployments), ""]
     head += _error_sections(errors)
-    if deployments and report.status == "planned":
+    plan = report.rollout.plan if report.rollout else None
+    if plan is not None and report.status == "planned":
+        head += [plan.markdown(), ""]
+    elif deployments and report.status == "planned":
         head += [*_plan(deployments), ""]
     elif deployments:
         head += [*_table(deployments), ""]
