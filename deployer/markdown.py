@@ -22,6 +22,7 @@ __all__ = [
     "code",
     "fenced",
     "short_image",
+    "wrapped",
 ]
 
 FIELD_CHARS = 2_000  # one message or reason
@@ -67,7 +68,7 @@ def _width(char: str) -> int:
     return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
 
 
-def _wrapped(line: str, columns: int) -> list[str]:
+def wrapped(line: str, columns: int = WRAP_COLUMNS) -> list[str]:
     """``line`` cut into pieces of at most ``columns`` display columns, at a space if near."""
     if len(line) <= columns // 2 or (len(line) <= columns and line.isascii()):
         return [line]
@@ -105,7 +106,7 @@ def fenced(text: str, *, max_lines: int = SECTION_LINES, language: str = "text")
     lines: list[str] = []
     for line in given:
         line = clip(_CONTROL.sub("", line.expandtabs(4)).rstrip(), LINE_CHARS)
-        lines.extend(_wrapped(line, WRAP_COLUMNS))
+        lines.extend(wrapped(line, WRAP_COLUMNS))
     while lines and not lines[-1].strip():
         lines.pop()
     if len(lines) > max_lines:

@@ -13,7 +13,8 @@ One function asks the cluster: :func:`ask_cluster`.
 Left out of every comparison, as server-set noise: ``status``, ``metadata.``
 ``managedFields``/``resourceVersion``/``generation``/``uid``/``creationTimestamp``/
 ``selfLink``/``deletionTimestamp``/``deletionGracePeriodSeconds``, the controllers'
-``deployment.kubernetes.io/*`` annotations, and deployer's own annotations
+``deployment.kubernetes.io/*`` annotations, the Job controller's uid labels, and
+deployer's own annotations
 (``kubernetes.io/change-cause``, ``deployer.dev/*``: they change on every run).
 A Secret's ``data``/``stringData`` values and any object's
 ``kubectl.kubernetes.io/last-applied-configuration`` (which holds them too) are
@@ -38,7 +39,16 @@ import yaml
 from deployer.actions import ActionsIO, cut_markdown
 from deployer.cluster import Kube, Resource, Response
 from deployer.errors import ClusterError
-from deployer.markdown import clip_middle, code, fenced, short_image
+from deployer.markdown import (
+    LINE_CHARS,
+    WRAP_COLUMNS,
+    clip,
+    clip_middle,
+    code,
+    fenced,
+    short_image,
+    wrapped,
+)
 
 __all__ = [
     "HIDDEN",
@@ -78,6 +88,7 @@ SERVER_ANNOTATION_PREFIXES = ("deployment.kubernetes.io/",)
 OWN_ANNOTATIONS = ("kubernetes.io/change-cause",)
 OWN_ANNOTATION_PREFIXES = ("deployer.dev/",)
 HIDDEN_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+GENERATED_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
 SECRET_FIELDS = ("data", "stringData")
 _MASKED_CHARS = 8  # shorter Secret values are not registered as masks: they would blot the log
 
@@ -147,16 +158,17 @@ def _annotation_kept(key: str) -> bool:
     )
 
 
-def _without_null_timestamps(node: Any) -> Any:
-    """Pod templates carry ``creationTimestamp: null`` from some clients: noise."""
+def _without_generated(node: Any) -> Any:
+    """Without ``creationTimestamp: null`` (some clients' pod templates) and the Job
+    controller's uid labels (a new uid on every dry run of a new Job): noise."""
     if isinstance(node, dict):
         return {
-            k: _without_null_timestamps(v)
+            k: _without_generated(v)
             for k, v in node.items()
-            if not (k == "creationTimestamp" and v is None)
+            if not (k == "creationTimestamp" and v is None) and k not in GENERATED_LABELS
         }
     if isinstance(node, list):
-        return [_without_null_timestamps(v) for v in node]
+        return [_without_generated(v) for v in node]
     return node
 
 
@@ -164,7 +176,7 @@ def normalised(obj: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """``obj`` without server-set noise and deployer's own annotations (a deep copy)."""
     if obj is None:
         return None
-    found = _without_null_timestamps(copy.deepcopy(dict(obj)))
+    found = _without_generated(copy.deepcopy(dict(obj)))
     found.pop("status", None)
     meta = _mapping(found.get("metadata"))
     for key in SERVER_METADATA:
@@ -450,8 +462,18 @@ def _section(o: ObjectChange) -> list[str]:
         "",
     ]
     if o.diff:
-        lines += [fenced("\n".join(o.diff), max_lines=2 * DIFF_LINES, language="diff"), ""]
+        shown = [piece for line in o.diff for piece in _diff_line(line)]
+        lines += [fenced("\n".join(shown), max_lines=3 * DIFF_LINES, language="diff"), ""]
     return lines
+
+
+def _diff_line(line: str) -> list[str]:
+    """A long diff line in pieces that keep its ``+``/``-`` (GitHub colours by it)."""
+    line = clip(line, LINE_CHARS)
+    if len(line) <= WRAP_COLUMNS // 2 or line.startswith(("---", "+++", "@@")):
+        return [line]
+    sign, rest = line[:1], line[1:]
+    return [sign + piece for piece in wrapped(rest, WRAP_COLUMNS - 1)]
 
 
 _FOOTER = (

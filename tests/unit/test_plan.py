@@ -113,6 +113,23 @@ def test_server_set_fields_and_deployers_own_annotations_are_left_out() -> None:
     assert live["status"] and live["metadata"]["uid"]  # the caller's object is untouched
 
 
+def test_a_new_jobs_generated_uid_labels_are_left_out() -> None:
+    uid = "8cf07af6-582a-41ca-af6a-33fdfdf88cac"
+    labels = {"controller-uid": uid, "batch.kubernetes.io/controller-uid": uid, "job-name": "m"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "m", "labels": dict(labels)},
+        "spec": {
+            "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": {"containers": []}},
+        },
+    }
+    found = compare(None, job, source="k8s/job.yaml")
+    assert not any(uid in line for line in found.diff)
+    assert "+    job-name: m" in found.diff
+
+
 def test_an_apply_that_changes_only_what_the_server_sets_is_unchanged() -> None:
     """Both sides as the server stores them: defaults are on both, so they are no change."""
     live = deployment(IMAGE, **SERVER_NOISE, annotations={"deployer.dev/run-url": "run 41"})
@@ -454,3 +471,14 @@ def test_an_object_the_credentials_cannot_read_has_no_diff() -> None:
     [found] = plan.objects
     assert (found.action, found.diff) == ("unknown", ())
     assert plan.headline() == "0 to create, 0 to change, 0 unchanged, 1 not readable"
+
+
+def test_a_long_diff_line_is_wrapped_and_each_piece_keeps_its_sign() -> None:
+    long_image = "registry.example.com/" + "team/" * 20 + "web@sha256:" + "cd" * 32
+    found = compare(deployment(OLD), deployment(long_image), source="k8s/web.yaml")
+    text = Plan(long_image, (found,)).markdown()
+    body = text.split("```diff\n", 1)[1].split("\n```", 1)[0]
+    lines = body.splitlines()
+    assert all(len(line) <= 100 for line in lines)
+    assert all(line[:1] in (" ", "+", "-", "@") for line in lines), lines
+    assert any(line.startswith("+↳ ") for line in lines)
