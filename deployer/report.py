@@ -359,7 +359,8 @@ def _success_line(report: RunReport) -> list[str]:
     if not image:
         return []
     if report.status == "planned":
-        return [f"Built {code(short_image(image))}; nothing was pushed and no workload changed."]
+        found = "Built" if report.build else "Found"  # build: false looked the image up
+        return [f"{found} {code(short_image(image))}; nothing was pushed and no workload changed."]
     if deployments:
         names = ", ".join(code(_workload(d)) for d in deployments[:LEAD_LINES])
         more = f" and {len(deployments) - LEAD_LINES} more" if len(deployments) > LEAD_LINES else ""
