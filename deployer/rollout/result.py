@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.actions import ActionsIO
+from deployer.plan import Plan
 from deployer.rollout.kinds import JOB
 from deployer.rollout.state import Outcome, RunState, Workload
 from deployer.rollout.undo import revision_of
@@ -56,6 +57,7 @@ class RolloutResult:
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
     url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
+    plan: Plan | None = None  # a dry run's: every object compared with the live one
 
     @property
     def revisions(self) -> dict[str, int | None]:
