@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from deployer import buildx
 from deployer.actions import ActionsIO
+from deployer.buildcontext import context_dockerfile
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
 from deployer.registry import Transient, classify, with_retries
@@ -39,7 +39,6 @@ __all__ = [
 ]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_MAX_GIT_CONFIG = 1 << 20
 # What buildx and BuildKit say when pulling a base image was refused.
 _PULL_HINTS = (
     "failed to resolve source metadata",
@@ -75,60 +74,6 @@ def builder_reasons(config: Config) -> list[str]:
     if config.wants_attestations:
         reasons.append("attestations (provenance/sbom)")
     return reasons
-
-
-def _git_config_has_token(context: Path, workspace: Path) -> bool:
-    path = context / ".git" / "config"
-    try:
-        real = path.resolve()
-        real.relative_to(workspace)
-        if not real.is_file() or real.stat().st_size > _MAX_GIT_CONFIG:
-            return False
-        return "extraheader" in real.read_text(encoding="utf-8", errors="replace").lower()
-    except (OSError, ValueError, RuntimeError):
-        return False
-
-
-def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
-    """The Dockerfile to build with; a copy with its own ignore file when .git/config must go.
-
-    ``actions/checkout`` leaves the token in ``.git/config`` (``http.…extraheader``)
-    unless ``persist-credentials: false``; a ``COPY . .`` would bake it into the
-    image. If .dockerignore does not exclude that file, a copy of the Dockerfile
-    is built with ``<Dockerfile>.dockerignore`` beside it (which buildx prefers over
-    the context's .dockerignore): the same patterns plus ``.git/config``.
-    """
-    if not _git_config_has_token(config.context, config.workspace):
-        return config.dockerfile
-    from docker.utils.build import PatternMatcher
-
-    own = Path(f"{config.dockerfile}.dockerignore")
-    source = own if own.is_file() else config.context / ".dockerignore"
-    try:
-        text = source.read_text(encoding="utf-8") if source.is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    excluded = False  # .dockerignore rules: the last pattern matching the file or a parent wins
-    for pattern in patterns:
-        matcher = PatternMatcher([pattern.lstrip("!")])
-        if matcher.matches(".git/config") or matcher.matches(".git"):
-            excluded = not pattern.startswith("!")
-    if excluded:
-        return config.dockerfile
-    folder = workdir / "dockerfile"
-    folder.mkdir(mode=0o700)
-    copy = folder / "Dockerfile"
-    shutil.copyfile(config.dockerfile, copy)
-    (folder / "Dockerfile.dockerignore").write_text(text.rstrip("\n") + "\n.git/config\n")
-    io.warning(
-        "The build context holds .git/config with a credential header (actions/checkout "
-        "without persist-credentials: false) and .dockerignore does not exclude it: it was "
-        "left out of the build context. Add `.git` to .dockerignore, or check out with "
-        "`persist-credentials: false`",
-        title="Credentials in the build context",
-    )
-    return copy
 
 
 def build_argv(
