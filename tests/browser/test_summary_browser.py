@@ -47,7 +47,7 @@ NEEDLES = {
     "succeeded": ("Succeeded: deployed", "now run"),
     "rolled-back": ("Rolled back", "CrashLoopBackOff"),
     "dry-run": ("Dry run: nothing was pushed", "sidecar"),
-    "input-error": ("Invalid input", "has upper-case letters"),
+    "input-error": ("Invalid input", "contains a tag"),
     "build-failed": ("Build failed", "RUN pip install"),
     "long-names": ("Rolled back", "OOMKilled"),
 }

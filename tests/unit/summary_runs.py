@@ -223,7 +223,7 @@ def summaries(tmp_path: Path) -> dict[str, str]:
     env["INPUT_DRY-RUN"] = "true"
     found["dry-run"] = go(env, planned(f"{REPO}:sha-0123456"))[3]
     env = runner_env(tmp_path / "input-error")
-    env["INPUT_IMAGE"] = "ghcr.io/Acme/Checkout-Web"
+    env["INPUT_IMAGE"] = "ghcr.io/acme/checkout-web:v1"
     env["INPUT_TIMEOUT"] = "5 minutes"
     found["input-error"] = go(env, None)[3]
     broken = FakeEngine([{"lines": FAILED_BUILD, "code": 1}])
