@@ -78,6 +78,8 @@ INPUTS: dict[str, tuple[str, str]] = {
     "rollback-on-failure": ("true", "true"),
     "tolerate-failures-until-deadline": ("false", "false"),
     "dry-run": ("false", "false"),
+    "comment-on-pr": ("false", "true"),
+    "github-token": ("", "${{ github.token }}"),
     "allow-cluster-scoped": ("false", "true"),
     # build-push-action's names and syntax
     "cache-from": ("", "type=registry,ref=ghcr.io/acme/web:buildcache"),
@@ -241,6 +243,11 @@ class GitHubContext(BaseModel):
     run_attempt: str = ""
     workflow: str = ""
     actor: str = ""
+    job: str = ""  # the job's id in the workflow (GITHUB_JOB)
+    action: str = ""  # the step's id, or __owner_repo[_N] (GITHUB_ACTION)
+    event_name: str = ""
+    event_path: str = ""  # the event's JSON payload, written by the runner
+    api_url: str = "https://api.github.com"
 
     @property
     def source_url(self) -> str:
@@ -287,6 +294,8 @@ class Config(BaseModel):
     tolerate_failures_until_deadline: bool = False
     dry_run: bool
     allow_cluster_scoped: bool = False
+    comment_on_pr: bool = False
+    github_token: SecretStr | None = None
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
@@ -651,6 +660,7 @@ _FLAGS = (
     "no-cache",
     "pull",
     "tolerate-failures-until-deadline",
+    "comment-on-pr",
 )
 
 
@@ -664,6 +674,11 @@ def _github(env: Mapping[str, str]) -> GitHubContext:
         run_attempt=env.get("GITHUB_RUN_ATTEMPT", ""),
         workflow=env.get("GITHUB_WORKFLOW", ""),
         actor=env.get("GITHUB_ACTOR", ""),
+        job=env.get("GITHUB_JOB", ""),
+        action=env.get("GITHUB_ACTION", ""),
+        event_name=env.get("GITHUB_EVENT_NAME", ""),
+        event_path=env.get("GITHUB_EVENT_PATH", ""),
+        api_url=env.get("GITHUB_API_URL", "") or "https://api.github.com",
     )
 
 
@@ -960,6 +975,10 @@ def load_config(env: Mapping[str, str]) -> Config:
         "tolerate_failures_until_deadline": flags["tolerate-failures-until-deadline"],
         "dry_run": flags["dry-run"],
         "allow_cluster_scoped": flags["allow-cluster-scoped"],
+        "comment_on_pr": flags["comment-on-pr"],
+        "github_token": SecretStr(raw["github-token"].strip())
+        if raw["github-token"].strip()
+        else None,
         "no_cache": flags["no-cache"],
         "pull": flags["pull"],
         **_image_inputs(check, raw, github, flags["build"]),
@@ -971,6 +990,12 @@ def load_config(env: Mapping[str, str]) -> Config:
     deploying = fields["deployments"] or fields["workloads"] or fields["manifests"]
     if deploying and not flags["push"] and flags["build"]:
         check.fail("push", "is false, but a cluster can only run an image that was pushed")
+    if flags["comment-on-pr"] and not raw["github-token"].strip():
+        check.fail(
+            "github-token",
+            "is empty, but comment-on-pr is true; pass the job's token and give the job "
+            "permissions: pull-requests: write",
+        )
     if check.problems:
         raise ConfigError(check.problems)
     fields.update(_job_environment(env, workspace))

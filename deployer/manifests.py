@@ -28,7 +28,6 @@ from deployer.safeyaml import check_events, construct
 __all__ = [
     "CLUSTER_SCOPED_KINDS",
     "Manifest",
-    "cluster_scoped_note",
     "load_manifests",
     "read_inside",
     "read_regular_file",
@@ -488,16 +487,3 @@ def refuse_cluster_scoped(
             ]
         )
     return scoped
-
-
-def cluster_scoped_note(manifests: list[Manifest]) -> str:
-    """Markdown for the dry-run plan: the cluster-scoped objects a run would apply."""
-    scoped = [m for m in manifests if m.cluster_scoped]
-    if not scoped:
-        return ""
-
-    def code(text: str) -> str:  # a file name may hold a backtick: it cannot end the span
-        return "`" + text.replace("`", "'").replace("\n", " ") + "`"
-
-    items = "\n".join(f"- {code(m.kind)} {code(m.name)} from {code(m.source)}" for m in scoped)
-    return f"\n\nCluster-scoped objects (allowed by `allow-cluster-scoped`):\n\n{items}"

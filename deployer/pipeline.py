@@ -89,6 +89,7 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
                 io.mask(secret)
     for name in SECRET_ENV:
         io.mask(env.get(name))
+    io.mask(inputs["github-token"].strip())  # the pull request comment's
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
     for line in inputs["secret-envs"].splitlines():  # build secrets: id=ENVVAR
@@ -253,6 +254,7 @@ def run(
         make_deploy = functools.partial(KubernetesDeploy, io=io)
     report = RunReport()
     cancel = threading.Event()
+    config: Config | None = None
     try:
         mask_secrets(io, env)
         with cancellation(cancel):
@@ -288,6 +290,8 @@ def run(
         report.status = "failed"
     report.duration = time.monotonic() - started
     _write_report(io, report, env)
+    if config is not None and config.comment_on_pr and report.status != "cancelled":
+        _comment_on_pull_request(io, config, report, cancel)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned") else 1
 
@@ -333,6 +337,39 @@ def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> N
                 title=f"No {what}",
             )
             _debug_trace(io, e)
+
+
+def _comment_on_pull_request(
+    io: ActionsIO, config: Config, report: RunReport, cancel: threading.Event
+) -> None:
+    """The plan (or why there is none) in the job's comment on the pull request."""
+    from deployer.cluster import cluster_server, default_namespace
+    from deployer.github import comment_plan
+
+    if not config.dry_run:
+        io.notice(
+            "comment-on-pr posts the plan of a dry run (dry-run: true); this run deploys, so "
+            "no comment is written",
+            title="No plan comment",
+        )
+        return
+    token = config.github_token.get_secret_value() if config.github_token else ""
+    target = " ".join([cluster_server(config), default_namespace(config), config.image.repository])
+    errors = [f"{e.title}: {e.message}" for e in report.errors]
+    failure = "" if report.status == "planned" else (errors[0] if errors else report.status)
+    try:
+        with cancellation(cancel):
+            comment_plan(
+                io,
+                config.github,
+                token,
+                target=target,
+                plan=outputs(report, redact=io.redact)["plan"],
+                failure=io.redact(failure),
+                cancel=cancel,
+            )
+    except Cancelled:
+        io.warning("Cancelled while writing the plan comment", title="No plan comment")
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ clock (``clock``, :func:`time.monotonic` unless a test passes another).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -33,12 +34,12 @@ from deployer.config import INPUTS, Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, ConfigError, InputProblem
 from deployer.manifests import (
     Manifest,
-    cluster_scoped_note,
     load_manifests,
     refuse_cluster_scoped,
     same_repository,
 )
-from deployer.rollout.apply import FIRST_KINDS, Applied, ManifestSet
+from deployer.plan import Plan, ask_cluster, write_log
+from deployer.rollout.apply import FIELD_MANAGER, FIRST_KINDS, Applied, ManifestSet
 from deployer.rollout.diagnose import create_failure, diagnose_pod, node_coming
 from deployer.rollout.judge import Snapshot, baseline, judge, timed_out
 from deployer.rollout.kinds import (
@@ -121,6 +122,7 @@ class RolloutResult:
     status: str  # succeeded | failed | rolled-back | cancelled | planned
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
+    plan: Plan | None = None  # a dry run's: every object compared with the live one
 
     @property
     def revisions(self) -> dict[str, int | None]:
@@ -497,25 +499,16 @@ class Stage:
     # -- 2. plan or change -------------------------------------------------------------
 
     def _plan(self) -> RolloutResult:
-        # The log only: the job summary shows the plan from the result (report.py), with
-        # untrusted names in code spans.
-        self.io.info("Dry run: nothing is changed. The plan:")
-        for w in self.workloads:
-            for container in w.containers:
-                current = w.images_of(w.before) if w.before else ""
-                current = current.split(", ")[w.containers.index(container)] if current else ""
-                current = current or "(created by the manifests)"
-                self.io.info(f"  {w.display}: container {container}: {current} -> {self.image}")
-        for item in self.applied.items if self.applied else ():
-            verb = "replace" if item.replace else "apply"
-            scope = " (cluster-scoped)" if item.manifest.cluster_scoped else ""
-            self.io.info(f"  {verb} {item.label}{scope} from {item.manifest.source}")
-        note = cluster_scoped_note(self.manifests)
-        if note:
-            self.io.append_summary(note.lstrip("\n") + "\n")
+        """Dry run: every object compared with the live one (deployer.plan); nothing changes."""
+        self.io.info("Dry run: nothing is changed.")
+        items = self.applied.items if self.applied else []
+        plan = ask_cluster(
+            self.kube, items, self.workloads, self.image, FIELD_MANAGER, self.io.mask
+        )
+        write_log(self.io, plan)
         for w in self.workloads:
             w.plan()
-        return self._result(status="planned")
+        return dataclasses.replace(self._result(status="planned"), plan=plan)
 
     def _annotate(self, metadata: dict[str, Any]) -> None:
         annotations = metadata.setdefault("annotations", {})
