@@ -169,6 +169,7 @@ def run_workflow(
     env: Mapping[str, str] | None = None,
     variables: Mapping[str, str] | None = None,
     job: str | None = None,
+    actor: str | None = None,
     actions: Mapping[str, Path] | None = None,
     on_host: bool = False,
     timeout: float = 900,
@@ -177,7 +178,7 @@ def run_workflow(
 
     ``payload`` is the event's JSON (act makes a minimal one otherwise);
     ``inputs`` are workflow_dispatch inputs; ``env`` is added to every job's
-    environment; ``actions`` maps ``owner/repo`` to a directory holding that
+    environment; ``actor`` is ``github.actor`` (act's default: nektos/act); ``actions`` maps ``owner/repo`` to a directory holding that
     action (it wins over a stand-in). ``on_host`` runs the steps on this host
     instead of in the runner image: faster, the host's tools, but a Docker
     container action then fails (act hands its container the host's paths).
@@ -207,6 +208,8 @@ def run_workflow(
             argv += ["-e", str(private / "event.json")]
         if job:
             argv += ["-j", job]
+        if actor:
+            argv += ["--actor", actor]
         process_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(private / "home"),

@@ -1,0 +1,210 @@
+"""The workflows users copy, run by nektos/act against the test environment (issue 19.6).
+
+Every workflow of ``examples/`` runs here as written; what a test environment needs
+instead of GitHub, GHCR and a cloud is this mapping, and nothing else:
+
+- ``uses: acme/deployer@v1`` → this checkout's action (``tests/act.py``: act builds
+  its Dockerfile from the local base images);
+- ``MAPPING``: ``ghcr.io/`` → the test registry and ``namespace: production`` → a
+  fresh namespace, in the workflow and in the app's ``k8s/`` YAML;
+- ``github.actor`` and ``secrets.GITHUB_TOKEN`` → the test registry's user and
+  password (what GHCR takes from a job);
+- the cluster secrets → kubeconfigs for the test API server: ``KUBECONFIG`` of the
+  ServiceAccount token Secret of docs/cluster.md's Role; ``EKS_KUBECONFIG``,
+  ``GKE_KUBECONFIG``, ``AKS_KUBECONFIG`` as ``aws eks update-kubeconfig``,
+  ``gcloud container clusters get-credentials`` and ``az aks get-credentials`` +
+  ``kubelogin convert-kubeconfig`` write them (tests/integration/cloud.py), the
+  cloud identity bound to the same Role;
+- the clouds → their stand-ins: ``CLOUD_MAPPING`` (the role, the workload identity
+  provider) and the job environment of :func:`cloud_job_env` (the endpoints, the
+  runner's OIDC token service).
+
+The repository a workflow runs in is ``examples/app/`` (with a static busybox the
+Dockerfile copies) and the workflow under ``.github/workflows/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes import utils as k8s_utils
+
+from tests.act import ActResult, action_tree, git_repo, run_workflow
+from tests.conftest import need_service
+from tests.integration.cloud import aks_kubeconfig, cloud_settings, eks_kubeconfig, gke_kubeconfig
+from tests.integration.test_docs_role import documented_yaml, in_namespace, token_kubeconfig
+from tests.integration.test_testenv import action_images
+
+pytestmark = pytest.mark.integration
+__all__ = ["action_images"]  # a fixture used here
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+BUSYBOX = Path("/bin/busybox")
+
+
+def mapping(registry: str, namespace: str) -> dict[str, str]:
+    """What the workflow and the app's YAML say → what they say here."""
+    return {"ghcr.io/": f"{registry}/", "namespace: production": f"namespace: {namespace}"}
+
+
+def cloud_mapping(settings: Mapping[str, str]) -> dict[str, str]:
+    """The cloud accounts the cloud examples name → the stand-ins' own."""
+    provider = settings["TEST_GCP_WIF_AUDIENCE"].removeprefix("//iam.googleapis.com/")
+    return {
+        "arn:aws:iam::123456789012:role/github-deploy": settings["TEST_AWS_ROLE_ARN"],
+        "projects/123456789012/locations/global/workloadIdentityPools/github/providers/my-repo": (
+            provider
+        ),
+    }
+
+
+def cloud_job_env(settings: Mapping[str, str]) -> dict[str, str]:
+    """The job environment that sends the cloud calls to the stand-ins."""
+    return {
+        "ACTIONS_ID_TOKEN_REQUEST_URL": settings["TEST_OIDC_REQUEST_URL"],
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN": settings["TEST_OIDC_REQUEST_TOKEN"],
+        "AWS_ENDPOINT_URL_STS": settings["TEST_STS_ENDPOINT"],
+        "AWS_ENDPOINT_URL_ECR": settings["TEST_ECR_ENDPOINT"],
+        "STANDIN_GOOGLE_STS_URL": settings["TEST_CLOUD_STANDIN_URL"] + "/google/sts/v1/token",
+        "AZURE_AUTHORITY_HOST": settings["TEST_AZURE_AUTHORITY_HOST"],
+    }
+
+
+def mapped(text: str, table: Mapping[str, str]) -> str:
+    for old, new in table.items():
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, str]:
+    return need_service(
+        "DOCKER_HOST",
+        "KUBECONFIG",
+        "TEST_REGISTRY",
+        "TEST_REGISTRY_USERNAME",
+        "TEST_REGISTRY_PASSWORD",
+        "TEST_ACT",
+    )
+
+
+@pytest.fixture(scope="module")
+def action(tmp_path_factory: pytest.TempPathFactory, action_images: None) -> Path:
+    """This checkout's action, for ``uses: acme/deployer@v1``."""
+    return action_tree(tmp_path_factory.mktemp("action"))
+
+
+@pytest.fixture
+def cluster(
+    kube_admin: k8s.ApiClient, kubeconfig: str, fresh_namespace: str, tmp_path: Path
+) -> dict[str, str]:
+    """docs/cluster.md's Role in a fresh namespace, for its ServiceAccount and the cloud
+    identities (the group the stand-ins' token webhook gives them); the kubeconfig of
+    the ServiceAccount's token Secret."""
+    namespace = fresh_namespace
+    for doc in in_namespace(documented_yaml(), namespace):
+        k8s_utils.create_from_dict(kube_admin, doc, namespace=namespace)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "deployer-cloud", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "cloud:deployers"}
+        ],
+    }
+    k8s_utils.create_from_dict(kube_admin, binding, namespace=namespace)
+    account = token_kubeconfig(kube_admin, kubeconfig, namespace, tmp_path / "sa.kubeconfig")
+    return {"namespace": namespace, "kubeconfig": account.read_text()}
+
+
+def user_repository(
+    tmp_path: Path, workflow: str, table: Mapping[str, str], owner: str = "acme"
+) -> Path:
+    """A repository as a user of the examples has it: examples/app/ and the workflow."""
+    if not BUSYBOX.is_file():
+        pytest.fail("busybox-static is not installed (make deps installs it)")
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLES / "app", repo)
+    shutil.copy(BUSYBOX, repo / "busybox")
+    for path in (repo / "k8s").glob("*.yaml"):
+        path.write_text(mapped(path.read_text(), table))
+    (repo / ".github" / "workflows").mkdir(parents=True)
+    text = mapped((EXAMPLES / workflow).read_text(), table)
+    (repo / ".github" / "workflows" / workflow).write_text(text)
+    return git_repo(repo, f"{owner}/web")
+
+
+def run_example(
+    repo: Path,
+    workflow: str,
+    services: Mapping[str, str],
+    action: Path,
+    *,
+    secrets: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
+    variables: Mapping[str, str] | None = None,
+    event: str = "push",
+    payload: Mapping[str, Any] | None = None,
+) -> ActResult:
+    return run_workflow(
+        repo,
+        f".github/workflows/{workflow}",
+        event=event,
+        payload=payload,
+        actor=services["TEST_REGISTRY_USERNAME"],
+        secrets={"GITHUB_TOKEN": services["TEST_REGISTRY_PASSWORD"], **secrets},
+        env=env,
+        variables=variables,
+        actions={"acme/deployer": action},
+        timeout=900,
+    )
+
+
+def deployed_image(admin: k8s.ApiClient, namespace: str, name: str = "web") -> str:
+    live = k8s.AppsV1Api(admin).read_namespaced_deployment(name, namespace)
+    return str(live.spec.template.spec.containers[0].image)
+
+
+def assert_the_app_is_deployed(
+    result: ActResult, admin: k8s.ApiClient, namespace: str, registry: str
+) -> str:
+    """The typical app's objects are there and the Deployment runs this run's digest."""
+    assert result.returncode == 0, result.log
+    image = deployed_image(admin, namespace)
+    assert re.fullmatch(rf"{re.escape(registry)}/acme/web@sha256:[0-9a-f]{{64}}", image), image
+    core, batch = k8s.CoreV1Api(admin), k8s.BatchV1Api(admin)
+    assert core.read_namespaced_config_map("web-config", namespace).data == {"LOG_LEVEL": "info"}
+    assert core.read_namespaced_service("web", namespace).spec.ports[0].port == 80
+    job = batch.read_namespaced_job("web-migrate", namespace)
+    assert job.status.succeeded == 1
+    assert job.spec.template.spec.containers[0].image == image
+    return image
+
+
+def test_the_typical_app_builds_applies_migrates_and_rolls_out(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+) -> None:
+    table = mapping(services["TEST_REGISTRY"], cluster["namespace"])
+    repo = user_repository(tmp_path, "app.yml", table)
+    result = run_example(
+        repo, "app.yml", services, action, secrets={"KUBECONFIG": cluster["kubeconfig"]}
+    )
+    image = assert_the_app_is_deployed(
+        result, kube_admin, cluster["namespace"], services["TEST_REGISTRY"]
+    )
+    assert f"deploy succeeded: {image}" in result.log
