@@ -25,21 +25,21 @@ Dockerfile copies) and the workflow under ``.github/workflows/``.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
 from tests.act import ActResult, action_tree, git_repo, run_workflow
 from tests.conftest import need_service
+from tests.github_standin import TOKEN, GitHubStandin
+from tests.helpers import create_deployment
 from tests.integration.cloud import aks_kubeconfig, cloud_settings, eks_kubeconfig, gke_kubeconfig
 from tests.integration.test_docs_role import documented_yaml, in_namespace, token_kubeconfig
 from tests.integration.test_testenv import action_images
@@ -208,3 +208,134 @@ def test_the_typical_app_builds_applies_migrates_and_rolls_out(
         result, kube_admin, cluster["namespace"], services["TEST_REGISTRY"]
     )
     assert f"deploy succeeded: {image}" in result.log
+
+
+def test_deploy_yml_with_a_mixed_case_owner_rolls_out_the_named_deployments(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+) -> None:
+    # ghcr.io/${{ github.repository_owner }}/web of an owner "Acme-Corp": lower-cased.
+    namespace = cluster["namespace"]
+    table = mapping(services["TEST_REGISTRY"], namespace)
+    owner = f"Acme-{uuid.uuid4().hex[:6]}"
+    repository = f"{services['TEST_REGISTRY']}/{owner.lower()}/web"
+    for name in ("web", "worker"):
+        create_deployment(kube_admin, namespace, name, f"{repository}:initial")
+    repo = user_repository(tmp_path, "deploy.yml", table, owner=owner)
+    result = run_example(
+        repo, "deploy.yml", services, action, secrets={"KUBECONFIG": cluster["kubeconfig"]}
+    )
+    assert result.returncode == 0, result.log
+    assert f"using '{repository}'" in result.log  # the notice
+    for name in ("web", "worker"):
+        image = deployed_image(kube_admin, namespace, name)
+        assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", image), image
+    assert "deploy succeeded in" in result.log and f"{repository}@sha256:" in result.log
+
+
+@pytest.fixture(scope="module")
+def cloud() -> dict[str, str]:
+    return {**cloud_settings(), **need_service("TEST_GCP_WIF_AUDIENCE", "TEST_CLOUD_STANDIN_URL")}
+
+
+@pytest.mark.parametrize(
+    ("workflow", "secret"), [("eks.yml", "EKS_KUBECONFIG"), ("gke.yml", "GKE_KUBECONFIG")]
+)
+def test_the_cloud_examples_deploy_through_the_stand_ins(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    cloud: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+    workflow: str,
+    secret: str,
+) -> None:
+    table = {**mapping(services["TEST_REGISTRY"], cluster["namespace"]), **cloud_mapping(cloud)}
+    repo = user_repository(tmp_path, workflow, table)
+    make = eks_kubeconfig if workflow == "eks.yml" else gke_kubeconfig
+    kubeconfig = make(tmp_path / "cloud.kubeconfig").read_text()
+    result = run_example(
+        repo, workflow, services, action, secrets={secret: kubeconfig}, env=cloud_job_env(cloud)
+    )
+    assert_the_app_is_deployed(result, kube_admin, cluster["namespace"], services["TEST_REGISTRY"])
+
+
+def test_the_aks_example_deploys_with_the_jobs_oidc_token(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    cloud: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+) -> None:
+    repo = user_repository(
+        tmp_path, "aks.yml", mapping(services["TEST_REGISTRY"], cluster["namespace"])
+    )
+    kubeconfig = aks_kubeconfig(
+        tmp_path / "aks.kubeconfig", login="workloadidentity", with_ids=False
+    )
+    result = run_example(
+        repo,
+        "aks.yml",
+        services,
+        action,
+        secrets={"AKS_KUBECONFIG": kubeconfig.read_text()},
+        env=cloud_job_env(cloud),
+        variables={
+            "AZURE_CLIENT_ID": cloud["TEST_AZURE_CLIENT_ID"],
+            "AZURE_TENANT_ID": cloud["TEST_AZURE_TENANT_ID"],
+        },
+    )
+    assert_the_app_is_deployed(result, kube_admin, cluster["namespace"], services["TEST_REGISTRY"])
+    assert cloud["TEST_AZURE_CLIENT_SECRET"] not in result.log
+
+
+def test_the_pull_request_plan_is_one_comment_and_changes_nothing(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+) -> None:
+    namespace = cluster["namespace"]
+    core = k8s.CoreV1Api(kube_admin)
+    live = {"metadata": {"name": "web-config"}, "data": {"LOG_LEVEL": "debug"}}
+    core.create_namespaced_config_map(namespace, live)
+    repo = user_repository(tmp_path, "pr-plan.yml", mapping(services["TEST_REGISTRY"], namespace))
+    payload = {
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "head": {"ref": "feature", "repo": {"full_name": "acme/web", "fork": False}},
+            "base": {"ref": "main", "repo": {"full_name": "acme/web"}},
+        },
+        "repository": {"full_name": "acme/web"},
+    }
+    with GitHubStandin() as github:
+        for _ in range(2):  # a second push updates the comment in place
+            result = run_example(
+                repo,
+                "pr-plan.yml",
+                services,
+                action,
+                event="pull_request",
+                payload=payload,
+                secrets={"KUBECONFIG": cluster["kubeconfig"], "GITHUB_TOKEN": TOKEN},
+                env={"GITHUB_API_URL": github.url},
+            )
+            assert result.returncode == 0, result.log
+        [comment] = github.state.ours(7)
+        methods = [c.method for c in github.state.calls if c.method != "GET"]
+    assert methods == ["POST", "PATCH"]
+    assert "1 to change" in comment["body"] and "web-config" in comment["body"]
+    assert "to create" in comment["body"]
+    assert core.read_namespaced_config_map("web-config", namespace).data == {"LOG_LEVEL": "debug"}
+    assert "web" not in [
+        d.metadata.name
+        for d in k8s.AppsV1Api(kube_admin).list_namespaced_deployment(namespace).items
+    ]
+    assert re.search(r"objects the merge would change: \[.*\"web-config\"", result.log)
