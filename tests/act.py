@@ -150,6 +150,22 @@ def _local_repositories(uses: set[str], actions: Mapping[str, Path]) -> list[str
     return args
 
 
+def _called_workflows_uses(uses: set[str], actions: Mapping[str, Path]) -> set[str]:
+    """What the reusable workflows among ``uses`` (local copies in ``actions``) use in turn.
+
+    act maps those with the same ``--local-repository`` arguments; one level deep, as
+    GitHub allows a called workflow to call others (up to four) but the examples do not.
+    """
+    found: set[str] = set()
+    for ref in uses:
+        match = _USES.match(ref)
+        path = (match["path"] or "") if match else ""
+        if match and path.endswith((".yml", ".yaml")) and match["repo"] in actions:
+            called = actions[match["repo"]] / path.lstrip("/")
+            found |= remote_actions(yaml.safe_load(called.read_text()) or {})
+    return found
+
+
 def _dotenv(path: Path, values: Mapping[str, str]) -> Path:
     """Write ``NAME="value"`` lines (act reads them with godotenv), mode 600."""
     path.touch(mode=0o600)
@@ -188,6 +204,7 @@ def run_workflow(
     testenv = read_testenv()
     workflow_path = repo / workflow
     uses = remote_actions(yaml.safe_load(workflow_path.read_text()) or {})
+    uses |= _called_workflows_uses(uses, actions or {})
     local = _local_repositories(uses, actions or {})
     with tempfile.TemporaryDirectory(prefix="act-") as tmp:
         private = Path(tmp)

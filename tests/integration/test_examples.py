@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import utils as k8s_utils
 
@@ -339,3 +340,53 @@ def test_the_pull_request_plan_is_one_comment_and_changes_nothing(
         for d in k8s.AppsV1Api(kube_admin).list_namespaced_deployment(namespace).items
     ]
     assert re.search(r"objects the merge would change: \[.*\"web-config\"", result.log)
+
+
+def readme_workflows(path: Path) -> list[str]:
+    """The ```yaml blocks of a Markdown file that are workflows (they have ``jobs:``)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", path.read_text(), flags=re.DOTALL | re.MULTILINE)
+    return [
+        b for b in blocks if isinstance(yaml.safe_load(b), dict) and "jobs" in yaml.safe_load(b)
+    ]
+
+
+def test_the_reusable_workflow_deploys_staging_then_production_for_its_caller(
+    services: dict[str, str],
+    action: Path,
+    cluster: dict[str, str],
+    kube_admin: k8s.ApiClient,
+    tmp_path: Path,
+) -> None:
+    # examples/README.md's caller, with examples/reusable-deploy.yml as the shared
+    # repository acme/workflows holds it (act gets it as a local copy, like the action).
+    namespace = cluster["namespace"]
+    [caller] = readme_workflows(EXAMPLES / "README.md")
+    table = {
+        **mapping(services["TEST_REGISTRY"], namespace),
+        "namespace: web": f"namespace: {namespace}",
+    }
+    shared = tmp_path / "workflows"
+    (shared / ".github" / "workflows").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "reusable-deploy.yml", shared / ".github" / "workflows")
+    repo = user_repository(tmp_path, "reusable-deploy.yml", table)
+    (repo / ".github" / "workflows" / "deploy.yml").write_text(mapped(caller, table))
+    repository = f"{services['TEST_REGISTRY']}/acme/web"
+    for name in ("web", "worker"):
+        create_deployment(kube_admin, namespace, name, f"{repository}:initial")
+    result = run_workflow(
+        repo,
+        ".github/workflows/deploy.yml",
+        actor=services["TEST_REGISTRY_USERNAME"],
+        secrets={
+            "GITHUB_TOKEN": services["TEST_REGISTRY_PASSWORD"],
+            "KUBECONFIG_STAGING": cluster["kubeconfig"],
+            "KUBECONFIG_PRODUCTION": cluster["kubeconfig"],
+        },
+        actions={"acme/deployer": action, "acme/workflows": shared},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.log
+    images = {deployed_image(kube_admin, namespace, n) for n in ("web", "worker")}
+    [image] = images
+    assert re.fullmatch(rf"{re.escape(repository)}@sha256:[0-9a-f]{{64}}", image), image
+    assert f"production: succeeded ({image})" in result.log
