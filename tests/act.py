@@ -187,6 +187,7 @@ def run_workflow(
     job: str | None = None,
     actor: str | None = None,
     actions: Mapping[str, Path] | None = None,
+    cache_server: bool = False,
     on_host: bool = False,
     timeout: float = 900,
 ) -> ActResult:
@@ -194,7 +195,9 @@ def run_workflow(
 
     ``payload`` is the event's JSON (act makes a minimal one otherwise);
     ``inputs`` are workflow_dispatch inputs; ``env`` is added to every job's
-    environment; ``actor`` is ``github.actor`` (act's default: nektos/act); ``actions`` maps ``owner/repo`` to a directory holding that
+    environment; ``actor`` is ``github.actor`` (act's default: nektos/act);
+    ``cache_server`` runs act's Actions cache service on loopback (ACTIONS_CACHE_URL,
+    what ``type=gha`` build caches use); ``actions`` maps ``owner/repo`` to a directory holding that
     action (it wins over a stand-in). ``on_host`` runs the steps on this host
     instead of in the runner image: faster, the host's tools, but a Docker
     container action then fails (act hands its container the host's paths).
@@ -217,7 +220,12 @@ def run_workflow(
             "--env-file", str(_dotenv(private / "env", env or {})),
             "--var-file", str(_dotenv(private / "vars", variables or {})),
             "--input-file", str(_dotenv(private / "inputs", inputs or {})),
-            "--no-cache-server",  # actions/cache has no use here and would listen on a LAN address
+            # act's cache service, only when asked for: on loopback, not its LAN default
+            *(
+                ["--cache-server-addr", "127.0.0.1", "--cache-server-path", str(private / "cache-server")]
+                if cache_server
+                else ["--no-cache-server"]
+            ),
             "--pull=false",  # nothing can be pulled; local images only
         ]  # fmt: skip
         if payload is not None:

@@ -130,9 +130,16 @@ def cluster(
 
 
 def user_repository(
-    tmp_path: Path, workflow: str, table: Mapping[str, str], owner: str = "acme"
+    tmp_path: Path,
+    workflow: str,
+    table: Mapping[str, str],
+    owner: str = "acme",
+    *,
+    text: str | None = None,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
-    """A repository as a user of the examples has it: examples/app/ and the workflow."""
+    """A repository as a user of the examples has it: examples/app/ and the workflow
+    (examples/<workflow>, or ``text``), and ``files`` (path → content) the workflow names."""
     if not BUSYBOX.is_file():
         pytest.fail("busybox-static is not installed (make deps installs it)")
     repo = tmp_path / "repo"
@@ -141,8 +148,11 @@ def user_repository(
     for path in (repo / "k8s").glob("*.yaml"):
         path.write_text(mapped(path.read_text(), table))
     (repo / ".github" / "workflows").mkdir(parents=True)
-    text = mapped((EXAMPLES / workflow).read_text(), table)
+    text = mapped(text if text is not None else (EXAMPLES / workflow).read_text(), table)
     (repo / ".github" / "workflows" / workflow).write_text(text)
+    for name, content in (files or {}).items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(content)
     return git_repo(repo, f"{owner}/web")
 
 
