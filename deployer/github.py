@@ -170,11 +170,16 @@ class GitHub:
     ) -> tuple[str, str]:
         """Update this job's comment, or create it; ("updated" | "created", its URL)."""
         found = self.find_comment(repository, number, marker)
+        answer: _Answer | None = None
+        verb = "updated"
         if found is not None and isinstance(found.get("id"), int):
             path = f"{self._base}/repos/{repository}/issues/comments/{found['id']}"
-            answer = self.request("PATCH", path, {"body": body})
-            verb = "updated"
-        else:
+            try:
+                answer = self.request("PATCH", path, {"body": body})
+            except GitHubError as e:
+                if e.status != 404:
+                    raise  # 404: deleted since it was listed, so make it again
+        if answer is None:
             path = f"{self._base}/repos/{repository}/issues/{number}/comments"
             answer = self.request("POST", path, {"body": body})
             verb = "created"

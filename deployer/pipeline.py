@@ -339,6 +339,12 @@ def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> N
             _debug_trace(io, e)
 
 
+_NOTHING_TO_PLAN = (
+    "Nothing to deploy: no `deployments`, `workloads` or `manifests`; this run only builds "
+    "the image."
+)
+
+
 def _comment_on_pull_request(
     io: ActionsIO, config: Config, report: RunReport, cancel: threading.Event
 ) -> None:
@@ -364,7 +370,7 @@ def _comment_on_pull_request(
                 config.github,
                 token,
                 target=target,
-                plan=outputs(report, redact=io.redact)["plan"],
+                plan=outputs(report, redact=io.redact)["plan"] or _NOTHING_TO_PLAN,
                 failure=io.redact(failure),
                 cancel=cancel,
             )

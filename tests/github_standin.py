@@ -49,6 +49,7 @@ class State:
     forbid_writes: bool = False  # 403 on POST/PATCH, as a read-only token gets
     fail_first: int = 0  # answer this many requests with 502 first
     redirect: bool = False  # answer everything with a 301 to another host
+    delete_after_listing: bool = False  # our comments vanish once listed (deleted meanwhile)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     next_id: int = 1000
@@ -140,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             headers["Link"] = f'<{url}>; rel="next"'
         self._answer(200, chunk, headers)
+        if state.delete_after_listing:
+            state.comments[number] = [c for c in comments if c not in state.ours(number)]
 
     do_GET = do_POST = do_PATCH = _handle
 

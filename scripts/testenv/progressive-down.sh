@@ -8,9 +8,13 @@ cd "$(dirname "$0")/../.." || exit 1
 testenv="${DEPLOYER_TESTENV:-$(pwd)/.testenv}"
 state="$testenv/progressive"
 rc=0
+# What each process's command line holds, so a pid reused by another program is left alone.
+declare -A marker=([flagger]="$state/flagger.kubeconfig" [argo-rollouts]="$state/argo-rollouts.kubeconfig"
+  [webhook]="progressive/webhook.py")
 for name in flagger argo-rollouts webhook; do
   pid="$(cat "$state/$name.pid" 2>/dev/null)" || continue
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "${marker[$name]}"; then
     kill -TERM "$pid" 2>/dev/null
     end=$((SECONDS + 10))
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done

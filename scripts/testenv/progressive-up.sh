@@ -159,10 +159,10 @@ alive() { # NAME [WORD]: is the process from NAME.pid running (with WORD in its 
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
   [ -z "${2:-}" ] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$2"
 }
-stop() { # NAME: TERM, then KILL after 10 s
+stop() { # NAME WORD: TERM, then KILL after 10 s (only our process: WORD in its command line)
   local pid
   pid="$(cat "$state/$1.pid" 2>/dev/null)" || return 0
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+  if alive "$1" "$2"; then
     kill -TERM "$pid" 2>/dev/null || true
     local end=$((SECONDS + 10))
     while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 0.2; done
@@ -193,24 +193,26 @@ wait_healthy() { # NAME URL DEADLINE_S
   done
 }
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# ensure NAME IDENTITY HEALTH_URL PORT... -- CMD...: reuse or (re)start one process.
+# ensure NAME MARKER HEALTH_URL PORT... -- CMD...: reuse or (re)start one process;
+# MARKER is in its command line whatever the binary's version (a pid reused by
+# another program is never stopped).
 # Reused only when it runs the same command with the same files: the key is a
 # hash of the command line and of every file it names (binary, kubeconfig), so
 # a new binary or a cluster made anew (new CA, new certificates) restarts it.
 ensure() {
-  local name=$1 identity=$2 url=$3; shift 3
+  local name=$1 marker=$2 url=$3; shift 3
   local ports=()
   while [ "$1" != -- ]; do ports+=("$1"); shift; done
   shift
   local key arg
   key="$(for arg in "$@"; do echo "$arg"; if [ -f "$arg" ]; then sha256sum <"$arg"; fi; done \
     | sha256sum | cut -c1-16)"
-  if alive "$name" "$identity" && healthy "$url" \
+  if alive "$name" "$marker" && healthy "$url" \
     && [ "$(cat "$state/$name.identity" 2>/dev/null)" = "$key" ]; then
     log "$name already running (pid $(cat "$state/$name.pid")); reusing it"
     return 0
   fi
-  stop "$name"
+  stop "$name" "$marker"
   local p
   for p in "${ports[@]}"; do
     port_free "$p" || die "port 127.0.0.1:$p is already in use by another program"
@@ -226,13 +228,13 @@ webhook_url="http://127.0.0.1:$WEBHOOK_PORT"
 ensure webhook "$root/testenv/progressive/webhook.py" "$webhook_url/healthz" "$WEBHOOK_PORT" -- \
   "$PYTHON" "$root/testenv/progressive/webhook.py" --port "$WEBHOOK_PORT"
 
-ensure argo-rollouts "${bin[argo-rollouts]}" "http://127.0.0.1:$ARGO_HEALTHZ_PORT/healthz" \
+ensure argo-rollouts "$state/argo-rollouts.kubeconfig" "http://127.0.0.1:$ARGO_HEALTHZ_PORT/healthz" \
   "$ARGO_METRICS_PORT" "$ARGO_HEALTHZ_PORT" -- \
   "${bin[argo-rollouts]}" --kubeconfig "$state/argo-rollouts.kubeconfig" \
   --leader-elect=false --metricsPort "$ARGO_METRICS_PORT" --healthzPort "$ARGO_HEALTHZ_PORT" \
   --loglevel info --logformat text
 
-ensure flagger "${bin[flagger]}" "http://127.0.0.1:$FLAGGER_PORT/healthz" "$FLAGGER_PORT" -- \
+ensure flagger "$state/flagger.kubeconfig" "http://127.0.0.1:$FLAGGER_PORT/healthz" "$FLAGGER_PORT" -- \
   "${bin[flagger]}" -kubeconfig "$state/flagger.kubeconfig" -mesh-provider=kubernetes \
   -metrics-server "$webhook_url" -port "$FLAGGER_PORT" -log-level info \
   -enable-leader-election=false -zap-encoding console -control-loop-interval 2s

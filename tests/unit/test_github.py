@@ -171,6 +171,19 @@ def test_comments_are_found_on_a_later_page_through_githubs_next_links(
     assert len(github.state.ours(7)) == 1
 
 
+def test_a_comment_deleted_since_it_was_listed_is_made_again(
+    github: GitHubStandin, tmp_path: Path
+) -> None:
+    ctx = context(tmp_path, github.url)
+    post(ctx)
+    github.state.calls.clear()
+    github.state.delete_after_listing = True  # someone deletes it between GET and PATCH
+    log = post(ctx)
+    assert "Plan comment created" in log
+    assert [c.method for c in github.state.calls] == ["GET", "PATCH", "POST"]
+    assert len(github.state.ours(7)) == 1
+
+
 def test_a_comment_that_only_quotes_the_marker_later_is_not_ours(
     github: GitHubStandin, tmp_path: Path
 ) -> None:
@@ -341,3 +354,16 @@ def test_a_deploy_that_is_not_a_dry_run_posts_no_comment(
     run(env, out, make_docker=lambda _c: engine, make_deploy=lambda _c: FakeDeploy([], result))
     assert github.state.calls == []
     assert "comment-on-pr posts the plan of a dry run" in out.getvalue()
+
+
+def test_a_build_only_dry_run_says_there_is_nothing_to_deploy(
+    runner_env: dict[str, str], tmp_path: Path, github: GitHubStandin
+) -> None:
+    env = pr_env(runner_env, tmp_path, github.url)
+    del env["INPUT_DEPLOYMENTS"]
+    engine = FakeEngine()
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
+    out = io.StringIO()
+    assert run(env, out, make_docker=lambda _c: engine) == 0, out.getvalue()
+    [comment] = github.state.comments[7]
+    assert "Nothing to deploy: no `deployments`, `workloads` or `manifests`" in comment["body"]
