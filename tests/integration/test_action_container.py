@@ -214,7 +214,7 @@ def test_bad_input_is_one_error_and_builds_nothing(
     assert "Traceback" not in result.log
     assert result.outputs["status"] == "failed"
     assert result.outputs["image"] == "" and result.outputs["digest"] == ""
-    assert "upper-case" in result.summary
+    assert "contains a tag" in result.summary
     assert "Build log" not in result.log
     # Nothing built: no image in the engine carries this run's commit.
     images = subprocess.run(
