@@ -202,6 +202,9 @@ def test_secret_files_and_secret_envs_are_used_and_found_nowhere(
     (workspace / "Dockerfile").write_text(
         busybox_dockerfile(
             "COPY . /src/",
+            # BuildKit keeps a RUN step's cache whatever its secrets hold: a step of this
+            # run's own makes the secret steps run again, for this run's secret.
+            f"RUN echo {uuid.uuid4().hex} > /run-id",
             "RUN --mount=type=secret,id=npmrc sha256sum < /run/secrets/npmrc > /npmrc.sha",
             "RUN --mount=type=secret,id=token sha256sum < /run/secrets/token > /token.sha",
         )

@@ -18,8 +18,10 @@ Then the test environment's mapping of tests/integration/test_examples.py applie
 that the examples do not: ``myregistry.azurecr.io/`` → the test registry and
 ``vars.ACR_USERNAME``/``secrets.ACR_PASSWORD`` → its user and password, the EKS
 cluster ``prod`` → the stand-in's, ``secrets.NPM_TOKEN``/``DEPLOY_KEY`` → made-up
-values, the file ``ci/pip.conf`` a snippet names → a file of the repository, and
-the GitHub API of the pull request plan → the REST stand-in.
+values, the file ``ci/pip.conf`` a snippet names → a file of the repository, the
+overlay, chart and worker image the snippets name → the files of
+``tests/integration/readme_repo/`` (mapped like the app's YAML), and the GitHub API of
+the pull request plan → the REST stand-in.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ pytestmark = pytest.mark.integration
 __all__ = ["action", "action_images", "cloud", "cluster", "services"]  # fixtures used here
 
 ROOT = Path(__file__).resolve().parents[2]
+README_REPO = Path(__file__).resolve().parent / "readme_repo"
 DEPLOYER = "acme/deployer@v1"
 CHECKOUT = {
     "uses": "actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683",
@@ -161,6 +164,15 @@ def as_workflow(index: int) -> dict[str, Any]:
     return {"name": "snippet", "on": "push", "permissions": {}, "jobs": {"snippet": job}}
 
 
+def readme_files(table: dict[str, str]) -> dict[str, str]:
+    """The files of readme_repo/ (path → content, mapped): what the snippets name."""
+    return {
+        path.relative_to(README_REPO).as_posix(): mapped(path.read_text(), table)
+        for path in sorted(README_REPO.rglob("*"))
+        if path.is_file() and path.parent != README_REPO
+    }
+
+
 def runtime_token() -> str:
     """A token shaped like the runner's ACTIONS_RUNTIME_TOKEN: a JWT whose ``ac`` claim
     lists the cache scopes (BuildKit's type=gha reads it, unverified)."""
@@ -223,7 +235,11 @@ def test_a_readme_workflow_runs(
     text = mapped(text, table)
     pip_conf = f"[global]\nindex-url = https://u:{uuid.uuid4().hex}@pypi.example/simple\n"
     repo = user_repository(
-        tmp_path, "snippet.yml", table, text=text, files={"ci/pip.conf": pip_conf}
+        tmp_path,
+        "snippet.yml",
+        table,
+        text=text,
+        files={"ci/pip.conf": pip_conf, **readme_files(table)},
     )
     create_deployment(kube_admin, namespace, "web", f"{registry}/acme/web:initial")
     ca = base64.b64encode(Path(cloud["TEST_CLOUD_CA_FILE"]).read_bytes()).decode()
@@ -281,7 +297,7 @@ def test_a_readme_workflow_runs(
         assert len(comments) == 1
     elif any("deployments" in s["with"] for s in deployer_steps(workflow)):
         image = deployed_image(kube_admin, namespace)
-        assert re.fullmatch(rf"{re.escape(registry)}/acme/web@sha256:[0-9a-f]{{64}}", image)
+        assert re.fullmatch(rf"{re.escape(registry)}/acme/web@sha256:[0-9a-f]{{64}}", image), image
     for value in (secret_values["NPM_TOKEN"], services["TEST_REGISTRY_PASSWORD"]):
         assert value not in result.log
 
