@@ -34,12 +34,14 @@ CHILD = """
 import json, resource, sys
 from deployer import cluster
 count = 0
-send = cluster.Kube._send
-def counted(self, *args, **kwargs):
-    global count
-    count += 1
-    return send(self, *args, **kwargs)
-cluster.Kube._send = counted
+def counting(method):
+    def counted(self, *args, **kwargs):
+        global count
+        count += 1
+        return method(self, *args, **kwargs)
+    return counted
+cluster.ApiTransport.send = counting(cluster.ApiTransport.send)
+cluster.ApiTransport.open_stream = counting(cluster.ApiTransport.open_stream)
 from deployer.__main__ import main
 code = main(sys.argv[1:])
 print("LOAD " + json.dumps({"requests": count,
