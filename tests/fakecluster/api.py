@@ -47,7 +47,7 @@ Obj = dict[str, Any]
 DEFAULT_MANAGER = "OpenAPI-Generator"  # what the apiserver names the python client's writes
 
 
-@dataclass(frozen=True)
+@dataclass
 class Request:
     """One request the transport received (for tests to assert on)."""
 
@@ -56,7 +56,8 @@ class Request:
     query: tuple[tuple[str, str], ...]
     body: Any
     content_type: str | None
-    at: float  # virtual seconds since the clock was made
+    at: float  # virtual seconds since the clock was made (when it arrived)
+    status: int = 0  # the answer's status; 0: no answer (refused, timed out)
 
     def param(self, name: str) -> str | None:
         return next((v for k, v in self.query if k == name), None)
@@ -102,18 +103,18 @@ class FakeTransport:
         wire = json.loads(json.dumps(body)) if body is not None else None
         cluster.clock.touch()
         with cluster.clock.lock:
-            cluster.requests.append(
-                Request(method, path, params, wire, content_type, cluster.clock.elapsed)
-            )
+            request = Request(method, path, params, wire, content_type, cluster.clock.elapsed)
+            cluster.requests.append(request)
         cluster.faults.before_request(path, timeout)
         with cluster.clock.lock:
             answered = cluster.faults.answer(method, path)
-            if answered is not None:
-                return answered
-            try:
-                return self._handle(method, path, dict(params), wire, content_type)
-            except ApiError as e:
-                return _error(e)
+            if answered is None:
+                try:
+                    answered = self._handle(method, path, dict(params), wire, content_type)
+                except ApiError as e:
+                    answered = _error(e)
+            request.status = answered[0]
+            return answered
 
     def open_stream(
         self, path: str, query: Sequence[tuple[str, Any]], timeout: tuple[float, float]
@@ -122,20 +123,25 @@ class FakeTransport:
         params = tuple((str(k), _param(v)) for k, v in query)
         cluster.clock.touch()
         with cluster.clock.lock:
-            cluster.requests.append(Request("GET", path, params, None, None, cluster.clock.elapsed))
+            request = Request("GET", path, params, None, None, cluster.clock.elapsed)
+            cluster.requests.append(request)
         cluster.faults.before_request(path, timeout)
         with cluster.clock.lock:
-            answered = cluster.faults.answer("GET", path)
-            if answered is not None:
-                return FakeStream(answered[0], answered[1])
-            args = dict(params)
-            try:
-                if args.get("watch") in ("true", "1"):
-                    return self._watch(path, args, timeout[1])
-                status, data = self._handle("GET", path, args, None, None)
-            except ApiError as e:
-                status, data = _error(e)
-            return FakeStream(status, data)
+            stream = self._open(path, dict(params), timeout)
+            request.status = stream.status
+            return stream
+
+    def _open(self, path: str, args: dict[str, str], timeout: tuple[float, float]) -> FakeStream:
+        answered = self.cluster.faults.answer("GET", path)
+        if answered is not None:
+            return FakeStream(answered[0], answered[1])
+        try:
+            if args.get("watch") in ("true", "1"):
+                return self._watch(path, args, timeout[1])
+            status, data = self._handle("GET", path, args, None, None)
+        except ApiError as e:
+            status, data = _error(e)
+        return FakeStream(status, data)
 
     # -- routing -------------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class FakeCluster:
         self.event_seq = 0
         self.pod_ips = 0
         self.kubelet_runs: dict[str, Any] = {}
+        self.job_backoff: dict[str, tuple[int, float]] = {}
         # The kubelet: a pod's containers get their fate this long after it is bound...
         self.ready_delay = 1.0
         # ... a crashing container runs this long before it exits ...

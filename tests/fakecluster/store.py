@@ -175,6 +175,9 @@ class Store:
             from tests.fakecluster.errors import already_exists
 
             raise already_exists(t.group_resource, m.get("name", ""))
+        m["uid"] = self._uid()
+        if t.kind == "Job":
+            _job_selector(new)
         if "status" in t.subresources and not keep_status and t.kind not in ("Node", "Namespace"):
             new["status"] = (
                 {"phase": "Pending", "qosClass": "BestEffort"} if t.kind == "Pod" else {}
@@ -184,7 +187,6 @@ class Store:
         schema.default(t, new)
         schema.validate(t, new, None)
         self._admit("CREATE", t, new, None, user)
-        m["uid"] = self._uid()
         m["creationTimestamp"] = self.now()
         if t.generation:
             m["generation"] = 1
@@ -481,3 +483,21 @@ def _status_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> set[Path]:
         if before.get(key) != after.get(key):
             found.add(("f:status", "f:" + key))
     return found
+
+
+def _job_selector(job: Obj) -> None:
+    """The Job strategy's generated selector and labels (unless ``manualSelector``)."""
+    spec = job.setdefault("spec", {})
+    if spec.get("manualSelector"):
+        return
+    m = job["metadata"]
+    uid, name = m["uid"], m.get("name", "")
+    labels = {
+        "batch.kubernetes.io/controller-uid": uid,
+        "batch.kubernetes.io/job-name": name,
+        "controller-uid": uid,
+        "job-name": name,
+    }
+    template = spec.setdefault("template", {})
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}

@@ -736,3 +736,272 @@ def test_a_kube_on_the_fake_reads_the_fake_clock() -> None:
     assert isinstance(kube, Kube)
     assert kube.clock is cluster.clock
     assert kube.request("GET", REPLICASETS, verb="list", namespace="default")["items"] == []
+
+
+# -- StatefulSets, DaemonSets, Jobs ------------------------------------------------------------
+
+
+def _revisions(cluster: FakeCluster, name: str) -> dict[str, str]:
+    return {
+        p["metadata"]["name"]: p["metadata"]["labels"]["controller-revision-hash"]
+        for p in cluster.list("Pod")
+        if p["metadata"]["name"].startswith(name)
+    }
+
+
+def test_a_statefulset_updates_one_pod_at_a_time_from_the_highest_ordinal() -> None:
+    from tests.fakecluster import statefulset
+
+    cluster = FakeCluster()
+    cluster.create(statefulset("db", IMAGE, replicas=3))
+    assert cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 30)
+    first = _revisions(cluster, "db")
+    set_image(cluster, "db", IMAGE2, kind="StatefulSet")
+    order: list[str] = []
+    for _ in range(300):
+        cluster.run(0.1)
+        for name, rev in _revisions(cluster, "db").items():
+            if rev != first.get(name) and name not in order:
+                order.append(name)
+        if rolled_out(cluster, "StatefulSet", "db"):
+            break
+    assert order == ["db-2", "db-1", "db-0"]
+    sts = cluster.get("StatefulSet", "db")
+    assert sts is not None
+    status = sts["status"]
+    assert status["currentRevision"] == status["updateRevision"] != next(iter(first.values()))
+    revisions = {r["metadata"]["name"]: r["revision"] for r in cluster.list("ControllerRevision")}
+    assert revisions == {next(iter(first.values())): 1, status["updateRevision"]: 2}
+
+
+def test_a_statefulset_undo_stalls_on_the_stuck_pod_until_it_is_deleted() -> None:
+    """kubernetes/kubernetes#67250: OrderedReady does not replace a pod that is not Ready."""
+    from tests.fakecluster import statefulset
+
+    cluster = FakeCluster()
+    cluster.create(statefulset("db", IMAGE, replicas=2))
+    assert cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 30)
+    good = _revisions(cluster, "db")["db-1"]
+    set_image(cluster, "db", image("crash-loop"), kind="StatefulSet")
+    cluster.run(20)
+    assert _revisions(cluster, "db")["db-0"] == good  # db-1 broke and the update stopped there
+    set_image(cluster, "db", IMAGE, kind="StatefulSet")  # the undo
+    assert not cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 120)
+    sts = cluster.get("StatefulSet", "db")
+    assert sts is not None and sts["status"]["updateRevision"] == good
+    assert _revisions(cluster, "db")["db-1"] != good
+    cluster.delete("Pod", "db-1")  # the forced rollback
+    assert cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 30)
+    assert _revisions(cluster, "db") == {"db-0": good, "db-1": good}
+
+
+def test_a_statefulset_partition_keeps_the_lower_ordinals() -> None:
+    from tests.fakecluster import statefulset
+
+    cluster = FakeCluster()
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+    cluster.create(statefulset("db", IMAGE, replicas=3, updateStrategy=strategy))
+    assert cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 30)
+    old = _revisions(cluster, "db")["db-0"]
+    set_image(cluster, "db", IMAGE2, kind="StatefulSet")
+    cluster.run(1)
+    assert cluster.run_until(lambda: rolled_out(cluster, "StatefulSet", "db"), 30)
+    revisions = _revisions(cluster, "db")
+    assert revisions["db-0"] == revisions["db-1"] == old != revisions["db-2"]
+    sts = cluster.get("StatefulSet", "db")
+    assert sts is not None and sts["status"]["currentRevision"] == old
+
+
+def test_a_daemonset_runs_one_pod_per_node_and_rolls_them_node_by_node() -> None:
+    from tests.fakecluster import daemonset
+
+    cluster = FakeCluster()
+    cluster.add_node("tainted", taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}])
+    cluster.create(daemonset("agent", IMAGE))
+    assert cluster.run_until(lambda: rolled_out(cluster, "DaemonSet", "agent"), 30)
+    nodes = sorted(p["spec"]["nodeName"] for p in cluster.list("Pod"))
+    assert nodes == ["kwok-node-0", "kwok-node-1"]  # the tainted node is not tolerated
+    set_image(cluster, "agent", image("fail-pull"), kind="DaemonSet")
+    cluster.run(60)
+    ds = cluster.get("DaemonSet", "agent")
+    assert ds is not None
+    # maxUnavailable 1: one node got the broken pod, the other keeps the old one.
+    assert ds["status"]["updatedNumberScheduled"] == 1
+    assert ds["status"]["numberAvailable"] == 1
+    hashes = {
+        r["metadata"]["labels"]["controller-revision-hash"]
+        for r in cluster.list("ControllerRevision")
+    }
+    assert {
+        p["metadata"]["labels"]["controller-revision-hash"] for p in cluster.list("Pod")
+    } <= hashes
+
+
+def _job_condition(cluster: FakeCluster, name: str) -> str:
+    job = cluster.get("Job", name)
+    if job is None:
+        return "gone"
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond["type"] in ("Complete", "Failed") and cond["status"] == "True":
+            return f"{cond['type']}:{cond['reason']}"
+    return ""
+
+
+def test_a_job_completes_and_ttl_zero_deletes_it_with_its_pods() -> None:
+    from tests.fakecluster import job
+
+    cluster = FakeCluster()
+    created = cluster.create(job("migrate", IMAGE, ttlSecondsAfterFinished=0))
+    labels = created["spec"]["template"]["metadata"]["labels"]
+    assert labels["job-name"] == "migrate"
+    assert labels["batch.kubernetes.io/controller-uid"] == created["metadata"]["uid"]
+    assert cluster.run_until(lambda: cluster.get("Job", "migrate") is None, 30)
+    cluster.run(2)
+    seen: list[str] = []
+    for change in cluster.store.history:  # every state the Job went through
+        if change.t.kind == "Job":
+            conds = (change.obj.get("status") or {}).get("conditions") or []
+            state = change.type if change.type == "DELETED" else ",".join(c["type"] for c in conds)
+            if not seen or seen[-1] != state:
+                seen.append(state)
+    assert seen == ["", "SuccessCriteriaMet,Complete", "DELETED"]
+    assert cluster.list("Pod") == []
+
+
+@pytest.mark.parametrize(("restart", "failed_at"), [("Never", 36.0), ("OnFailure", 13.0)])
+def test_a_failing_job_stops_at_its_backoff_limit(restart: str, failed_at: float) -> None:
+    from tests.fakecluster import job
+
+    cluster = FakeCluster()
+    cluster.create(job("migrate", image("fail"), restart=restart, backoffLimit=2))
+    assert cluster.run_until(lambda: _job_condition(cluster, "migrate").startswith("Failed"), 120)
+    assert _job_condition(cluster, "migrate") == "Failed:BackoffLimitExceeded"
+    # Never: three pods fail, each 2 s after it starts, replaced 10 s then 20 s after a
+    # failure; OnFailure: the second restart of one pod.
+    assert cluster.clock.elapsed == pytest.approx(failed_at, abs=1.5)
+
+
+def test_foreground_deletion_keeps_the_owner_until_its_dependents_are_gone() -> None:
+    from tests.fakecluster import job
+
+    cluster = FakeCluster()
+    cluster.stop_seconds = 5
+    cluster.create(job("migrate", image("never-ready")))
+    cluster.run(3)
+    cluster.delete("Job", "migrate", propagation="Foreground")
+    held = cluster.get("Job", "migrate")
+    assert held is not None and held["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert held["metadata"]["deletionTimestamp"]
+    cluster.run(1)
+    (pod,) = cluster.list("Pod")
+    assert pod["metadata"]["deletionTimestamp"]  # terminating, for up to its grace
+    assert cluster.get("Job", "migrate") is not None
+    cluster.run(5)
+    assert cluster.list("Pod") == [] and cluster.get("Job", "migrate") is None
+
+
+def test_a_job_deleted_without_a_policy_orphans_its_pods() -> None:
+    from tests.fakecluster import job
+
+    cluster = FakeCluster()
+    cluster.create(job("migrate", image("never-ready")))
+    cluster.run(3)
+    cluster.delete("Job", "migrate")  # batch/v1 defaults to Orphan
+    cluster.run(3)
+    (pod,) = cluster.list("Pod")
+    assert cluster.get("Job", "migrate") is None
+    assert pod["metadata"].get("ownerReferences") in (None, [])
+
+
+def test_finalizers_hold_any_object_and_delete_preconditions_are_checked() -> None:
+    from tests.fakecluster import configmap
+
+    cluster = FakeCluster()
+    body = configmap("settings", {"a": "1"})
+    body["metadata"]["finalizers"] = ["example.com/keep"]
+    created = cluster.create(body)
+    kube = make_kube(cluster)
+    from deployer.cluster import Resource
+
+    configmaps = Resource("", "v1", "configmaps")
+    stale = {"preconditions": {"resourceVersion": "1"}}
+    answer = kube.request(
+        "DELETE",
+        configmaps,
+        verb="delete",
+        namespace="default",
+        name="settings",
+        body=stale,
+        expect=frozenset({409}),
+    )
+    assert isinstance(answer, Response) and "Precondition failed" in answer.body["message"]
+    pending = kube.request(
+        "DELETE",
+        configmaps,
+        verb="delete",
+        namespace="default",
+        name="settings",
+        body={"preconditions": {"uid": created["metadata"]["uid"]}},
+    )
+    assert pending["metadata"]["deletionTimestamp"]  # the object comes back: Terminating
+    cluster.patch("ConfigMap", "settings", {"metadata": {"finalizers": None}}, type="merge")
+    assert cluster.get("ConfigMap", "settings") is None
+
+
+def test_leases_are_plain_objects_with_optimistic_concurrency() -> None:
+    cluster = FakeCluster()
+    kube = make_kube(cluster)
+    from deployer.cluster import Resource
+
+    leases = Resource("coordination.k8s.io", "v1", "leases")
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "deployer", "annotations": {"deployer.dev/changes": "[]"}},
+        "spec": {
+            "holderIdentity": "https://github.com/acme/web/actions/runs/1/attempts/1",
+            "leaseDurationSeconds": 30,
+            "acquireTime": "2026-01-01T00:00:00.000000Z",
+            "renewTime": "2026-01-01T00:00:00.000000Z",
+        },
+    }
+    created = kube.request("POST", leases, verb="create", namespace="default", body=body)
+    assert created["spec"]["renewTime"] == "2026-01-01T00:00:00.000000Z"
+    renewed = dict(created, spec={**created["spec"], "renewTime": "2026-01-01T00:00:10.000000Z"})
+    kube.request("PUT", leases, verb="update", namespace="default", name="deployer", body=renewed)
+    answer = kube.request(
+        "PUT",
+        leases,
+        verb="update",
+        namespace="default",
+        name="deployer",
+        body=renewed,
+        expect=frozenset({409}),
+    )
+    assert isinstance(answer, Response) and answer.body["reason"] == "Conflict"
+
+
+def test_quota_counts_a_terminating_pod_until_its_grace_ends() -> None:
+    """QuotaV1Pod: a pod being deleted is charged until deletionTimestamp + grace."""
+    from tests.fakecluster import quota
+
+    cluster = FakeCluster()
+    cluster.stop_seconds = 20  # the old pods take their time to stop
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    ready_web(cluster, replicas=2, strategy=strategy)
+    cluster.create(quota("pods", {"pods": "2"}))
+    set_image(cluster, "web", IMAGE2)
+    cluster.run(5)
+    new_rs = next(
+        rs
+        for rs in cluster.list("ReplicaSet")
+        if rs["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE2
+    )
+    failure = next(c for c in new_rs["status"]["conditions"] if c["type"] == "ReplicaFailure")
+    assert (
+        "exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2"
+        in failure["message"]
+    )
+    terminating = [p for p in cluster.list("Pod") if p["metadata"].get("deletionTimestamp")]
+    assert len(terminating) == 1
+    assert cluster.run_until(lambda: rolled_out(cluster, "Deployment", "web"), 120)

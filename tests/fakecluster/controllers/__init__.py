@@ -142,3 +142,5 @@ class Controllers:
             self.enqueue("namespace", ("", key[1]))
         if change.type == "DELETED" or m.get("deletionTimestamp"):
             self.enqueue("gc", (change.t.plural, m.get("uid", "")))
+            for ref in m.get("ownerReferences") or []:  # an owner may wait for it (Foreground)
+                self.enqueue("gc", ("", str(ref.get("uid", ""))))

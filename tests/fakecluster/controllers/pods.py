@@ -98,13 +98,43 @@ def _tolerates(pod: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
     return False
 
 
+def _affinity(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """requiredDuringSchedulingIgnoredDuringExecution: any term matches (fields and labels)."""
+    required = (((pod.get("spec") or {}).get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if not terms:
+        return True
+    labels = meta(node).get("labels") or {}
+    fields = {"metadata.name": meta(node)["name"]}
+
+    def matches(expr: Mapping[str, Any], values: Mapping[str, str]) -> bool:
+        key, op, wanted = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In":
+            return values.get(str(key)) in wanted
+        if op == "NotIn":
+            return values.get(str(key)) not in wanted
+        if op == "Exists":
+            return key in values
+        if op == "DoesNotExist":
+            return key not in values
+        return False
+
+    return any(
+        all(matches(e, labels) for e in term.get("matchExpressions") or [])
+        and all(matches(e, fields) for e in term.get("matchFields") or [])
+        for term in terms
+    )
+
+
 def _why_not(cluster: FakeCluster, pod: Obj, node: Obj, pods_on: dict[str, list[Obj]]) -> str:
     labels = meta(node).get("labels") or {}
     selector = dict((pod.get("spec") or {}).get("nodeSelector") or {})
     images = [c.get("image", "") for c in (pod.get("spec") or {}).get("containers") or []]
     if any(str(i).rsplit("/", 1)[-1].startswith("unschedulable") for i in images):
         selector[EXTRA_POOL[0]] = EXTRA_POOL[1]
-    if any(labels.get(k) != v for k, v in selector.items()):
+    if any(labels.get(k) != v for k, v in selector.items()) or not _affinity(pod, node):
         return "node(s) didn't match Pod's node affinity/selector"
     if (node.get("spec") or {}).get("unschedulable"):
         return "node(s) were unschedulable"
