@@ -471,6 +471,46 @@ def _service_account(a: Admission) -> None:
             shown,
             f'error looking up service account {ns}/{name}: serviceaccount "{name}" not found',
         )
+    if spec.get("automountServiceAccountToken") is False:
+        return
+    volume = store.generate_name("kube-api-access-")
+    spec.setdefault("volumes", []).append(
+        {
+            "name": volume,
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [
+                                {
+                                    "fieldRef": {
+                                        "apiVersion": "v1",
+                                        "fieldPath": "metadata.namespace",
+                                    },
+                                    "path": "namespace",
+                                }
+                            ]
+                        }
+                    },
+                ],
+            },
+        }
+    )
+    mount = {
+        "name": volume,
+        "readOnly": True,
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+    }
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        c.setdefault("volumeMounts", []).append(dict(mount))
 
 
 def _counted(pod: Mapping[str, Any], now: float) -> bool:

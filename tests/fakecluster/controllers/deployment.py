@@ -381,6 +381,7 @@ class _Sync:
                 "readyReplicas": sum(_status(rs, "readyReplicas") for rs in self.all),
                 "availableReplicas": available,
                 "unavailableReplicas": max(0, total - available),
+                "terminatingReplicas": sum(_status(rs, "terminatingReplicas") for rs in self.all),
             }
         )
         for field in (

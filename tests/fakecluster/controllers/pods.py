@@ -140,12 +140,7 @@ def _why_not(cluster: FakeCluster, pod: Obj, node: Obj, pods_on: dict[str, list[
         return "node(s) were unschedulable"
     for taint in (node.get("spec") or {}).get("taints") or []:
         if not _tolerates(pod, taint):
-            shown = (
-                f"{taint.get('key')}: {taint.get('value')}"
-                if taint.get("value")
-                else str(taint.get("key"))
-            )
-            return f"node(s) had untolerated taint {{{shown}}}"
+            return "node(s) had untolerated taint(s)"
     allocatable = (node.get("status") or {}).get("allocatable") or {}
     here = pods_on.get(meta(node)["name"], [])
     if len(here) + 1 > parse_quantity(allocatable.get("pods", 110)):
@@ -195,8 +190,8 @@ def schedule(cluster: FakeCluster, key: tuple[str, str]) -> None:
 def _unschedulable(cluster: FakeCluster, pod: Obj, total: int, reasons: dict[str, int]) -> None:
     detail = ", ".join(f"{count} {why}" for why, count in sorted(reasons.items()))
     message = (
-        f"0/{total} nodes are available: {detail}. preemption: 0/{total} nodes are available: "
-        f"{total} Preemption is not helpful for scheduling."
+        f"0/{total} nodes are available: {detail}. no new claims to deallocate, preemption: "
+        f"0/{total} nodes are available: {total} Preemption is not helpful for scheduling."
         if total
         else "no nodes available to schedule pods"
     )

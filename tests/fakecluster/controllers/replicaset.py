@@ -118,8 +118,8 @@ def sync(cluster: FakeCluster, key: tuple[str, str]) -> None:
         cluster.controllers.backoff("replicaset", key)
     else:
         cluster.controllers.forget("replicaset", key)
-    pods = [p for p in store.list(pod_t, key[0]) if owned_by(p, uid) and active(p)]
-    _write_status(cluster, rs, pods, error)
+    owned = [p for p in store.list(pod_t, key[0]) if owned_by(p, uid)]
+    _write_status(cluster, rs, owned, error)
 
 
 def _create(cluster: FakeCluster, rs: Obj, missing: int) -> str:
@@ -160,8 +160,14 @@ def _create(cluster: FakeCluster, rs: Obj, missing: int) -> str:
     return ""
 
 
-def _write_status(cluster: FakeCluster, rs: Obj, pods: list[Obj], error: str) -> None:
+def _terminating(pod: Mapping[str, Any]) -> bool:
+    phase = (pod.get("status") or {}).get("phase")
+    return bool(meta(pod).get("deletionTimestamp")) and phase not in ("Succeeded", "Failed")
+
+
+def _write_status(cluster: FakeCluster, rs: Obj, owned: list[Obj], error: str) -> None:
     store = cluster.store
+    pods = [p for p in owned if active(p)]
     now = cluster.clock.time()
     min_ready = int(rs["spec"].get("minReadySeconds") or 0)
     labels = (rs["spec"]["template"].get("metadata") or {}).get("labels") or {}
@@ -173,6 +179,7 @@ def _write_status(cluster: FakeCluster, rs: Obj, pods: list[Obj], error: str) ->
     status["readyReplicas"] = sum(1 for p in pods if ready(p))
     status["availableReplicas"] = sum(1 for p in pods if available(p, min_ready, now))
     status["observedGeneration"] = meta(rs).get("generation", 1)
+    status["terminatingReplicas"] = sum(1 for p in owned if _terminating(p))
     for field in ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas"):
         if status[field] == 0 and field != "replicas":
             del status[field]
