@@ -467,6 +467,7 @@ class Stage:
             needed += [
                 ("watch", kind.resource, ns, ""),
                 ("list", kind.resource, ns, ""),  # a watch that expired is resumed by a list
+                ("watch", kind.history, ns, ""),  # which pods are of the new revision
                 ("list", kind.history, ns, ""),
             ]
         for ns in dict.fromkeys(w.namespace for w in self.workloads):
@@ -676,7 +677,8 @@ class Stage:
         for w in workloads:
             selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
             query = [("labelSelector", selector)]
-            self._start(Watch(self.kube, PODS, w.namespace, query), w.key, "pods", events)
+            for resource, stream in ((PODS, "pods"), (w.kind.history, "history")):
+                self._start(Watch(self.kube, resource, w.namespace, query), w.key, stream, events)
         while any(w.open for w in workloads):
             if self.cancel.is_set():
                 raise Cancelled("cancelled")
@@ -737,13 +739,14 @@ class Stage:
             if w.open:
                 w.fail(what.message)
             return []
+        found = w.history if stream == "history" else w.pods
         if what.type == "SYNC":
-            w.pods = {p["metadata"]["name"]: p for p in what.objects}
-        for pod in what.objects if what.type != "SYNC" else ():
+            found.clear()
+        for obj in what.objects:
             if what.type == "DELETED":
-                w.pods.pop(pod["metadata"]["name"], None)
+                found.pop(obj["metadata"]["name"], None)
             else:
-                w.pods[pod["metadata"]["name"]] = pod
+                found[obj["metadata"]["name"]] = obj
         return [w]
 
     def _stop_early(self, workloads: list[Workload], undoing: bool) -> bool:
@@ -772,14 +775,9 @@ class Stage:
 
     def _snapshot(self, w: Workload) -> Snapshot:
         assert w.live is not None
+        pods, history = tuple(w.pods.values()), tuple(w.history.values())
         return Snapshot(
-            w.kind,
-            w.live,
-            tuple(w.pods.values()),
-            w.baseline,
-            w.seen,
-            w.scale_up,
-            w.create_failure,
+            w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure, history
         )
 
     def _probe(self, w: Workload) -> None:
@@ -788,7 +786,7 @@ class Stage:
         if self.policy.tolerate or now - w.checked_events_at < _PROBE_EVERY or w.live is None:
             return
         w.checked_events_at = now
-        new = w.kind.new_pods(w.live, w.pods.values())
+        new = w.kind.new_pods(w.live, w.pods.values(), w.history.values())
         stuck = [p for p in new if (pod_problem(p) or _NONE).reason == "Unschedulable"]
         if stuck:
             w.scale_up = node_coming(self.kube, w.namespace, stuck[0])
@@ -819,7 +817,7 @@ class Stage:
         live = w.live or {}
         if (live.get("spec") or {}).get("podManagementPolicy", "OrderedReady") != "OrderedReady":
             return
-        current = set(map(id, w.kind.new_pods(live, w.pods.values())))
+        current = set(map(id, w.kind.new_pods(live, w.pods.values(), w.history.values())))
         for name, pod in list(w.pods.items()):
             if name in w.deleted_pods or id(pod) in current or not w.kind.owns_pod(live, pod):
                 continue

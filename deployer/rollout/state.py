@@ -60,6 +60,8 @@ class Workload:
     superseded: bool = False  # someone else changed our containers' images after us
     # the current wait
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # its ReplicaSets / ControllerRevisions by name: which pods are of the new revision
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
     baseline: dict[str, str] = field(default_factory=dict)
     progress: str = ""
