@@ -357,9 +357,12 @@ class FakeCluster:
     def run(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass (the controllers and the kubelet work)."""
         self.clock.sleep(seconds)
+        self.clock.raise_errors()
 
     def run_until(self, done: Callable[[], bool], timeout: float, poll: float = 0.1) -> bool:
-        return self.clock.run_until(done, timeout, poll)
+        found = self.clock.run_until(done, timeout, poll)
+        self.clock.raise_errors()
+        return found
 
     def restrict(
         self,

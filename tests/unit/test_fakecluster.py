@@ -1005,3 +1005,17 @@ def test_quota_counts_a_terminating_pod_until_its_grace_ends() -> None:
     terminating = [p for p in cluster.list("Pod") if p["metadata"].get("deletionTimestamp")]
     assert len(terminating) == 1
     assert cluster.run_until(lambda: rolled_out(cluster, "Deployment", "web"), 120)
+
+
+def test_an_error_in_a_timer_is_kept_and_raised_in_the_test_not_in_the_product() -> None:
+    cluster = FakeCluster()
+
+    def broken() -> None:
+        raise RuntimeError("a bug in a test hook")
+
+    cluster.clock.call_later(1, broken)
+    kube = make_kube(cluster, deadline=cluster.clock.monotonic() + 3)
+    events = list(kube.watch(PODS, "default", resource_version="", query=[], timeout_seconds=2))
+    assert events == []  # the product's read went on
+    with pytest.raises(RuntimeError, match="a bug in a test hook"):
+        cluster.run(0)
