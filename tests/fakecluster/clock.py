@@ -31,10 +31,11 @@ __all__ = ["FakeClock", "FakeDeadlock", "Timer"]
 _POLL = 0.02
 # Real seconds with every tracked thread blocked and nothing due before we give up.
 _DEADLOCK_AFTER = 5.0
-# After a thread was started, real seconds of quiet before time may move, so a
-# new thread gets to make its first request at the instant it was started.
+# When threads were started, time waits (real seconds, at most _SETTLE_MAX) until
+# as many threads it did not know have shown up (a request, a wait) and gone quiet
+# for _SETTLE, so a new thread's first request happens at the instant it was started.
 _SETTLE = 0.003
-_SETTLE_MAX = 0.1
+_SETTLE_MAX = 0.25
 
 
 class FakeDeadlock(RuntimeError):
@@ -79,6 +80,7 @@ class FakeClock:
         self._blocked: dict[int, _Blocked] = {}
         self._activity = 0
         self._threads_seen = threading.active_count()
+        self._known: set[int] = set()  # threads that used the fake (a request or a wait)
         self.advances = 0  # how many times time moved (for tests of the fake itself)
         # What a timer raised (a bug in the fake): kept here, not thrown into the product's
         # thread that happened to move time; FakeCluster.run() raises the first one.
@@ -144,6 +146,7 @@ class FakeClock:
         """Note that a thread did something (a request): time waits a moment for quiet."""
         with self.lock:
             self._activity += 1
+            self._known.add(threading.get_ident())
             self._cond.notify_all()
 
     def notify(self) -> None:
@@ -161,6 +164,7 @@ class FakeClock:
         me = threading.current_thread()
         with self.lock:
             self._threads[me.ident or 0] = me
+            self._known.add(me.ident or 0)
             self._blocked[me.ident or 0] = _Blocked(predicate, deadline)
             self._activity += 1
             self._cond.notify_all()
@@ -204,16 +208,18 @@ class FakeClock:
         return True
 
     def _settled(self) -> bool:
-        """Wait briefly (real time) for a newly started thread to show itself."""
+        """After threads were started, wait (real time, bounded) for them to show up."""
         count = threading.active_count()
-        if count == self._threads_seen:
-            return True
+        new = count - self._threads_seen
         self._threads_seen = count
+        if new <= 0:
+            return True
+        known = len(self._known)
         began = time.monotonic()
         while time.monotonic() - began < _SETTLE_MAX:
             activity = self._activity
             self._cond.wait(_SETTLE)
-            if activity == self._activity:
+            if len(self._known) - known >= new and activity == self._activity:
                 break
         return self._may_advance()
 

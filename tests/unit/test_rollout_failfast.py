@@ -8,10 +8,16 @@ its pods and its ReplicaSets/ControllerRevisions go into :func:`judge`, with the
 
 from __future__ import annotations
 
+import io
+import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from deployer.actions import ActionsIO
 from deployer.cluster import label_selector
+from deployer.config import load_config
+from deployer.rollout import roll_out
 from deployer.rollout.judge import Snapshot, Verdict, baseline, judge
 from deployer.rollout.kinds import DAEMONSET, DEPLOYMENT, KINDS, STATEFULSET
 from deployer.rollout.status import Policy, condition, pod_problem
@@ -316,3 +322,66 @@ def test_a_replicaset_create_error_that_persists_fails_after_the_grace() -> None
     assert verdict.message.startswith("ReplicaSetCreateError: ")
     assert "context deadline exceeded" in verdict.message
     assert POLICY.replica_failure_grace <= took < POLICY.replica_failure_grace + 2
+
+
+# -- the same through the whole stage (roll_out on the fake cluster's transport) ---------------------
+
+
+def roll(cluster: FakeCluster, tmp_path: Path, image: str, **inputs: str) -> tuple[Any, str]:
+    env = {
+        "INPUT_IMAGE": "registry.example/web",
+        "INPUT_BUILD": "false",
+        "INPUT_TIMEOUT": "120s",
+        "INPUT_NAMESPACE": "default",
+        "GITHUB_WORKSPACE": str(tmp_path),
+    }
+    for key, value in inputs.items():
+        env["INPUT_" + key.upper().replace("_", "-")] = value
+    out = io.StringIO()
+    actions = ActionsIO(
+        out=out,
+        env={"GITHUB_OUTPUT": str(tmp_path / "out"), "GITHUB_STEP_SUMMARY": str(tmp_path / "sum")},
+    )
+    result = roll_out(
+        load_config(env), image, cluster.transport, actions, threading.Event(), clock=cluster.clock
+    )
+    return result, out.getvalue()
+
+
+def test_roll_out_judges_the_new_replicasets_pods_behind_a_mirror(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    cluster.admit(mirror, mutating=True)
+    running(cluster, "Deployment", "web", ref("web"))
+    started = cluster.clock.elapsed
+    result, log = roll(cluster, tmp_path, ref("fail-pull-web", 2), deployments="web")
+    assert result.status == "rolled-back", log
+    assert "ImagePullBackOff" in result.deployments[0].reason or "ErrImagePull" in log
+    assert cluster.clock.elapsed - started < 60  # failed fast, not at the deadline
+
+
+SAME_DIGEST = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      nodeSelector: {pool: nowhere}
+      containers: [{name: app, image: "registry.example/web"}]
+"""
+
+
+def test_roll_out_forces_back_a_same_digest_statefulset_change(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    before = running(cluster, "StatefulSet", "db", ref("web"), replicas=2)
+    (tmp_path / "db.yaml").write_text(SAME_DIGEST)
+    result, log = roll(cluster, tmp_path, ref("web"), manifests="db.yaml", timeout="40s")
+    assert result.status == "rolled-back", log
+    assert "statefulset/db: deleting pod db-1, stuck on the failed revision" in log
+    after = cluster.get("StatefulSet", "db")
+    assert after is not None and after["spec"]["template"] == before["spec"]["template"]
+    assert after["status"]["currentRevision"] == before["status"]["currentRevision"]
