@@ -27,7 +27,7 @@ class Item:
     """One thing a watch saw (or its failure), and which stream it came from."""
 
     key: str  # the workload's key, or ``kind/namespace`` for a workload stream
-    stream: str  # "workload" | "pods"
+    stream: str  # "workload" | "pods" | "history"
     what: WatchEvent | ClusterError
 
 

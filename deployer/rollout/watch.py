@@ -33,6 +33,10 @@ def _start(ctx: Context, events: Events, workloads: list[Workload]) -> None:
         selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
         query = [("labelSelector", selector)]
         events.watch(Watch(ctx.kube, PODS, w.namespace, query), w.key, "pods")
+        if w.kind.history != w.kind.resource:  # a Job has no revisions of its own
+            # Its ReplicaSets/ControllerRevisions: which pods are of the new revision.
+            history = Watch(ctx.kube, w.kind.history, w.namespace, query)
+            events.watch(history, w.key, "history")
 
 
 def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
@@ -57,19 +61,21 @@ def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
     return touched
 
 
-def _fold_pods(item: Item, w: Workload) -> list[Workload]:
+def _fold_objects(item: Item, w: Workload) -> list[Workload]:
+    """A pods or history item: the workload's pods or ReplicaSets/ControllerRevisions by name."""
     what = item.what
     if isinstance(what, ClusterError):
         if w.open:
             w.fail(what.message)
         return []
+    found = w.history if item.stream == "history" else w.pods
     if what.type == "SYNC":
-        w.pods = {p["metadata"]["name"]: p for p in what.objects}
-    for pod in what.objects if what.type != "SYNC" else ():
+        found.clear()
+    for obj in what.objects:
         if what.type == "DELETED":
-            w.pods.pop(pod["metadata"]["name"], None)
+            found.pop(obj["metadata"]["name"], None)
         else:
-            w.pods[pod["metadata"]["name"]] = pod
+            found[obj["metadata"]["name"]] = obj
     return [w]
 
 
@@ -78,7 +84,7 @@ def fold(item: Item, workloads: list[Workload]) -> list[Workload]:
     if item.stream == "workload":
         return _fold_workloads(item, workloads)
     found = [w for w in workloads if w.key == item.key]
-    return _fold_pods(item, found[0]) if found else []
+    return _fold_objects(item, found[0]) if found else []
 
 
 def _stop_early(ctx: Context, workloads: list[Workload], undoing: bool) -> bool:
