@@ -31,7 +31,6 @@ CTRD_ROOT=/var/lib/docker29-containerd
 CTRD_PIDFILE=/run/docker29-containerd.pid
 BRIDGE=docker29br0
 BRIDGE_CIDR="${DOCKER29_BRIDGE_CIDR:-172.29.0.1/24}"
-POOL="${DOCKER29_ADDRESS_POOL:-172.29.128.0/17}"
 HOST="unix://$SOCK"
 LOG=.testenv/dockerd29.log
 CTRD_LOG=.testenv/containerd29.log
@@ -122,11 +121,16 @@ fi
 ip link set "$BRIDGE" up
 
 # -- dockerd --------------------------------------------------------------------------------
+docker0_before=0
+ip link show docker0 >/dev/null 2>&1 && docker0_before=1
 pid="$(live "$PIDFILE" "--pidfile $PIDFILE" || true)"
 if [ -n "$pid" ]; then
   log "dockerd (pid $pid) running but not answering yet; waiting"
 else
   rm -f "$SOCK" "$PIDFILE"
+  # No "default-address-pools": with it, dockerd deletes the interface named
+  # docker0 when it clears its stale default network at start, and docker0 is
+  # the other engine's bridge.
   # No runc-bounded (docker-up.sh) here: on a machine whose capability bounding
   # set is cut, runc 1.5 starts --privileged containers as they are.
   # The engine's own config file (never /etc/docker/daemon.json, which is the machine's).
@@ -135,7 +139,6 @@ else
   "bridge": "$BRIDGE",
   "iptables": false,
   "ip6tables": false,
-  "default-address-pools": [{"base": "$POOL", "size": 24}],
   "cgroup-parent": "/docker29"
 }
 EOF
@@ -163,6 +166,9 @@ until answers; do
   fi
   sleep 0.2
 done
+if [ "$docker0_before" = 1 ] && ! ip link show docker0 >/dev/null 2>&1; then
+  die "starting Docker 29 removed the bridge docker0 of the other engine (recreate it: ip link add docker0 type bridge ...)"
+fi
 store="$(docker -H "$HOST" info --format '{{range .DriverStatus}}{{index . 0}}={{index . 1}} {{end}}')"
 case "$store" in
   *io.containerd.snapshotter.v1*) ;;
