@@ -28,7 +28,7 @@ from deployer import buildx
 from deployer.actions import ActionsIO
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
-from deployer.push import Transient, classify, with_retries
+from deployer.registry import Transient, classify, with_retries
 
 __all__ = [
     "BuildResult",
@@ -209,6 +209,59 @@ def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
     return BuildError(f"Building {reference} failed{where}: {message}", details=log.details())
 
 
+def _require_buildx(config: Config) -> None:
+    if not config.buildx or not os.access(config.buildx, os.X_OK):
+        raise EngineError(
+            f"buildx was not found{f' at {config.buildx}' if config.buildx else ''}: the action "
+            "builds with BuildKit through buildx (its image sets DEPLOYER_BUILDX). Run the "
+            "action's image, or install the docker-buildx CLI plugin, or set DEPLOYER_BUILDX "
+            "to the buildx binary's absolute path"
+        )
+
+
+def _announce_builder(
+    config: Config, io: ActionsIO, reasons: list[str], builder: str | None, push: bool
+) -> str:
+    """Say which builder runs this build and why; return its description for the summary."""
+    if builder:
+        description = f"a docker-container builder for this run ({config.buildkit_image})"
+        io.info(f"Builder: {description}, because of {'; '.join(reasons)}")
+        if not push and len(config.platforms) > 1:
+            io.warning(
+                "Several platforms are built but not pushed: the engine cannot hold an "
+                "image index, so the result is only checked, not kept"
+            )
+        return description
+    description = "the engine's own BuildKit (buildx docker driver)"
+    io.info(f"Builder: {description}; nothing in this build needs more")
+    return description
+
+
+@dataclass
+class _Attempts:
+    """Runs the buildx command, once or (pushing) under the registry retry budget."""
+
+    config: Config
+    io: ActionsIO
+    argv: list[str]
+    env: dict[str, str]
+    metadata: Path
+    push: bool
+    count: int = 0
+    push_seconds: float = 0.0
+
+    def once(self) -> str:
+        self.count += 1
+        again = f" (attempt {self.count})" if self.count > 1 else ""
+        title = f"Build log: {self.config.tag_references[0]}{again}"
+        with self.io.group(title), self.io.untrusted() as log:
+            run = buildx.run_buildx(self.argv, self.env, self.io, log, cwd=self.config.workspace)
+        if run.code != 0:
+            raise _failure(self.config, run)
+        self.push_seconds = run.push_seconds or 0.0
+        return _metadata_digest(self.metadata, self.push)
+
+
 def build_image(
     config: Config,
     engine: Any,
@@ -218,13 +271,7 @@ def build_image(
     sleep: Callable[[float], None] | None = None,
 ) -> BuildResult:
     """Build ``config.context`` with BuildKit; push every tag when ``push``."""
-    if not config.buildx or not os.access(config.buildx, os.X_OK):
-        raise EngineError(
-            f"buildx was not found{f' at {config.buildx}' if config.buildx else ''}: the action "
-            "builds with BuildKit through buildx (its image sets DEPLOYER_BUILDX). Run the "
-            "action's image, or install the docker-buildx CLI plugin, or set DEPLOYER_BUILDX "
-            "to the buildx binary's absolute path"
-        )
+    _require_buildx(config)
     references = config.tag_references
     reasons = builder_reasons(config)
     started = time.monotonic()
@@ -233,18 +280,9 @@ def build_image(
         dockerfile = context_dockerfile(config, workdir.path, io)
         builder = buildx.new_builder_name() if reasons else None
         try:
+            description = _announce_builder(config, io, reasons, builder, push)
             if builder:
-                description = f"a docker-container builder for this run ({config.buildkit_image})"
-                io.info(f"Builder: {description}, because of {'; '.join(reasons)}")
                 _create_builder(config, workdir, env, builder, io)
-            else:
-                description = "the engine's own BuildKit (buildx docker driver)"
-                io.info(f"Builder: {description}; nothing in this build needs more")
-            if builder and not push and len(config.platforms) > 1:
-                io.warning(
-                    "Several platforms are built but not pushed: the engine cannot hold an "
-                    "image index, so the result is only checked, not kept"
-                )
             argv, arg_env = build_argv(
                 config, workdir, dockerfile, builder=builder, push=push, reserved_env=set(env)
             )
@@ -252,25 +290,11 @@ def build_image(
                 f"{_relative(config.dockerfile, config)})"
             )
             io.info(f"Building {where} ...")
-            attempts = 0
-            push_time: list[float] = []
-
-            def attempt() -> str:
-                nonlocal attempts
-                attempts += 1
-                again = f" (attempt {attempts})" if attempts > 1 else ""
-                title = f"Build log: {references[0]}{again}"
-                with io.group(title), io.untrusted() as log:
-                    run = buildx.run_buildx(argv, {**env, **arg_env}, io, log, cwd=config.workspace)
-                if run.code != 0:
-                    raise _failure(config, run)
-                push_time.append(run.push_seconds or 0.0)
-                return _metadata_digest(workdir.metadata, push)
-
+            attempts = _Attempts(config, io, argv, {**env, **arg_env}, workdir.metadata, push)
             if push:
-                digest = with_retries(config, io, f"pushing {references[0]}", attempt, sleep)
+                digest = with_retries(config, io, f"pushing {references[0]}", attempts.once, sleep)
             else:
-                digest = attempt()
+                digest = attempts.once()
             image_id = _metadata(workdir.metadata).get("containerimage.config.digest", "")
         finally:
             if builder:
@@ -285,7 +309,7 @@ def build_image(
         duration=duration,
         digest=digest,
         builder=description,
-        push_seconds=push_time[-1] if push_time else 0.0,
+        push_seconds=attempts.push_seconds,
     )
 
 

@@ -15,11 +15,10 @@ import contextlib
 import json
 import ssl
 import threading
-import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
@@ -28,6 +27,7 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from deployer.actions import ActionsIO
+from deployer.clock import SYSTEM_CLOCK, Clock
 from deployer.config import Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError
 from deployer.kubeconfig import (
@@ -67,6 +67,8 @@ _MAX_ATTEMPTS = 6
 _BACKOFF_START = 0.25
 _BACKOFF_CAP = 4.0
 _REQUEST_TIMEOUT = 30.0
+_RETRIED = frozenset({429, 500, 502, 503, 504})
+_MAX_EVENT_BYTES = 32 * 1024 * 1024  # one watch event (an object and its envelope)
 _HTTP_REASONS = {
     400: "Bad Request",
     401: "Unauthorized",
@@ -305,6 +307,132 @@ def describe(verb: str, resource: Resource, namespace: str | None, name: str | N
     return text
 
 
+class Stream(Protocol):
+    """An open streaming answer (a watch)."""
+
+    status: int
+
+    def read(self) -> bytes:
+        """The whole body (for an answer that is not 200)."""
+        ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body as it arrives; ends when the server ends it or :meth:`interrupt` is called."""
+        ...
+
+    def interrupt(self) -> None:
+        """End a read in progress; safe from any thread, also after the stream ended."""
+        ...
+
+    def release(self, finished: bool) -> None:
+        """Give the connection back (``finished``) or drop it (left mid-stream)."""
+        ...
+
+
+class Transport(Protocol):
+    """Where requests go: the API server (:class:`ApiTransport`) or a test's fake cluster.
+
+    Connection failures raise :class:`OSError` or urllib3's ``HTTPError``; a refused
+    TLS handshake raises ``ApiException`` with status 0, as the kubernetes client does.
+    """
+
+    host: str
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, Any]],
+        body: object,
+        content_type: str | None,
+        timeout: tuple[float, float],
+    ) -> tuple[int, bytes]:
+        """One request; its status and body."""
+        ...
+
+    def open_stream(
+        self, path: str, query: Sequence[tuple[str, Any]], timeout: tuple[float, float]
+    ) -> Stream:
+        """A GET whose body is read as it arrives."""
+        ...
+
+
+class _ApiStream:
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+        self.status = int(resp.status)
+        self._raw: urllib3.BaseHTTPResponse = resp.response
+
+    def read(self) -> bytes:
+        data: bytes = self._resp.read()
+        return data
+
+    def chunks(self) -> Iterator[bytes]:
+        yield from self._raw.stream(65536, decode_content=True)
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(Exception):  # the read may already be over
+            self._raw.shutdown()
+
+    def release(self, finished: bool) -> None:
+        if not finished:
+            # A watch left mid-stream must not go back to the pool: the next
+            # request on that connection would queue behind the endless response.
+            self._raw.close()
+        self._raw.release_conn()
+
+
+class ApiTransport:
+    """Requests through the kubernetes client's ``ApiClient`` (auth, TLS, pool)."""
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.host = str(getattr(api.configuration, "host", ""))
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, Any]],
+        body: object,
+        content_type: str | None,
+        timeout: tuple[float, float],
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        return self.api.call_api(*request, _request_timeout=timeout)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, Any]],
+        body: object,
+        content_type: str | None,
+        timeout: tuple[float, float],
+    ) -> tuple[int, bytes]:
+        resp = self._call(method, path, query, body, content_type, timeout)
+        data: bytes = resp.read()
+        return int(resp.status), data
+
+    def open_stream(
+        self, path: str, query: Sequence[tuple[str, Any]], timeout: tuple[float, float]
+    ) -> Stream:
+        return _ApiStream(self._call("GET", path, query, None, None, timeout))
+
+    def close(self) -> None:
+        self.api.close()  # type: ignore[no-untyped-call]
+
+
 class Kube:
     """JSON requests to the API server with retries, translated errors and deadlines.
 
@@ -314,46 +442,36 @@ class Kube:
 
     def __init__(
         self,
-        api: ApiClient,
+        transport: Transport,
         *,
         cancel: threading.Event | None = None,
         deadline: float | None = None,
         backoff: float = _BACKOFF_START,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self.api = api
+        self.transport = transport
         self.backoff = backoff
         self.cancel = cancel or threading.Event()
-        self.deadline = deadline if deadline is not None else time.monotonic() + 3600
-        self.host = str(getattr(api.configuration, "host", ""))
+        self.clock = clock
+        self.deadline = deadline if deadline is not None else clock.monotonic() + 3600
+        self.host = transport.host
+
+    def with_deadline(self, deadline: float) -> Kube:
+        """The same client, cancel and clock with another deadline."""
+        return Kube(
+            self.transport,
+            cancel=self.cancel,
+            deadline=deadline,
+            backoff=self.backoff,
+            clock=self.clock,
+        )
 
     # -- one request --------------------------------------------------------------
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        query: Sequence[tuple[str, Any]] | None,
-        body: object,
-        content_type: str | None,
-        timeout: float | tuple[float, float],
-    ) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        request = self.api.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list(query or []),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self.api.call_api(*request, _request_timeout=timeout)
-
     def _pause(self, attempt: int) -> None:
         delay = min(_BACKOFF_CAP, self.backoff * 2**attempt)
-        delay = max(0.0, min(delay, self.deadline - time.monotonic()))
-        if self.cancel.wait(delay):
+        delay = max(0.0, min(delay, self.deadline - self.clock.monotonic()))
+        if self.clock.wait(self.cancel, delay):
             raise Cancelled("cancelled")
 
     def request(
@@ -400,23 +518,21 @@ class Kube:
         raw: bool = False,
         refused: tuple[str, Resource, str | None, str | None] | None = None,
     ) -> Any:
-        """:meth:`request` for a path; ``refused`` names the request in errors."""
+        """:meth:`request` for a path; ``refused`` names the request in errors.
+
+        429, 5xx and dropped connections are tried again, at most :data:`_MAX_ATTEMPTS`
+        times and never past the deadline; every other failure raises at once.
+        """
         attempt = 0
         while True:
-            remaining = self.deadline - time.monotonic()
+            remaining = self.deadline - self.clock.monotonic()
             if remaining <= 0:
                 raise ClusterError(f"Timed out before the API server answered: {what}")
-            problem: str
+            timeout = (min(10.0, remaining), min(_REQUEST_TIMEOUT, remaining))
             try:
-                resp = self._send(
-                    method,
-                    path,
-                    query,
-                    body,
-                    content_type,
-                    (min(10.0, remaining), min(_REQUEST_TIMEOUT, remaining)),
+                status, data = self.transport.send(
+                    method, path, list(query or []), body, content_type, timeout
                 )
-                data: bytes = resp.read()
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 tls = _tls_problem(e)
                 if tls:  # a wrong CA does not get better by retrying
@@ -426,32 +542,42 @@ class Kube:
                 reason = _tls_problem(e) or str(e.reason).splitlines()[0]
                 raise ClusterError(f"Cannot {what}: {reason} ({self.host})") from None
             else:
-                status = int(resp.status)
-                if 200 <= status < 300:
-                    if raw:
-                        return data.decode("utf-8", "replace")
-                    try:
-                        return json.loads(data) if data else {}
-                    except ValueError:  # e.g. a proxy's HTML page
-                        raise ClusterError(
-                            f"Cannot {what}: the answer of {self.host} is not JSON"
-                        ) from None
-                if status in expect:
-                    try:
-                        parsed = json.loads(data) if data else {}
-                    except ValueError:
-                        parsed = {}
-                    return Response(status, parsed if isinstance(parsed, dict) else {})
-                if status in (429, 500, 502, 503, 504):
-                    problem = f"{status} {_HTTP_REASONS.get(status, '')}: {_status_message(data)}"
-                else:
-                    if refused is None:
-                        raise ClusterError(f"Cannot {what} ({status}): {_status_message(data)}")
-                    raise self.error(status, _status_message(data), *refused)
+                if status not in _RETRIED:
+                    return self._answer(status, data, what, expect, raw, refused)
+                problem = f"{status} {_HTTP_REASONS.get(status, '')}: {_status_message(data)}"
             attempt += 1
-            if attempt >= _MAX_ATTEMPTS or time.monotonic() >= self.deadline:
+            if attempt >= _MAX_ATTEMPTS or self.clock.monotonic() >= self.deadline:
                 raise ClusterError(f"Cannot {what}: {problem} (gave up after {attempt} tries)")
             self._pause(attempt)
+
+    def _answer(
+        self,
+        status: int,
+        data: bytes,
+        what: str,
+        expect: frozenset[int],
+        raw: bool,
+        refused: tuple[str, Resource, str | None, str | None] | None,
+    ) -> Any:
+        """A final answer: the body, a :class:`Response` the caller expects, or the error."""
+        if 200 <= status < 300:
+            if raw:
+                return data.decode("utf-8", "replace")
+            try:
+                return json.loads(data) if data else {}
+            except ValueError:  # e.g. a proxy's HTML page
+                raise ClusterError(
+                    f"Cannot {what}: the answer of {self.host} is not JSON"
+                ) from None
+        if status in expect:
+            try:
+                parsed = json.loads(data) if data else {}
+            except ValueError:
+                parsed = {}
+            return Response(status, parsed if isinstance(parsed, dict) else {})
+        if refused is None:
+            raise ClusterError(f"Cannot {what} ({status}): {_status_message(data)}")
+        raise self.error(status, _status_message(data), *refused)
 
     @staticmethod
     def error(
@@ -488,13 +614,13 @@ class Kube:
         resource_version: str,
         query: Sequence[tuple[str, Any]],
         timeout_seconds: int,
-        on_response: Any = None,
+        on_stream: Callable[[Stream], None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """One watch request: yields raw watch events until the server ends it.
 
         Raises :class:`ClusterError` for a refused watch, urllib3/OS errors for a
-        dropped connection (the caller re-watches). ``on_response`` gets the urllib3
-        response so another thread can shut it down to stop the read.
+        dropped connection (the caller re-watches). ``on_stream`` gets the open
+        stream so another thread can interrupt the read.
         """
         params = [
             *query,
@@ -503,42 +629,38 @@ class Kube:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", timeout_seconds),
         ]
-        resp = self._send(
-            "GET",
-            resource.path(namespace),
-            params,
-            None,
-            None,
-            (10.0, timeout_seconds + 15.0),
+        stream = self.transport.open_stream(
+            resource.path(namespace), params, (10.0, timeout_seconds + 15.0)
         )
-        status = int(resp.status)
-        if status != 200:
-            data = resp.read()
-            if status == 410:  # resourceVersion too old: the caller lists again
+        if stream.status != 200:
+            data = stream.read()
+            if stream.status == 410:  # resourceVersion too old: the caller lists again
                 yield {"type": "ERROR", "object": {"code": 410}}
                 return
-            if status in (429, 500, 502, 503, 504):
-                raise urllib3.exceptions.ProtocolError(f"watch answered {status}")
-            raise self.error(status, _status_message(data), "watch", resource, namespace)
-        raw = resp.response
-        if on_response is not None:
-            on_response(raw)
+            if stream.status in _RETRIED:
+                raise urllib3.exceptions.ProtocolError(f"watch answered {stream.status}")
+            raise self.error(stream.status, _status_message(data), "watch", resource, namespace)
+        if on_stream is not None:
+            on_stream(stream)
         finished = False
         try:
-            buffer = b""
-            for chunk in raw.stream(65536, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        yield json.loads(line)
+            yield from _json_lines(stream.chunks())
             finished = True
         finally:
-            if not finished:
-                # A watch left mid-stream must not go back to the pool: the next
-                # request on that connection would queue behind the endless response.
-                raw.close()
-            raw.release_conn()
+            stream.release(finished)
+
+
+def _json_lines(chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """Newline-separated JSON objects; a line over :data:`_MAX_EVENT_BYTES` ends the stream."""
+    buffer = b""
+    for chunk in chunks:
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+        if len(buffer) > _MAX_EVENT_BYTES:
+            raise urllib3.exceptions.ProtocolError("a watch event larger than 32 MiB")
 
 
 def discover(kube: Kube, api_version: str, kind: str, cache: dict[str, list[Any]]) -> Resource:
@@ -594,32 +716,34 @@ class Watch:
         self.namespace = namespace
         self.query = list(query)
         self.stopped = threading.Event()
-        self._response: urllib3.BaseHTTPResponse | None = None
+        self._stream: Stream | None = None
+        self._rv: str | None = None  # None: list (again) before the next watch
+        self._relists = 0
+        self._where = f"{resource.display} in namespace {namespace}"
 
     def stop(self) -> None:
         """End the iteration (safe from any thread)."""
         self.stopped.set()
-        response = self._response
-        if response is not None:
-            with contextlib.suppress(Exception):  # the read may already be over
-                response.shutdown()
+        stream = self._stream
+        if stream is not None:
+            stream.interrupt()
 
-    def _keep(self, response: urllib3.BaseHTTPResponse) -> None:
-        self._response = response
+    def _keep(self, stream: Stream) -> None:
+        self._stream = stream
         if self.stopped.is_set():
             self.stop()
 
     def _done(self) -> bool:
         return self.stopped.is_set() or self.kube.cancel.is_set()
 
+    def _pause(self, seconds: float) -> None:
+        self.kube.clock.wait(self.stopped, seconds)
+
     def __iter__(self) -> Iterator[WatchEvent]:
         failures = 0
-        relists = 0
-        rv: str | None = None
-        where = f"{self.resource.display} in namespace {self.namespace}"
         while not self._done():
             try:
-                if rv is None:
+                if self._rv is None:
                     listing = self.kube.request(
                         "GET",
                         self.resource,
@@ -627,44 +751,12 @@ class Watch:
                         namespace=self.namespace,
                         query=self.query,
                     )
-                    rv = str((listing.get("metadata") or {}).get("resourceVersion", ""))
+                    self._rv = str((listing.get("metadata") or {}).get("resourceVersion", ""))
                     yield WatchEvent("SYNC", tuple(listing.get("items") or []))
-                remaining = self.kube.deadline - time.monotonic()
+                remaining = self.kube.deadline - self.kube.clock.monotonic()
                 if remaining <= 0:
                     return
-                seconds = max(1, min(_WATCH_SECONDS, int(remaining) + 1))
-                began = time.monotonic()
-                for event in self.kube.watch(
-                    self.resource,
-                    self.namespace,
-                    resource_version=rv,
-                    query=self.query,
-                    timeout_seconds=seconds,
-                    on_response=self._keep,
-                ):
-                    if self._done():
-                        return
-                    kind = str(event.get("type", ""))
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        if obj.get("code") == 410:
-                            rv = None
-                            relists += 1
-                            self.stopped.wait(min(4.0, 0.1 * 2**relists) if relists > 1 else 0)
-                            break
-                        if obj.get("code") in (429, 500, 503, 504):  # e.g. a lagging cache
-                            raise urllib3.exceptions.ProtocolError(
-                                f"watch error {obj.get('code')}: {obj.get('message', '')}"
-                            )
-                        raise ClusterError(f"Watching {where} failed: {obj.get('message', obj)}")
-                    rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                    relists = 0
-                    if kind != "BOOKMARK":
-                        yield WatchEvent(kind, (obj,))
-                else:
-                    # A server that ends watches at once must not make us spin.
-                    if time.monotonic() - began < 1.0:
-                        self.stopped.wait(1.0)
+                yield from self._follow(max(1, min(_WATCH_SECONDS, int(remaining) + 1)))
                 failures = 0
             except Cancelled:
                 return
@@ -674,6 +766,46 @@ class Watch:
                 failures += 1
                 if failures >= _WATCH_FAILURES:
                     raise ClusterError(
-                        f"Lost the watch on {where} {failures} times ({type(e).__name__})"
+                        f"Lost the watch on {self._where} {failures} times ({type(e).__name__})"
                     ) from None
-                self.stopped.wait(min(_BACKOFF_CAP, _BACKOFF_START * 2**failures))
+                self._pause(min(_BACKOFF_CAP, _BACKOFF_START * 2**failures))
+
+    def _follow(self, seconds: int) -> Iterator[WatchEvent]:
+        """One watch request from the last resourceVersion, until the server ends it."""
+        began = self.kube.clock.monotonic()
+        for event in self.kube.watch(
+            self.resource,
+            self.namespace,
+            resource_version=self._rv or "",
+            query=self.query,
+            timeout_seconds=seconds,
+            on_stream=self._keep,
+        ):
+            if self._done():
+                return
+            kind = str(event.get("type", ""))
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                self._error(obj)
+                return
+            self._rv = str((obj.get("metadata") or {}).get("resourceVersion") or self._rv)
+            self._relists = 0
+            if kind != "BOOKMARK":
+                yield WatchEvent(kind, (obj,))
+        # A server that ends watches at once must not make us spin.
+        if self.kube.clock.monotonic() - began < 1.0:
+            self._pause(1.0)
+
+    def _error(self, status: Mapping[str, Any]) -> None:
+        """An ERROR event: 410 lists again, a lagging cache retries, the rest fails."""
+        code = status.get("code")
+        if code == 410:
+            self._rv = None
+            self._relists += 1
+            self._pause(min(4.0, 0.1 * 2**self._relists) if self._relists > 1 else 0)
+            return
+        if code in (429, 500, 503, 504):
+            raise urllib3.exceptions.ProtocolError(
+                f"watch error {code}: {status.get('message', '')}"
+            )
+        raise ClusterError(f"Watching {self._where} failed: {status.get('message', status)}")

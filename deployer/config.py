@@ -595,11 +595,20 @@ def _build_files(
     return context, dockerfile
 
 
-def load_config(env: Mapping[str, str]) -> Config:
-    """Validate the inputs in ``env``; raise :class:`ConfigError` listing every bad one."""
-    raw = raw_inputs(env)
-    check = _Collector()
-    github = GitHubContext(
+_FLAGS = (
+    "build",
+    "push",
+    "rollback-on-failure",
+    "dry-run",
+    "allow-cluster-scoped",
+    "no-cache",
+    "pull",
+    "tolerate-failures-until-deadline",
+)
+
+
+def _github(env: Mapping[str, str]) -> GitHubContext:
+    return GitHubContext(
         sha=env.get("GITHUB_SHA", ""),
         ref=env.get("GITHUB_REF", ""),
         repository=env.get("GITHUB_REPOSITORY", ""),
@@ -609,29 +618,24 @@ def load_config(env: Mapping[str, str]) -> Config:
         workflow=env.get("GITHUB_WORKFLOW", ""),
         actor=env.get("GITHUB_ACTOR", ""),
     )
-    workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
 
+
+def _flags(check: _Collector, raw: Mapping[str, str]) -> dict[str, bool]:
+    """Every boolean input; a bad one is a problem and falls back to its default, so the
+    remaining checks still run."""
+    values = {}
+    for name in _FLAGS:
+        value = check.take(name, _parse_bool, raw[name])
+        values[name] = value if value is not None else INPUTS[name][0] == "true"
+    return values
+
+
+def _image_inputs(
+    check: _Collector, raw: Mapping[str, str], github: GitHubContext, building: bool
+) -> dict[str, Any]:
+    """``image`` and ``tags``."""
     parsed_image = check.take("image", parse_image, raw["image"].strip())
     image, image_digest = parsed_image if parsed_image else (None, None)
-    flags = {
-        name: check.take(name, _parse_bool, raw[name])
-        for name in (
-            "build",
-            "push",
-            "rollback-on-failure",
-            "dry-run",
-            "allow-cluster-scoped",
-            "no-cache",
-            "pull",
-            "tolerate-failures-until-deadline",
-        )
-    }
-    # A failed boolean must not block the remaining checks: fall back to the default.
-    bools = {
-        name: value if value is not None else INPUTS[name][0] == "true"
-        for name, value in flags.items()
-    }
-
     tag_text = raw["tags"] or (f"sha-{github.sha[:7]}" if github.sha else "latest")
     tags = _split_list(tag_text)
     for tag in tags:
@@ -643,8 +647,7 @@ def load_config(env: Mapping[str, str]) -> Config:
             )
     if not tags:
         check.fail("tags", "no tag given")
-
-    if image_digest and bools["build"]:
+    if image_digest and building:
         check.fail(
             "image",
             "contains a digest, which names an image that already exists: set build: false "
@@ -652,24 +655,47 @@ def load_config(env: Mapping[str, str]) -> Config:
         )
     if image_digest and raw["tags"].strip():
         check.fail("tags", "cannot be used with an image given by digest (repo@sha256:…)")
+    return {"image": image, "image_digest": image_digest, "tags": tuple(dict.fromkeys(tags))}
 
-    context, dockerfile = _build_files(check, workspace, raw, bools["build"])
+
+def _build_inputs(
+    check: _Collector,
+    raw: Mapping[str, str],
+    env: Mapping[str, str],
+    workspace: Path,
+    building: bool,
+) -> dict[str, Any]:
+    """What buildx is asked to do: files, cache, platforms, secrets, args, labels, target."""
+    context, dockerfile = _build_files(check, workspace, raw, building)
     cache_from = check.take("cache-from", _parse_cache, raw["cache-from"], workspace) or []
     cache_to = check.take("cache-to", _parse_cache, raw["cache-to"], workspace) or []
     for name, entries in (("cache-from", cache_from), ("cache-to", cache_to)):
         problem = _gha_problem(name, entries, env)
         if problem:
             check.fail(name, problem)
-    platforms = check.take("platforms", _parse_platforms, raw["platforms"]) or []
     build_secrets = check.take("secrets", _parse_secrets, raw["secrets"]) or {}
-    provenance = check.take("provenance", _parse_attestation, raw["provenance"])
-    sbom = check.take("sbom", _parse_attestation, raw["sbom"])
-    build_args = check.take("build-args", _parse_pairs, raw["build-args"]) or {}
-    labels = check.take("labels", _parse_pairs, raw["labels"]) or {}
     target = raw["target"].strip() or None
     if target is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", target):
         check.fail("target", f"'{_shown(target)}' is not a valid build stage name")
+    return {
+        "context": context,
+        "dockerfile": dockerfile,
+        "cache_from": tuple(cache_from),
+        "cache_to": tuple(cache_to),
+        "platforms": tuple(check.take("platforms", _parse_platforms, raw["platforms"]) or []),
+        "build_secrets": {k: SecretStr(v) for k, v in build_secrets.items()},
+        "provenance": check.take("provenance", _parse_attestation, raw["provenance"]),
+        "sbom": check.take("sbom", _parse_attestation, raw["sbom"]),
+        "build_args": check.take("build-args", _parse_pairs, raw["build-args"]) or {},
+        "labels": check.take("labels", _parse_pairs, raw["labels"]) or {},
+        "target": target,
+    }
 
+
+def _registry_inputs(
+    check: _Collector, raw: Mapping[str, str], image: ImageName | None
+) -> dict[str, Any]:
+    """``registry`` and its credentials."""
     registry_text = raw["registry"].strip()
     registry = image.registry if image else DOCKER_HUB
     if registry_text:
@@ -683,24 +709,28 @@ def load_config(env: Mapping[str, str]) -> Config:
                 f"'{_shown(registry_text)}' is not the registry of image '{image.repository}' "
                 f"({image.registry}); leave it empty to use the image's",
             )
-
     username = raw["registry-username"].strip() or None
     password = raw["registry-password"] or None
     if password and not username:
         check.fail("registry-username", "is empty but registry-password is set; give both")
     if username and not password:
         check.fail("registry-password", "is empty but registry-username is set; give both")
+    return {
+        "registry": registry,
+        "registry_username": username,
+        "registry_password": SecretStr(password) if password else None,
+    }
 
-    namespace = raw["namespace"].strip() or None
-    if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
-        check.fail("namespace", f"'{_shown(namespace, 70)}' is not a valid namespace name")
+
+def _workloads(check: _Collector, raw: Mapping[str, str]) -> dict[str, Any]:
+    """``deployments``, ``workloads`` and ``container``."""
     deployments = _split_list(raw["deployments"])
     for name in deployments:
         if len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
             check.fail("deployments", f"'{_shown(name, 70)}' is not a valid Deployment name")
     if len(set(deployments)) != len(deployments):
         check.fail("deployments", "names a Deployment more than once")
-    workloads = []
+    workloads: list[str] = []
     for entry in _split_list(raw["workloads"]):
         kind, _, name = entry.rpartition("/")
         kind = kind.strip().lower() or "deployment"
@@ -719,65 +749,79 @@ def load_config(env: Mapping[str, str]) -> Config:
     container = raw["container"].strip() or None
     if container and (len(container) > 63 or not _DNS_LABEL_RE.match(container)):
         check.fail("container", f"'{_shown(container, 70)}' is not a valid container name")
-    manifests = _split_list(raw["manifests"])
+    return {
+        "deployments": tuple(deployments),
+        "workloads": tuple(workloads),
+        "container": container,
+    }
+
+
+def _cluster_inputs(
+    check: _Collector, raw: Mapping[str, str], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Where and how to deploy: credentials, namespace, manifests, timeout."""
+    namespace = raw["namespace"].strip() or None
+    if namespace and (len(namespace) > 63 or not _DNS_LABEL_RE.match(namespace)):
+        check.fail("namespace", f"'{_shown(namespace, 70)}' is not a valid namespace name")
     if raw["kubeconfig"].strip():
         check.take("kubeconfig", check_input_kubeconfig, raw["kubeconfig"])
     aws_role_arn = raw["aws-role-arn"].strip() or None
     if aws_role_arn and not _ROLE_ARN_RE.match(aws_role_arn):
         check.fail("aws-role-arn", f"'{aws_role_arn[:100]}' is not an IAM role ARN")
-    timeout = check.take("timeout", parse_duration, raw["timeout"])
-    if (deployments or workloads or manifests) and not bools["push"] and bools["build"]:
-        check.fail("push", "is false, but a cluster can only run an image that was pushed")
+    return {
+        "namespace": namespace,
+        "kubeconfig": SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
+        "kubeconfig_path": env.get("KUBECONFIG") or None,
+        "aws_role_arn": aws_role_arn,
+        "manifests": tuple(_split_list(raw["manifests"])),
+        "timeout": check.take("timeout", parse_duration, raw["timeout"]),
+        **_workloads(check, raw),
+    }
 
+
+def _job_environment(env: Mapping[str, str], workspace: Path) -> dict[str, Any]:
+    """What the run takes from the job's environment rather than from inputs."""
+    return {
+        "workspace": workspace,
+        "docker_host": env.get("DOCKER_HOST") or None,
+        "cloud_env": CloudEnv.from_environ(env),
+        "created": _created(env, workspace),
+        "buildx": find_buildx(env),
+        "buildkit_image": env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
+        "gha_env": {k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
+        "path_env": env.get("PATH", os.defpath),
+    }
+
+
+def load_config(env: Mapping[str, str]) -> Config:
+    """Validate the inputs in ``env``; raise :class:`ConfigError` listing every bad one."""
+    raw = raw_inputs(env)
+    check = _Collector()
+    github = _github(env)
+    workspace = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    flags = _flags(check, raw)
+    fields: dict[str, Any] = {
+        "github": github,
+        "build": flags["build"],
+        "push": flags["push"],
+        "rollback_on_failure": flags["rollback-on-failure"],
+        "tolerate_failures_until_deadline": flags["tolerate-failures-until-deadline"],
+        "dry_run": flags["dry-run"],
+        "allow_cluster_scoped": flags["allow-cluster-scoped"],
+        "no_cache": flags["no-cache"],
+        "pull": flags["pull"],
+        **_image_inputs(check, raw, github, flags["build"]),
+    }
+    fields.update(_build_inputs(check, raw, env, workspace, flags["build"]))
+    fields.update(_registry_inputs(check, raw, fields["image"]))
+    fields.update(_cluster_inputs(check, raw, env))
+    deploying = fields["deployments"] or fields["workloads"] or fields["manifests"]
+    if deploying and not flags["push"] and flags["build"]:
+        check.fail("push", "is false, but a cluster can only run an image that was pushed")
     if check.problems:
         raise ConfigError(check.problems)
-    assert image is not None
-    assert timeout is not None
+    fields.update(_job_environment(env, workspace))
     try:
-        return Config(
-            image=image,
-            tags=tuple(dict.fromkeys(tags)),
-            context=context,
-            dockerfile=dockerfile,
-            build_args=build_args,
-            labels=labels,
-            target=target,
-            build=bools["build"],
-            push=bools["push"],
-            registry=registry,
-            registry_username=username,
-            registry_password=SecretStr(password) if password else None,
-            kubeconfig=SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
-            namespace=namespace,
-            deployments=tuple(deployments),
-            workloads=tuple(workloads),
-            container=container,
-            manifests=tuple(manifests),
-            timeout=timeout,
-            rollback_on_failure=bools["rollback-on-failure"],
-            tolerate_failures_until_deadline=bools["tolerate-failures-until-deadline"],
-            dry_run=bools["dry-run"],
-            allow_cluster_scoped=bools["allow-cluster-scoped"],
-            workspace=workspace,
-            docker_host=env.get("DOCKER_HOST") or None,
-            kubeconfig_path=env.get("KUBECONFIG") or None,
-            aws_role_arn=aws_role_arn,
-            cloud_env=CloudEnv.from_environ(env),
-            github=github,
-            created=_created(env, workspace),
-            image_digest=image_digest,
-            cache_from=tuple(cache_from),
-            cache_to=tuple(cache_to),
-            platforms=tuple(platforms),
-            build_secrets={k: SecretStr(v) for k, v in build_secrets.items()},
-            no_cache=bools["no-cache"],
-            pull=bools["pull"],
-            provenance=provenance,
-            sbom=sbom,
-            buildx=find_buildx(env),
-            buildkit_image=env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
-            gha_env={k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
-            path_env=env.get("PATH", os.defpath),
-        )
+        return Config(**fields)
     except ValidationError as e:  # pragma: no cover - the checks above cover every field
         raise ConfigError([InputProblem("image", str(e), INPUTS["image"][1])]) from None

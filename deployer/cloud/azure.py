@@ -13,6 +13,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from deployer.cloud import workspace_file
@@ -60,6 +61,64 @@ def _missing(names: str) -> CredentialsError:
     )
 
 
+def _credential(
+    login: AzureLogin,
+    env: Mapping[str, str],
+    workspace: Path,
+    mask: Callable[[str], None],
+    http: Http,
+) -> dict[str, str]:
+    """The form fields that prove who we are: a client secret (spn) or an assertion."""
+    if login.mode == "spn":
+        secret = (
+            login.client_secret
+            or env.get("AZURE_CLIENT_SECRET")
+            or env.get("AAD_SERVICE_PRINCIPAL_CLIENT_SECRET", "")
+        )
+        if not secret:
+            raise _missing("AZURE_CLIENT_SECRET (kubelogin --login spn uses a client secret)")
+        return {"client_secret": secret}
+    # workloadidentity
+    if env.get("AZURE_FEDERATED_TOKEN_FILE"):
+        raw = workspace_file(
+            env["AZURE_FEDERATED_TOKEN_FILE"], "AZURE_FEDERATED_TOKEN_FILE", workspace
+        )
+        assertion = raw.decode("utf-8", "replace").strip()
+        mask(assertion)
+    elif has_id_token(env):
+        assertion = github_id_token(env, AZURE_AUDIENCE, mask, http)
+    else:
+        raise _missing(
+            "AZURE_FEDERATED_TOKEN_FILE, or give the job `permissions: id-token: write` "
+            "so the runner's OIDC token is used,"
+        )
+    return {
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": assertion,
+    }
+
+
+def _token_answer(
+    answer_status: int, body: bytes, client_id: str, tenant_id: str
+) -> dict[str, Any]:
+    """Entra ID's JSON answer, or the error that names what it said."""
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        data = {}
+    if answer_status != 200 or not data.get("access_token"):
+        code = str(data.get("error") or f"HTTP {answer_status}")[:80]
+        description = str(data.get("error_description") or "").splitlines()[0:1]
+        detail = f": {description[0][:300]}" if description else ""
+        raise CredentialsError(
+            f"Entra ID refused a token for the AKS cluster (client {client_id}, tenant "
+            f"{tenant_id}): {code}{detail}"
+        )
+    return data
+
+
 def access_token(
     login: AzureLogin,
     env: Mapping[str, str],
@@ -81,32 +140,8 @@ def access_token(
         "grant_type": "client_credentials",
         "client_id": client_id,
         "scope": f"{login.server_id}/.default",
+        **_credential(login, env, workspace, mask, http),
     }
-    if login.mode == "spn":
-        secret = (
-            login.client_secret
-            or env.get("AZURE_CLIENT_SECRET")
-            or env.get("AAD_SERVICE_PRINCIPAL_CLIENT_SECRET", "")
-        )
-        if not secret:
-            raise _missing("AZURE_CLIENT_SECRET (kubelogin --login spn uses a client secret)")
-        form["client_secret"] = secret
-    else:  # workloadidentity
-        if env.get("AZURE_FEDERATED_TOKEN_FILE"):
-            raw = workspace_file(
-                env["AZURE_FEDERATED_TOKEN_FILE"], "AZURE_FEDERATED_TOKEN_FILE", workspace
-            )
-            assertion = raw.decode("utf-8", "replace").strip()
-            mask(assertion)
-        elif has_id_token(env):
-            assertion = github_id_token(env, AZURE_AUDIENCE, mask, http)
-        else:
-            raise _missing(
-                "AZURE_FEDERATED_TOKEN_FILE, or give the job `permissions: id-token: write` "
-                "so the runner's OIDC token is used,"
-            )
-        form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-        form["client_assertion"] = assertion
     authority = env.get("AZURE_AUTHORITY_HOST") or AUTHORITIES.get(
         login.environment.lower(), AUTHORITIES["azurepubliccloud"]
     )
@@ -114,20 +149,7 @@ def access_token(
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     now = clock()
     answer = http("POST", url, headers, urlencode(form).encode(), env.get("SSL_CERT_FILE"))
-    try:
-        data = json.loads(answer.body) if answer.body else {}
-    except ValueError:
-        data = {}
-    if not isinstance(data, dict):
-        data = {}
-    if answer.status != 200 or not data.get("access_token"):
-        code = str(data.get("error") or f"HTTP {answer.status}")[:80]
-        description = str(data.get("error_description") or "").splitlines()[0:1]
-        detail = f": {description[0][:300]}" if description else ""
-        raise CredentialsError(
-            f"Entra ID refused a token for the AKS cluster (client {client_id}, tenant "
-            f"{tenant_id}): {code}{detail}"
-        )
+    data = _token_answer(answer.status, answer.body, client_id, tenant_id)
     token = str(data["access_token"])
     mask(token)
     try:

@@ -17,24 +17,41 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
 
 from deployer.cloud import CloudEnv, TokenSource
 from deployer.cloud.azure import AzureLogin
 from deployer.cloud.http import Http, send
 from deployer.errors import CredentialsError
 
-if TYPE_CHECKING:
-    from deployer.config import Config
-
-__all__ = ["SUPPORTED", "Plugin", "plugin_for_user", "recognise", "token_source"]
+__all__ = [
+    "SUPPORTED",
+    "JobCredentials",
+    "Plugin",
+    "plugin_for_user",
+    "recognise",
+    "token_source",
+]
 
 SUPPORTED = (
     "aws eks get-token, aws-iam-authenticator token, gke-gcloud-auth-plugin, "
     "kubelogin get-token --login spn|workloadidentity"
 )
 _KUBELOGIN_MODES = ("spn", "workloadidentity")
+
+
+class JobCredentials(Protocol):
+    """What a plugin's token is made from: the job's environment (``Config`` has it)."""
+
+    @property
+    def cloud_env(self) -> Mapping[str, str]: ...
+
+    @property
+    def workspace(self) -> Path: ...
+
+    @property
+    def aws_role_arn(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -77,14 +94,12 @@ def _unsupported(command: str) -> ValueError:
     )
 
 
-def recognise(entry: Mapping[str, Any]) -> Plugin:
-    """The plugin an ``exec`` entry names; ValueError naming it and the supported ones."""
+def _exec_parts(entry: Mapping[str, Any]) -> tuple[str, list[str], dict[str, str]]:
+    """An ``exec`` entry's command, args and env, each checked for its shape."""
     command = str(entry.get("command") or "")
-    base = PurePosixPath(command).name
     raw_args = entry.get("args") or []
     if not isinstance(raw_args, list):
         raise ValueError("has an exec entry whose 'args' is not a list")
-    args = [str(a) for a in raw_args]
     raw_env = entry.get("env") or []
     if not isinstance(raw_env, list):
         raise ValueError("has an exec entry whose 'env' is not a list")
@@ -92,77 +107,91 @@ def recognise(entry: Mapping[str, Any]) -> Plugin:
     for item in raw_env:
         if isinstance(item, Mapping) and item.get("name"):
             env[str(item["name"])] = str(item.get("value") or "")
+    return command, [str(a) for a in raw_args], env
+
+
+_AWS_FLAGS = {
+    "--cluster-name": "cluster",
+    "--cluster-id": "cluster",
+    "--region": "region",
+    "--role-arn": "role",
+    "--profile": "profile",
+    "--output": "output",
+}
+_AUTHENTICATOR_FLAGS = {
+    "-i": "cluster",
+    "--cluster-id": "cluster",
+    "-r": "role",
+    "--role": "role",
+    "--region": "region",
+}
+_KUBELOGIN_FLAGS = {
+    "--login": "login",
+    "-l": "login",
+    "--server-id": "server",
+    "--client-id": "client",
+    "--tenant-id": "tenant",
+    "-t": "tenant",
+    "--environment": "environment",
+    "-e": "environment",
+    "--client-secret": "secret",
+}
+
+
+def _eks(command: str, args: list[str], env: dict[str, str]) -> Plugin:
+    """``aws eks get-token`` or ``aws-iam-authenticator token``."""
+    base = PurePosixPath(command).name
     if base == "aws":
-        opts, words = _options(
-            args,
-            {
-                "--cluster-name": "cluster",
-                "--cluster-id": "cluster",
-                "--region": "region",
-                "--role-arn": "role",
-                "--profile": "profile",
-                "--output": "output",
-            },
+        opts, words = _options(args, _AWS_FLAGS)
+        recognised = words[:2] == ["eks", "get-token"]
+        shown = [command, *args[:3]]
+    else:
+        opts, words = _options(args, _AUTHENTICATOR_FLAGS)
+        recognised = words[:1] == ["token"]
+        shown = [command, *args[:2]]
+    if not recognised or not opts.get("cluster"):
+        raise _unsupported(" ".join(shown))
+    return Plugin(
+        "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
+    )
+
+
+def _kubelogin(command: str, args: list[str], env: dict[str, str]) -> Plugin:
+    """``kubelogin get-token`` in a mode a container action can serve."""
+    opts, words = _options(args, _KUBELOGIN_FLAGS)
+    if words[:1] != ["get-token"]:
+        raise _unsupported(" ".join([command, *args[:1]]))
+    mode = (opts.get("login") or env.get("AAD_LOGIN_METHOD") or "devicecode").lower()
+    if mode not in _KUBELOGIN_MODES:
+        raise ValueError(
+            f"uses kubelogin --login {mode[:30]}, which needs a login a container action "
+            "cannot see or do; use --login workloadidentity (OIDC: AZURE_CLIENT_ID, "
+            "AZURE_TENANT_ID and `permissions: id-token: write`) or --login spn "
+            "(AZURE_CLIENT_SECRET), e.g. kubelogin convert-kubeconfig -l workloadidentity"
         )
-        if words[:2] != ["eks", "get-token"] or not opts.get("cluster"):
-            raise _unsupported(" ".join([command, *args[:3]]))
-        return Plugin(
-            "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
-        )
-    if base == "aws-iam-authenticator":
-        opts, words = _options(
-            args,
-            {
-                "-i": "cluster",
-                "--cluster-id": "cluster",
-                "-r": "role",
-                "--role": "role",
-                "--region": "region",
-            },
-        )
-        if words[:1] != ["token"] or not opts.get("cluster"):
-            raise _unsupported(" ".join([command, *args[:2]]))
-        return Plugin(
-            "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
-        )
+    if not opts.get("server"):
+        raise ValueError("has a kubelogin entry without --server-id")
+    login = AzureLogin(
+        mode,
+        opts["server"],
+        opts.get("client", ""),
+        opts.get("tenant", ""),
+        opts.get("environment", ""),
+        opts.get("secret", ""),
+    )
+    return Plugin("aks", "kubelogin", azure=login, env=env)
+
+
+def recognise(entry: Mapping[str, Any]) -> Plugin:
+    """The plugin an ``exec`` entry names; ValueError naming it and the supported ones."""
+    command, args, env = _exec_parts(entry)
+    base = PurePosixPath(command).name
+    if base in ("aws", "aws-iam-authenticator"):
+        return _eks(command, args, env)
     if base == "gke-gcloud-auth-plugin":
         return Plugin("gke", base, env=env)
     if base == "kubelogin":
-        opts, words = _options(
-            args,
-            {
-                "--login": "login",
-                "-l": "login",
-                "--server-id": "server",
-                "--client-id": "client",
-                "--tenant-id": "tenant",
-                "-t": "tenant",
-                "--environment": "environment",
-                "-e": "environment",
-                "--client-secret": "secret",
-            },
-        )
-        if words[:1] != ["get-token"]:
-            raise _unsupported(" ".join([command, *args[:1]]))
-        mode = (opts.get("login") or env.get("AAD_LOGIN_METHOD") or "devicecode").lower()
-        if mode not in _KUBELOGIN_MODES:
-            raise ValueError(
-                f"uses kubelogin --login {mode[:30]}, which needs a login a container action "
-                "cannot see or do; use --login workloadidentity (OIDC: AZURE_CLIENT_ID, "
-                "AZURE_TENANT_ID and `permissions: id-token: write`) or --login spn "
-                "(AZURE_CLIENT_SECRET), e.g. kubelogin convert-kubeconfig -l workloadidentity"
-            )
-        if not opts.get("server"):
-            raise ValueError("has a kubelogin entry without --server-id")
-        login = AzureLogin(
-            mode,
-            opts["server"],
-            opts.get("client", ""),
-            opts.get("tenant", ""),
-            opts.get("environment", ""),
-            opts.get("secret", ""),
-        )
-        return Plugin("aks", base, azure=login, env=env)
+        return _kubelogin(command, args, env)
     raise _unsupported(command)
 
 
@@ -185,14 +214,14 @@ def plugin_for_user(user: Mapping[str, Any]) -> Plugin | None:
 
 def token_source(
     plugin: Plugin,
-    config: Config,
+    job: JobCredentials,
     mask: Callable[[str], None],
     http: Http = send,
     clock: Callable[[], float] = time.time,
 ) -> TokenSource:
     """A :class:`TokenSource` making the plugin's token from the job's credentials."""
-    env = CloudEnv({**config.cloud_env, **plugin.env})
-    workspace = config.workspace
+    env = CloudEnv({**job.cloud_env, **plugin.env})
+    workspace = job.workspace
     fetch: Callable[[], tuple[str, float]]
     if plugin.kind == "eks":
         from deployer.cloud import aws
@@ -208,7 +237,7 @@ def token_source(
             workspace,
             region,
             mask,
-            oidc_role_arn=config.aws_role_arn,
+            oidc_role_arn=job.aws_role_arn,
             assume_role_arn=plugin.role_arn or None,
             what=f"EKS cluster {plugin.cluster}",
             http=http,

@@ -29,7 +29,7 @@ import time
 from kubernetes.client import ApiClient
 
 from deployer.actions import ActionsIO
-from deployer.cluster import Kube
+from deployer.cluster import ApiTransport, Kube
 from deployer.config import Config
 from deployer.rollout.stage import (
     ANNOTATION_PREFIX,
@@ -59,7 +59,7 @@ def check_cluster(config: Config, api: ApiClient, io: ActionsIO, cancel: threadi
     placeholder digest) are checked; :func:`roll_out` checks again with the real one.
     """
     deadline = time.monotonic() + config.timeout
-    kube = Kube(api, cancel=cancel, deadline=deadline)
+    kube = Kube(ApiTransport(api), cancel=cancel, deadline=deadline)
     placeholder = config.image.with_digest("sha256:" + "0" * 64)
     Stage(config, placeholder, kube, io, cancel, deadline).preflight()
 
@@ -75,7 +75,7 @@ def roll_out(
 ) -> RolloutResult:
     """Roll ``image`` out to the configured workloads; see the module docstring."""
     deadline = time.monotonic() + config.timeout
-    kube = Kube(api, cancel=cancel, deadline=deadline)
+    kube = Kube(ApiTransport(api), cancel=cancel, deadline=deadline)
     stage = Stage(config, image, kube, io, cancel, deadline)
     stage.checked = checked
     return stage.run()

@@ -262,9 +262,7 @@ class ManifestSet:
     def _job_failed(
         self, ns: str, name: str, reason: str, pod: str, container: str
     ) -> tuple[str, Diagnosis]:
-        kube = Kube(
-            self.kube.api, cancel=self.kube.cancel, deadline=time.monotonic() + _DIAGNOSIS_SECONDS
-        )
+        kube = self.kube.with_deadline(self.kube.clock.monotonic() + _DIAGNOSIS_SECONDS)
         why = f"Job {name} failed: {reason}"
         return why, diagnose_pod(kube, ns, why, pod, container, owners=(("Job", name),))
 

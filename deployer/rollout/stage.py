@@ -892,9 +892,7 @@ class Stage:
 
     def _fail(self, w: Workload, reason: str, pod: str, container: str) -> None:
         # Its own short budget: a failure found at the deadline still gets its diagnosis.
-        kube = Kube(
-            self.kube.api, cancel=self.cancel, deadline=time.monotonic() + _DIAGNOSIS_SECONDS
-        )
+        kube = self.kube.with_deadline(self.kube.clock.monotonic() + _DIAGNOSIS_SECONDS)
         owners: tuple[tuple[str, str], ...] = ((w.kind.name, w.name),)
         if w.kind is DEPLOYMENT:
             owners += tuple(("ReplicaSet", name) for name in self._new_replicasets(kube, w, pod))

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from deployer import push
+from deployer import registry
 from deployer.actions import ActionsIO
 from deployer.config import load_config
 from deployer.errors import PushError
@@ -29,10 +29,12 @@ def test_slow_failures_are_not_retried_past_the_budget(
 
     def attempt() -> str:
         calls.append(1)
-        raise push.Transient(MESSAGE, seconds=each)  # the push itself retried for `each` s
+        raise registry.Transient(MESSAGE, seconds=each)  # the push itself retried for `each` s
 
     with pytest.raises(PushError) as caught:
-        push.with_retries(config, ActionsIO(io.StringIO()), "pushing x", attempt, lambda _s: None)
+        registry.with_retries(
+            config, ActionsIO(io.StringIO()), "pushing x", attempt, lambda _s: None
+        )
     assert len(calls) == attempts
     assert f"after {attempts} attempt" in caught.value.message
     assert "500 Internal Server Error" in caught.value.message
@@ -41,8 +43,8 @@ def test_slow_failures_are_not_retried_past_the_budget(
 def test_the_build_before_the_push_does_not_count_against_the_budget(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(push, "RETRY_BUDGET_SECONDS", 2.5)
-    monkeypatch.setattr(push, "backoff_sleep", lambda _s: None)
+    monkeypatch.setattr(registry, "RETRY_BUDGET_SECONDS", 2.5)
+    monkeypatch.setattr(registry, "backoff_sleep", lambda _s: None)
     slow_build_fast_push_failure = {
         "lines": [
             *SUCCESS[:8],

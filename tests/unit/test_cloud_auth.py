@@ -791,7 +791,7 @@ def test_eks_kubeconfig_connects_with_a_masked_token(tmp_path: Path) -> None:
 
 
 def test_server_url_credentials_are_masked_and_kept_out_of_errors(tmp_path: Path) -> None:
-    from deployer.cluster import DEPLOYMENTS, Kube, connect
+    from deployer.cluster import DEPLOYMENTS, ApiTransport, Kube, connect
     from deployer.errors import ClusterError
     from deployer.pipeline import mask_secrets
 
@@ -807,7 +807,7 @@ def test_server_url_credentials_are_masked_and_kept_out_of_errors(tmp_path: Path
     assert "::add-mask::s3rver-pass" in out.getvalue().splitlines()
     api, _ = connect(load_config(env))
     with pytest.raises(ClusterError) as caught:
-        Kube(api, deadline=time.monotonic() + 2, backoff=0.01).request(
+        Kube(ApiTransport(api), deadline=time.monotonic() + 2, backoff=0.01).request(
             "GET", DEPLOYMENTS, verb="list", namespace="x"
         )
     assert "s3rver-pass" not in caught.value.message and "admin:" not in caught.value.message

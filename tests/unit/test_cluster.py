@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 import urllib3
 
-from deployer.cluster import DEPLOYMENTS, PODS, Kube, Response, connect, label_selector
+from deployer.cluster import (
+    DEPLOYMENTS,
+    PODS,
+    ApiTransport,
+    Kube,
+    Response,
+    connect,
+    label_selector,
+)
 from deployer.config import Config, load_config
 from deployer.errors import AccessDenied, ClusterError
 
@@ -125,7 +133,7 @@ class FakeApi:
 
 
 def kube(api: FakeApi) -> Kube:
-    return Kube(api, cancel=threading.Event(), backoff=0.001)  # type: ignore[arg-type]
+    return Kube(ApiTransport(api), cancel=threading.Event(), backoff=0.001)  # type: ignore[arg-type]
 
 
 def test_forbidden_names_verb_resource_and_namespace() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from deployer import push
+from deployer import registry
 from deployer.actions import ActionsIO
 from deployer.buildx import MAX_LINE, READ_CHUNK, LineSplitter
 from deployer.config import Config
@@ -261,7 +261,7 @@ def test_transient_push_errors_are_retried_with_a_cap(
     runner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slept: list[float] = []
-    monkeypatch.setattr(push, "backoff_sleep", slept.append)
+    monkeypatch.setattr(registry, "backoff_sleep", slept.append)
     flaky = push_failure("received unexpected HTTP status: 503 Service Unavailable")
     engine = FakeEngine([flaky, flaky, {}])
     code, log, outputs, _ = go(runner_env, engine)

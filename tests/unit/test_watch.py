@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import urllib3
 
+from deployer.clock import SYSTEM_CLOCK
 from deployer.cluster import PODS, Watch
 from deployer.errors import ClusterError
 
@@ -20,6 +21,7 @@ class FakeKube:
     def __init__(self, lists: list[dict[str, Any]], streams: list[Any]) -> None:
         self.lists, self.streams = lists, streams
         self.cancel = threading.Event()
+        self.clock = SYSTEM_CLOCK
         self.deadline = time.monotonic() + 60
         self.watched_from: list[str] = []
 
