@@ -1,11 +1,15 @@
 """Stage 1: build (and push) the image with BuildKit, through buildx.
 
 The builder is the engine's own BuildKit (buildx's ``docker`` driver) unless the
-request needs more: a cache export other than inline, several platforms, or
-attestations. Then a ``docker-container`` builder is made for this run only, as
-docker/setup-buildx-action makes on hosted runners, and removed on every way out,
-cancel included. BuildKit pushes the result itself (``--push``) and reports the
-digest in the metadata file; push.py reads it back from the registry.
+request needs more than it offers: with the classic image store, a cache export
+other than inline, a cache import other than registry, several platforms or
+attestations. With the containerd image store (Docker 29's default) the engine's
+BuildKit does all of that itself, so no builder is made: no BuildKit image to
+pull, no container to start. Otherwise a ``docker-container`` builder is made
+for this run only, as docker/setup-buildx-action makes on hosted runners, and
+removed on every way out, cancel included. The log says which builder and why.
+BuildKit pushes the result itself (``--push``) and reports the digest in the
+metadata file; push.py reads it back from the registry.
 
 The registry login, the build secrets and buildkitd's settings reach buildx
 through files in a private directory (buildx.py), never through argv. The log
@@ -22,12 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from deployer import buildx
 from deployer.actions import ActionsIO
 from deployer.config import Config, cache_ref_registries, cache_type
-from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
+from deployer.engine import EngineInfo
+from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError, engine_message
 from deployer.registry import Transient, classify, with_retries
 
 __all__ = [
@@ -49,11 +54,17 @@ _PULL_HINTS = (
 )
 
 
+class BuildEngine(buildx.EngineAPI, Protocol):
+    """The part of :class:`deployer.engine.Engine` the build stage uses."""
+
+    def info(self) -> EngineInfo: ...
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What the build produced."""
 
-    image_id: str  # the config digest when BuildKit reports one (a single platform)
+    image_id: str  # the image's ID in the engine (see _image_id)
     references: tuple[str, ...]
     duration: float
     digest: str = ""  # what BuildKit pushed (a manifest or an index); "" when not pushed
@@ -62,11 +73,11 @@ class BuildResult:
 
 
 def builder_reasons(config: Config) -> list[str]:
-    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do."""
+    """What this build needs beyond the classic docker driver; empty: any engine's will do."""
     reasons = []
     exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
     if exports:
-        reasons.append(f"cache-to type={','.join(exports)} (the docker driver exports inline only)")
+        reasons.append(f"cache-to type={','.join(exports)}")
     imports = sorted({cache_type(e) for e in config.cache_from} - {"inline", "registry"})
     if imports:
         reasons.append(f"cache-from type={','.join(imports)}")
@@ -219,13 +230,37 @@ def _require_buildx(config: Config) -> None:
         )
 
 
+def _engine_does_it(engine: BuildEngine, reasons: list[str]) -> bool:
+    """Whether the engine's own BuildKit can do what ``reasons`` name: its store is containerd's."""
+    if not reasons:
+        return True
+    try:
+        return engine.info().containerd_store
+    except (OSError, ValueError, buildx.EngineAPIError) as e:
+        raise EngineError(
+            f"The Docker engine did not say what it offers (GET /info): {engine_message(e)}"
+        ) from None
+
+
 def _announce_builder(
     config: Config, io: ActionsIO, reasons: list[str], builder: str | None, push: bool
 ) -> str:
     """Say which builder runs this build and why; return its description for the summary."""
+    needs = "; ".join(reasons)
+    if reasons and not builder:
+        description = "the engine's own BuildKit (buildx docker driver)"
+        io.info(
+            f"Builder: {description}; it does {needs} itself, since the engine keeps its "
+            "images in containerd (no builder to create)"
+        )
+        return description
     if builder:
         description = f"a docker-container builder for this run ({config.buildkit_image})"
-        io.info(f"Builder: {description}, because of {'; '.join(reasons)}")
+        io.info(
+            f"Builder: {description}, because of {needs} (the engine keeps its images in its "
+            "classic store, where its own BuildKit exports inline caches only and builds "
+            "one platform)"
+        )
         if not push and len(config.platforms) > 1:
             io.warning(
                 "Several platforms are built but not pushed: the engine cannot hold an "
@@ -264,7 +299,7 @@ class _Attempts:
 
 def build_image(
     config: Config,
-    engine: Any,
+    engine: BuildEngine,
     io: ActionsIO,
     *,
     push: bool,
@@ -278,7 +313,7 @@ def build_image(
     with buildx.private_workdir(config) as workdir:
         env = workdir.env(config)
         dockerfile = context_dockerfile(config, workdir.path, io)
-        builder = buildx.new_builder_name() if reasons else None
+        builder = None if _engine_does_it(engine, reasons) else buildx.new_builder_name()
         try:
             description = _announce_builder(config, io, reasons, builder, push)
             if builder:
@@ -295,12 +330,11 @@ def build_image(
                 digest = with_retries(config, io, f"pushing {references[0]}", attempts.once, sleep)
             else:
                 digest = attempts.once()
-            image_id = _metadata(workdir.metadata).get("containerimage.config.digest", "")
+            image_id = _image_id(_metadata(workdir.metadata), in_engine=builder is None)
         finally:
             if builder:
                 _remove_builder(engine, builder, io)
     duration = time.monotonic() - started
-    image_id = image_id if isinstance(image_id, str) and _DIGEST_RE.match(image_id) else ""
     done = "built and pushed" if push else "built"
     io.info(f"{references[0]} {done} in {duration:.1f} s" + (f": {digest}" if digest else ""))
     return BuildResult(
@@ -326,6 +360,21 @@ def _metadata(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _image_id(metadata: dict[str, Any], *, in_engine: bool) -> str:
+    """The image's ID as the engine names it.
+
+    The config digest, when BuildKit reports one (the classic image store's image
+    ID). The containerd image store (Docker 29) names an image by its manifest or
+    index digest, and BuildKit then reports no config digest for what it put in
+    the engine: that digest is the ID.
+    """
+    for key in ("containerimage.config.digest", "containerimage.digest" if in_engine else ""):
+        value = metadata.get(key)
+        if isinstance(value, str) and _DIGEST_RE.match(value):
+            return value
+    return ""
 
 
 def _metadata_digest(path: Path, pushed: bool) -> str:
@@ -364,7 +413,7 @@ def _create_builder(
         )
 
 
-def _remove_builder(engine: Any, name: str, io: ActionsIO) -> None:
+def _remove_builder(engine: buildx.EngineAPI, name: str, io: ActionsIO) -> None:
     problems = buildx.remove_builder(engine, name)
     if problems:
         io.warning(f"Could not remove builder {name}: {'; '.join(problems)}")

@@ -28,7 +28,6 @@ from deployer.errors import (
     Cancelled,
     ConfigError,
     DeployerError,
-    EngineError,
     InternalError,
     PushError,
 )
@@ -48,11 +47,6 @@ SECRET_ENV = (
     "AAD_SERVICE_PRINCIPAL_CLIENT_SECRET",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-# Negotiated with the engine, never pinned: Docker Engine 29 refuses clients older than
-# API 1.44, Debian's 20.10 speaks at most 1.41. Supported engines: 20.10 to 29.
-DOCKER_API_VERSION = "auto"
-ENGINE_READ_TIMEOUT = 120  # seconds for one engine API call (ping, inspect, remove)
 _TRACE_FRAMES = 12  # innermost frames of an unexpected exception shown in the debug log
 
 
@@ -109,29 +103,10 @@ def cancellation(cancel: threading.Event) -> Iterator[None]:
 
 
 def docker_client(config: Config) -> Any:
-    """A low-level Docker API client for the engine at DOCKER_HOST (or the mounted socket)."""
-    # Imported here: only runs that reach the engine stages pay for the import.
-    import docker
-    import requests
+    """The Docker engine at DOCKER_HOST (or the mounted socket), once it answered."""
+    from deployer.engine import connect
 
-    base_url = config.docker_host or DEFAULT_DOCKER_HOST
-    client = None
-    try:
-        # The API version is negotiated (a request to /version), then checked with a
-        # ping, so a failed connection leaves no half-made client behind.
-        client = docker.APIClient(
-            base_url=base_url, version=DOCKER_API_VERSION, timeout=ENGINE_READ_TIMEOUT
-        )
-        client.ping()
-    except (docker.errors.DockerException, requests.RequestException) as e:
-        if client is not None:
-            client.close()
-        raise EngineError(
-            f"Cannot reach the Docker engine at {base_url}: {e}. The action needs the "
-            "runner's Docker socket (Linux runners mount /var/run/docker.sock), or DOCKER_HOST "
-            "pointing at an engine"
-        ) from None
-    return client
+    return connect(config.docker_host)
 
 
 class Deploy(Protocol):
