@@ -59,8 +59,9 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         pair = f"{inputs['registry-username'].strip()}:{password}"
         io.mask(pair)
         io.mask(base64.b64encode(pair.encode()).decode())
-    for secret in credentials_in(inputs["kubeconfig"]):
-        io.mask(secret)
+    if inputs["kubeconfig"].strip():  # (an empty input would still cost the YAML import)
+        for secret in credentials_in(inputs["kubeconfig"]):
+            io.mask(secret)
     if env.get("KUBECONFIG") and not inputs["kubeconfig"].strip():
         try:
             kubeconfig, _ = read_kubeconfig_files(env["KUBECONFIG"])
