@@ -8,7 +8,14 @@ from pathlib import Path
 
 from bench.common import Figure
 
-MODULES = ["bench.build_push", "bench.cache", "bench.rollout", "bench.container"]
+MODULES = [
+    "bench.build_push",
+    "bench.overhead",
+    "bench.builders",
+    "bench.cache",
+    "bench.rollout",
+    "bench.container",
+]
 
 
 def main() -> int:

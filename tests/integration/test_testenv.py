@@ -48,6 +48,54 @@ def test_docker_engine_answers() -> None:
         client.close()
 
 
+def test_docker29_keeps_images_in_containerd_and_runs_privileged_containers() -> None:
+    """The second engine is what users' runners have: Docker 29, containerd image store."""
+    import docker
+
+    host = need_service("TEST_DOCKER29_HOST")["TEST_DOCKER29_HOST"]
+    client = docker.APIClient(base_url=host, version="auto", timeout=60)
+    try:
+        version = client.version()
+        info = client.info()
+    finally:
+        client.close()
+    assert version["Version"].startswith("29."), version
+    assert tuple(int(x) for x in version["ApiVersion"].split(".")) >= (1, 44)
+    assert ["driver-type", "io.containerd.snapshotter.v1"] in info["DriverStatus"]
+    # runc 1.5 (time namespaces) and --privileged, as buildx's docker-container driver needs.
+    image = "deployer-testenv/busybox:probe"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": host}
+    imported = subprocess.run(
+        ["docker", "import", "-", image],
+        input=_busybox_tar(),
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--privileged", "--network", "none", image, "/busybox", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def _busybox_tar() -> bytes:
+    """A tar holding /busybox (static), for `docker import`."""
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="busybox")
+    return data.getvalue()
+
+
 def test_registry_refuses_anonymous_access() -> None:
     env = need_service("TEST_REGISTRY")
     assert _v2_status(env["TEST_REGISTRY"]) == 401
