@@ -17,6 +17,8 @@ lint:
 	$(PYTHON) -m ruff check deployer tests entrypoint.py bench testenv
 	$(PYTHON) -m ruff format --check deployer tests entrypoint.py bench testenv
 	$(PYTHON) -m mypy
+	$(PYTHON) scripts/check_size.py
+	$(PYTHON) scripts/check_imports.py
 	PYTHON=$(PYTHON) bash scripts/lint-workflows.sh
 
 unit:

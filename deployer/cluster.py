@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
@@ -329,6 +329,7 @@ class Stream(Protocol):
         ...
 
 
+@runtime_checkable
 class Transport(Protocol):
     """Where requests go: the API server (:class:`ApiTransport`) or a test's fake cluster.
 
