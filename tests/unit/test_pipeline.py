@@ -19,7 +19,7 @@ from deployer import registry
 from deployer.actions import ActionsIO
 from deployer.buildx import MAX_LINE, READ_CHUNK, LineSplitter
 from deployer.config import Config
-from deployer.engine import EngineInfo
+from deployer.engine import EngineAPIError, EngineInfo
 from deployer.errors import ConfigError, InputProblem
 from deployer.pipeline import run
 from deployer.rollout import DeploymentResult, RolloutResult
@@ -556,6 +556,22 @@ def test_with_the_containerd_image_store_the_engines_buildkit_does_caches_and_pl
         "(no builder to create)"
     ) in log
     assert not [n for n, _ in engine.calls if n.startswith("remove_")]
+
+
+def test_an_engine_that_will_not_say_what_it_offers_is_an_error_before_the_build(
+    runner_env: dict[str, str],
+) -> None:
+    class Silent(FakeEngine):
+        def info(self) -> EngineInfo:
+            raise EngineAPIError(500, "info is broken")
+
+    runner_env["INPUT_CACHE-TO"] = "type=registry,ref=ghcr.io/acme/web:cache,mode=max"
+    engine = Silent()
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 1 and outputs["status"] == "failed"
+    [error] = [c for c in commands(log) if c.startswith("::error")]
+    assert "The Docker engine did not say what it offers (GET /info): info is broken" in error
+    assert engine.buildx_calls() == []  # nothing built
 
 
 def test_a_plain_build_does_not_ask_the_engine_what_it_offers(runner_env: dict[str, str]) -> None:
