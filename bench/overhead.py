@@ -7,8 +7,8 @@ that stamps its start and end (bash's $EPOCHREALTIME, no extra process), so a
 run of ours splits into:
 
 * before buildx: the interpreter's start (``python -c pass``, measured apart),
-  our imports (``-X importtime`` of a run, measured apart), then configuration,
-  the engine's ping and the private buildx directory;
+  our imports (``python -c "import …"`` of a run's modules minus that, measured
+  apart), then configuration, the engine's ping and the private buildx directory;
 * buildx inside ours, against the same buildx alone (the peer): what our flags,
   environment and log reading add to buildx itself;
 * after buildx: the digest read back from the registry, outputs, summary,
@@ -21,7 +21,6 @@ note, and the start-up to our first log line (target 0.2 s). Needs `make env-up`
 
 from __future__ import annotations
 
-import re
 import shutil
 import statistics
 import subprocess
@@ -102,31 +101,29 @@ def _peer_once(peer: Buildx, workspace: Path, tag: str, stamps: _Stamps) -> dict
     return {"total": ended - began, "buildx": end - start}
 
 
-def _interpreter_seconds() -> float:
-    times = []
+# What a build-and-push run imports (deployer.__main__ and the stages it reaches).
+_RUN_IMPORTS = (
+    "import deployer.__main__, deployer.pipeline, deployer.build, deployer.buildx, "
+    "deployer.engine, deployer.push, deployer.registry, deployer.cloud.registry"
+)
+
+
+def _start_and_imports(ours: Ours) -> tuple[float, float]:
+    """Medians: ``python -c pass``, and what importing a run's modules adds to it.
+
+    Measured as pairs, one right after the other, so both see the same machine state.
+    """
+    starts: list[float] = []
+    imports: list[float] = []
     for _ in range(REPEAT):
-        began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], check=True)
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-def _import_seconds(ours: Ours, image: str) -> float:
-    """Our imports in a run (cumulative top-level ``-X importtime``, site excluded), median."""
-    totals = []
-    for _ in range(3):
-        done = subprocess.run(
-            [sys.executable, "-X", "importtime", *ours.argv(image, tags="bench")[1:]],
-            env=ours.env,
-            cwd=ours.workspace,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=True,
-        )
-        top = re.findall(r"^import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", done.stderr, re.MULTILINE)
-        totals.append(sum(int(us) for us, name in top if name != "site") / 1e6)
-    return statistics.median(totals)
+        times = []
+        for code in ("pass", _RUN_IMPORTS):
+            began = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], env=ours.env, check=True)
+            times.append(time.perf_counter() - began)
+        starts.append(times[0])
+        imports.append(times[1] - times[0])
+    return statistics.median(starts), statistics.median(imports)
 
 
 def run() -> list[Figure]:
@@ -155,8 +152,7 @@ def run() -> list[Figure]:
             ]
             for step in pair if i % 2 == 0 else reversed(pair):
                 step()
-        interpreter = _interpreter_seconds()
-        imports = _import_seconds(ours, image)
+        interpreter, imports = _start_and_imports(ours)
     ours_run = {k: statistics.median(m[k] for m in mine) for k in mine[0]}
     peer_run = {k: statistics.median(p[k] for p in theirs) for k in theirs[0]}
     rest = ours_run["before"] - interpreter - imports
