@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from deployer import buildx
 from deployer.actions import ActionsIO
 from deployer.config import Config, cache_ref_registries, cache_type
-from deployer.engine import EngineInfo
+from deployer.engine import EngineAPIError, EngineInfo
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError, engine_message
 from deployer.registry import Transient, classify, with_retries
 
@@ -236,7 +236,7 @@ def _engine_does_it(engine: BuildEngine, reasons: list[str]) -> bool:
         return True
     try:
         return engine.info().containerd_store
-    except (OSError, ValueError, buildx.EngineAPIError) as e:
+    except (OSError, ValueError, EngineAPIError) as e:
         raise EngineError(
             f"The Docker engine did not say what it offers (GET /info): {engine_message(e)}"
         ) from None

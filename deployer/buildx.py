@@ -35,7 +35,6 @@ from typing import Any, Protocol
 
 from deployer.actions import ActionsIO, UntrustedLog
 from deployer.config import DOCKER_HUB, Config
-from deployer.engine import EngineAPIError
 from deployer.errors import BuildError, EngineError
 
 __all__ = [
@@ -43,7 +42,6 @@ __all__ = [
     "PUSH_STEPS",
     "BuildxRun",
     "EngineAPI",
-    "EngineAPIError",
     "LineSplitter",
     "ProgressLog",
     "Workdir",
