@@ -15,6 +15,7 @@ MODULES = [
     "bench.cache",
     "bench.rollout",
     "bench.container",
+    "bench.render",
 ]
 
 

@@ -32,6 +32,7 @@ from deployer.errors import (
     PushError,
 )
 from deployer.kubeconfig import credentials_in, read_kubeconfig_files
+from deployer.render.helm import looks_secret
 from deployer.report import RunReport, outputs, summary
 
 if TYPE_CHECKING:
@@ -72,8 +73,13 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
                 io.mask(secret)
     for name in SECRET_ENV:
         io.mask(env.get(name))
+    io.mask(inputs["github-token"].strip())  # the pull request comment's
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
+    for line in inputs["helm-set"].splitlines():  # key=value; masked when it looks secret
+        key, _, value = line.partition("=")
+        if looks_secret(key.strip(), value):
+            io.mask(value)
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
         for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
@@ -151,11 +157,12 @@ def _build_and_push(
 ) -> None:
     from deployer.build import BuildResult, build_image
     from deployer.cloud.registry import registry_login
-    from deployer.push import resolve_digest, verify_push
+    from deployer.push import resolve_digest, verify_images, verify_push
 
     config = registry_login(config, io.mask)  # ECR / Artifact Registry without a password
     engine = make_docker(config)
     try:
+        verify_images(config, engine, io)  # before the build: a missing digest costs nothing
         if config.build:
             push = config.push and not config.dry_run
             if config.dry_run:
@@ -186,7 +193,7 @@ def _stages(
     make_docker: Callable[[Config], Any],
     make_deploy: Callable[[Config], Deploy],
 ) -> None:
-    if not (config.deployments or config.workloads or config.manifests):
+    if not config.deploys:
         _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return
@@ -215,6 +222,7 @@ def run(
         make_deploy = functools.partial(KubernetesDeploy, io=io)
     report = RunReport()
     cancel = threading.Event()
+    config: Config | None = None
     try:
         mask_secrets(io, env)
         with cancellation(cancel):
@@ -248,6 +256,8 @@ def run(
         report.status = "failed"
     report.duration = time.monotonic() - started
     _write_report(io, report, env)
+    if config is not None and config.comment_on_pr and report.status != "cancelled":
+        _comment_on_pull_request(io, config, report, cancel)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned") else 1
 
@@ -293,6 +303,45 @@ def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> N
                 title=f"No {what}",
             )
             _debug_trace(io, e)
+
+
+_NOTHING_TO_PLAN = (
+    "Nothing to deploy: no `deployments`, `workloads` or `manifests`; this run only builds "
+    "the image."
+)
+
+
+def _comment_on_pull_request(
+    io: ActionsIO, config: Config, report: RunReport, cancel: threading.Event
+) -> None:
+    """The plan (or why there is none) in the job's comment on the pull request."""
+    from deployer.cluster import cluster_server, default_namespace
+    from deployer.github import comment_plan
+
+    if not config.dry_run:
+        io.notice(
+            "comment-on-pr posts the plan of a dry run (dry-run: true); this run deploys, so "
+            "no comment is written",
+            title="No plan comment",
+        )
+        return
+    token = config.github_token.get_secret_value() if config.github_token else ""
+    target = " ".join([cluster_server(config), default_namespace(config), config.image.repository])
+    errors = [f"{e.title}: {e.message}" for e in report.errors]
+    failure = "" if report.status == "planned" else (errors[0] if errors else report.status)
+    try:
+        with cancellation(cancel):
+            comment_plan(
+                io,
+                config.github,
+                token,
+                target=target,
+                plan=outputs(report, redact=io.redact)["plan"] or _NOTHING_TO_PLAN,
+                failure=io.redact(failure),
+                cancel=cancel,
+            )
+    except Cancelled:
+        io.warning("Cancelled while writing the plan comment", title="No plan comment")
 
 
 def main() -> int:

@@ -47,6 +47,7 @@ NEEDLES = {
     "succeeded": ("Succeeded: deployed", "now run"),
     "rolled-back": ("Rolled back", "CrashLoopBackOff"),
     "dry-run": ("Dry run: nothing was pushed", "sidecar"),
+    "plan": ("Dry run: nothing was pushed", "3 to change"),
     "input-error": ("Invalid input", "has upper-case letters"),
     "build-failed": ("Build failed", "RUN pip install"),
     "long-names": ("Rolled back", "OOMKilled"),
