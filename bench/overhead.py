@@ -7,8 +7,10 @@ that stamps its start and end (bash's $EPOCHREALTIME, no extra process), so a
 run of ours splits into:
 
 * before buildx: the interpreter's start (``python -c pass``, measured apart),
-  our imports (``python -c "import …"`` of a run's modules minus that, measured
-  apart), then configuration, the engine's ping and the private buildx directory;
+  our imports (a run's modules, timed inside an interpreter, measured apart),
+  then configuration, the engine's ping and the private buildx directory (the
+  rest of the time before buildx; the parts are medians taken apart, so they
+  add up only roughly);
 * buildx inside ours, against the same buildx alone (the peer): what our flags,
   environment and log reading add to buildx itself;
 * after buildx: the digest read back from the registry, outputs, summary,
@@ -101,28 +103,32 @@ def _peer_once(peer: Buildx, workspace: Path, tag: str, stamps: _Stamps) -> dict
     return {"total": ended - began, "buildx": end - start}
 
 
-# What a build-and-push run imports (deployer.__main__ and the stages it reaches).
+# What a build-and-push run imports (deployer.__main__ and the stages it reaches),
+# timed inside the interpreter: the imports alone, not their teardown at exit.
 _RUN_IMPORTS = (
+    "import time; began = time.perf_counter(); "
     "import deployer.__main__, deployer.pipeline, deployer.build, deployer.buildx, "
-    "deployer.engine, deployer.push, deployer.registry, deployer.cloud.registry"
+    "deployer.engine, deployer.push, deployer.registry, deployer.cloud.registry; "
+    "print(time.perf_counter() - began)"
 )
 
 
 def _start_and_imports(ours: Ours) -> tuple[float, float]:
-    """Medians: ``python -c pass``, and what importing a run's modules adds to it.
-
-    Measured as pairs, one right after the other, so both see the same machine state.
-    """
+    """Medians: ``python -c pass``, and the time a run's imports take (pairs, same moments)."""
     starts: list[float] = []
     imports: list[float] = []
     for _ in range(REPEAT):
-        times = []
-        for code in ("pass", _RUN_IMPORTS):
-            began = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], env=ours.env, check=True)
-            times.append(time.perf_counter() - began)
-        starts.append(times[0])
-        imports.append(times[1] - times[0])
+        began = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=ours.env, check=True)
+        starts.append(time.perf_counter() - began)
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN_IMPORTS],
+            env=ours.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        imports.append(float(done.stdout))
     return statistics.median(starts), statistics.median(imports)
 
 
