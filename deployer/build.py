@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 
 from deployer import buildx
 from deployer.actions import ActionsIO
+from deployer.buildcontext import check_named_contexts, context_dockerfile
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.engine import EngineAPIError, EngineInfo
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError, engine_message
@@ -44,7 +44,9 @@ __all__ = [
 ]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_MAX_GIT_CONFIG = 1 << 20
+# Named build contexts need BuildKit 0.10; Docker Engine 23.0 (API 1.42) ships 0.11, 20.10
+# ships 0.8 ("unsupported frontend capability moby.buildkit.frontend.contexts").
+_NAMED_CONTEXTS_API = (1, 42)
 # What buildx and BuildKit say when pulling a base image was refused.
 _PULL_HINTS = (
     "failed to resolve source metadata",
@@ -56,6 +58,8 @@ _PULL_HINTS = (
 
 class BuildEngine(buildx.EngineAPI, Protocol):
     """The part of :class:`deployer.engine.Engine` the build stage uses."""
+
+    api_version: str | None  # as the engine's ping said, e.g. "1.41"
 
     def info(self) -> EngineInfo: ...
 
@@ -72,8 +76,18 @@ class BuildResult:
     push_seconds: float = 0.0
 
 
-def builder_reasons(config: Config) -> list[str]:
-    """What this build needs beyond the classic docker driver; empty: any engine's will do."""
+def _api_older_than(version: str | None, minimum: tuple[int, int]) -> bool:
+    """Whether the engine's API version (``"1.41"``) is below ``minimum``."""
+    try:
+        major, minor = (int(part) for part in (version or "").split(".")[:2])
+    except ValueError:
+        return False  # unknown: assume a current engine
+    return (major, minor) < minimum
+
+
+def store_reasons(config: Config) -> list[str]:
+    """What the engine's BuildKit cannot do while the engine keeps its images in its
+    classic store: with the containerd image store it does all of these itself."""
     reasons = []
     exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
     if exports:
@@ -88,58 +102,23 @@ def builder_reasons(config: Config) -> list[str]:
     return reasons
 
 
-def _git_config_has_token(context: Path, workspace: Path) -> bool:
-    path = context / ".git" / "config"
-    try:
-        real = path.resolve()
-        real.relative_to(workspace)
-        if not real.is_file() or real.stat().st_size > _MAX_GIT_CONFIG:
-            return False
-        return "extraheader" in real.read_text(encoding="utf-8", errors="replace").lower()
-    except (OSError, ValueError, RuntimeError):
-        return False
+def builder_reasons(
+    config: Config, engine_api_version: str | None = None, *, containerd_store: bool = False
+) -> list[str]:
+    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do.
 
-
-def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
-    """The Dockerfile to build with; a copy with its own ignore file when .git/config must go.
-
-    ``actions/checkout`` leaves the token in ``.git/config`` (``http.…extraheader``)
-    unless ``persist-credentials: false``; a ``COPY . .`` would bake it into the
-    image. If .dockerignore does not exclude that file, a copy of the Dockerfile
-    is built with ``<Dockerfile>.dockerignore`` beside it (which buildx prefers over
-    the context's .dockerignore): the same patterns plus ``.git/config``.
+    ``engine_api_version`` is the engine's API version, when known; ``containerd_store``
+    whether it keeps its images in containerd (then store_reasons are none).
     """
-    if not _git_config_has_token(config.context, config.workspace):
-        return config.dockerfile
-    from docker.utils.build import PatternMatcher
-
-    own = Path(f"{config.dockerfile}.dockerignore")
-    source = own if own.is_file() else config.context / ".dockerignore"
-    try:
-        text = source.read_text(encoding="utf-8") if source.is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    excluded = False  # .dockerignore rules: the last pattern matching the file or a parent wins
-    for pattern in patterns:
-        matcher = PatternMatcher([pattern.lstrip("!")])
-        if matcher.matches(".git/config") or matcher.matches(".git"):
-            excluded = not pattern.startswith("!")
-    if excluded:
-        return config.dockerfile
-    folder = workdir / "dockerfile"
-    folder.mkdir(mode=0o700)
-    copy = folder / "Dockerfile"
-    shutil.copyfile(config.dockerfile, copy)
-    (folder / "Dockerfile.dockerignore").write_text(text.rstrip("\n") + "\n.git/config\n")
-    io.warning(
-        "The build context holds .git/config with a credential header (actions/checkout "
-        "without persist-credentials: false) and .dockerignore does not exclude it: it was "
-        "left out of the build context. Add `.git` to .dockerignore, or check out with "
-        "`persist-credentials: false`",
-        title="Credentials in the build context",
-    )
-    return copy
+    reasons = [] if containerd_store else store_reasons(config)
+    if config.annotations:  # seen: the docker driver pushes the image without them
+        reasons.append("annotations (the engine's image store keeps none)")
+    if config.build_contexts and _api_older_than(engine_api_version, _NAMED_CONTEXTS_API):
+        reasons.append(
+            f"build-contexts (engine API {engine_api_version}: its BuildKit predates named "
+            "contexts)"
+        )
+    return reasons
 
 
 def build_argv(
@@ -182,6 +161,7 @@ def build_argv(
     argv += [f"--cache-to={entry}" for entry in config.cache_to]
     for name, path in workdir.secret_files.items():
         argv.append(f"--secret=id={name},src={path}")
+    argv += _forwarded_argv(config, workdir)
     if config.no_cache:
         argv.append("--no-cache")
     if config.pull:
@@ -196,6 +176,19 @@ def build_argv(
         argv.append("--load")  # a docker-container builder keeps results to itself otherwise
     argv.append(str(config.context))
     return argv, env
+
+
+def _forwarded_argv(config: Config, workdir: buildx.Workdir) -> list[str]:
+    """build-push-action's further inputs as buildx flags: named contexts, SSH, no-cache
+    filters, annotations. Each is one ``--flag=value`` argument, so no value can become a
+    flag of its own; SSH keys are the private copies, the agent is SSH_AUTH_SOCK's socket."""
+    argv = [f"--build-context={c.name}={c.source}" for c in config.build_contexts]
+    for forward in config.ssh:
+        paths = [str(p) for p in workdir.ssh_keys.get(forward.id, [])]
+        argv.append(f"--ssh={forward.id}={forward.agent or ','.join(paths)}")
+    argv += [f"--no-cache-filter={stage}" for stage in config.no_cache_filters]
+    argv += [f"--annotation={annotation}" for annotation in config.annotations]
+    return argv
 
 
 def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
@@ -230,10 +223,8 @@ def _require_buildx(config: Config) -> None:
         )
 
 
-def _engine_does_it(engine: BuildEngine, reasons: list[str]) -> bool:
-    """Whether the engine's own BuildKit can do what ``reasons`` name: its store is containerd's."""
-    if not reasons:
-        return True
+def _keeps_images_in_containerd(engine: BuildEngine) -> bool:
+    """Whether the engine's image store is containerd's (asked only when it matters)."""
     try:
         return engine.info().containerd_store
     except (OSError, ValueError, EngineAPIError) as e:
@@ -243,24 +234,28 @@ def _engine_does_it(engine: BuildEngine, reasons: list[str]) -> bool:
 
 
 def _announce_builder(
-    config: Config, io: ActionsIO, reasons: list[str], builder: str | None, push: bool
+    config: Config,
+    io: ActionsIO,
+    reasons: list[str],
+    lifted: list[str],
+    builder: str | None,
+    push: bool,
 ) -> str:
-    """Say which builder runs this build and why; return its description for the summary."""
-    needs = "; ".join(reasons)
-    if reasons and not builder:
-        description = "the engine's own BuildKit (buildx docker driver)"
-        io.info(
-            f"Builder: {description}; it does {needs} itself, since the engine keeps its "
-            "images in containerd (no builder to create)"
-        )
-        return description
+    """Say which builder runs this build and why; return its description for the summary.
+
+    ``lifted``: what the engine's BuildKit does only because its store is containerd's.
+    """
     if builder:
         description = f"a docker-container builder for this run ({config.buildkit_image})"
-        io.info(
-            f"Builder: {description}, because of {needs} (the engine keeps its images in its "
-            "classic store, where its own BuildKit exports inline caches only and builds "
-            "one platform)"
+        classic = (
+            ""
+            if lifted or not set(reasons) & set(store_reasons(config))
+            else (
+                " (the engine keeps its images in its classic store, where its own BuildKit "
+                "exports inline caches only and builds one platform)"
+            )
         )
+        io.info(f"Builder: {description}, because of {'; '.join(reasons)}{classic}")
         if not push and len(config.platforms) > 1:
             io.warning(
                 "Several platforms are built but not pushed: the engine cannot hold an "
@@ -268,7 +263,13 @@ def _announce_builder(
             )
         return description
     description = "the engine's own BuildKit (buildx docker driver)"
-    io.info(f"Builder: {description}; nothing in this build needs more")
+    if lifted:
+        io.info(
+            f"Builder: {description}; it does {'; '.join(lifted)} itself, since the engine "
+            "keeps its images in containerd (no builder to create)"
+        )
+    else:
+        io.info(f"Builder: {description}; nothing in this build needs more")
     return description
 
 
@@ -308,14 +309,19 @@ def build_image(
     """Build ``config.context`` with BuildKit; push every tag when ``push``."""
     _require_buildx(config)
     references = config.tag_references
-    reasons = builder_reasons(config)
+    lifted = store_reasons(config)
+    containerd = _keeps_images_in_containerd(engine) if lifted else False
+    lifted = lifted if containerd else []
+    api_version = getattr(engine, "api_version", None)  # (a test's fake may not say)
+    reasons = builder_reasons(config, api_version, containerd_store=containerd)
     started = time.monotonic()
     with buildx.private_workdir(config) as workdir:
         env = workdir.env(config)
         dockerfile = context_dockerfile(config, workdir.path, io)
-        builder = None if _engine_does_it(engine, reasons) else buildx.new_builder_name()
+        check_named_contexts(config)
+        builder = buildx.new_builder_name() if reasons else None
         try:
-            description = _announce_builder(config, io, reasons, builder, push)
+            description = _announce_builder(config, io, reasons, lifted, builder, push)
             if builder:
                 _create_builder(config, workdir, env, builder, io)
             argv, arg_env = build_argv(

@@ -17,8 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
+from deployer.buildinputs import (
+    NamedContext,
+    SshForward,
+    file_roots,
+    parse_annotations,
+    parse_build_contexts,
+    parse_no_cache_filters,
+    parse_secret_envs,
+    parse_secret_files,
+    parse_ssh,
+)
 from deployer.cloud import CloudEnv
 from deployer.errors import ConfigError, InputProblem
 from deployer.gitmeta import commit_time
@@ -48,6 +59,7 @@ INPUTS: dict[str, tuple[str, str]] = {
     "tags": ("", "v1.2.3,latest"),
     "context": (".", "."),
     "dockerfile": ("", "docker/Dockerfile"),
+    "file": ("", "docker/Dockerfile"),  # build-push-action's name for dockerfile
     "build-args": ("", "VERSION=1.2.3"),
     "labels": ("", "org.example.team=web"),
     "target": ("", "runtime"),
@@ -88,6 +100,12 @@ INPUTS: dict[str, tuple[str, str]] = {
     "pull": ("false", "false"),
     "provenance": ("", "mode=max"),
     "sbom": ("", "true"),
+    "build-contexts": ("", "assets=./assets"),
+    "no-cache-filters": ("", "deps"),
+    "ssh": ("", "default"),
+    "secret-files": ("", "npmrc=.npmrc"),
+    "secret-envs": ("", "npm_token=NPM_TOKEN"),
+    "annotations": ("", "org.opencontainers.image.description=The web app"),
 }
 
 # Environment the runner gives a container action for the Actions cache (type=gha);
@@ -319,7 +337,16 @@ class Config(BaseModel):
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
-    build_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    build_secrets: dict[str, SecretStr] = Field(default_factory=dict)  # secrets, secret-envs
+    secret_files: dict[str, SecretBytes] = Field(default_factory=dict)
+    build_contexts: tuple[NamedContext, ...] = ()
+    no_cache_filters: tuple[str, ...] = ()
+    ssh: tuple[SshForward, ...] = ()
+    annotations: tuple[str, ...] = ()  # buildx --annotation values, levels spelt out
+    # Files of the job's credentials the inputs name (secret-files, SSH keys, the agent's
+    # socket): left out of the build context like the auth actions' files.
+    credential_paths: tuple[Path, ...] = ()
+    notices: tuple[str, ...] = ()  # said once the inputs are valid (e.g. an image lower-cased)
     no_cache: bool = False
     pull: bool = False
     provenance: str | None = None
@@ -606,9 +633,9 @@ class _Collector:
     def __init__(self) -> None:
         self.problems: list[InputProblem] = []
 
-    def take(self, name: str, parse: Any, *args: Any) -> Any:
+    def take(self, name: str, parse: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return parse(*args)
+            return parse(*args, **kwargs)
         except ValueError as e:
             self.fail(name, str(e))
             return None
@@ -625,15 +652,35 @@ def _is(kind: str, path: Path) -> bool:
         return False
 
 
+def _dockerfile_input(check: _Collector, workspace: Path, raw: Mapping[str, str]) -> str:
+    """The input that names the Dockerfile: ``dockerfile``, or build-push-action's ``file``.
+
+    Both may be given when they name the same file (a workflow moved over from
+    build-push-action keeps its ``file:`` line).
+    """
+    dockerfile, file = raw["dockerfile"].strip(), raw["file"].strip()
+    if not file:
+        return "dockerfile"
+    same = os.path.normpath(workspace / dockerfile) == os.path.normpath(workspace / file)
+    if dockerfile and not same:
+        check.fail(
+            "file",
+            f"'{_shown(file)}' and dockerfile '{_shown(dockerfile)}' name different files; "
+            "give one of them (file is build-push-action's name for dockerfile)",
+        )
+    return "dockerfile" if dockerfile else "file"
+
+
 def _build_files(
     check: _Collector, workspace: Path, raw: Mapping[str, str], building: bool
 ) -> tuple[Path, Path]:
     """Resolve ``context`` and ``dockerfile``; they must exist inside the workspace."""
-    for name in ("context", "dockerfile"):
+    for name in ("context", "dockerfile", "file"):
         if "\0" in raw[name]:  # Path.resolve raises ValueError on it
             check.fail(name, "contains a NUL character")
             return workspace, workspace / "Dockerfile"
-    dockerfile_text = raw["dockerfile"].strip()
+    file_input = _dockerfile_input(check, workspace, raw)
+    dockerfile_text = raw[file_input].strip()
     try:
         context = (workspace / raw["context"].strip()).resolve()
         dockerfile = (
@@ -653,12 +700,12 @@ def _build_files(
         return workspace, dockerfile
     if not _is("file", dockerfile):
         check.fail(
-            "dockerfile",
+            file_input,
             f"'{_shown(dockerfile_text) or 'Dockerfile'}' is not a file "
             + ("(paths are relative to the workspace)" if dockerfile_text else "in the context"),
         )
     elif not _inside(dockerfile, workspace):
-        check.fail("dockerfile", f"'{_shown(dockerfile_text)}' lies outside the workspace")
+        check.fail(file_input, f"'{_shown(dockerfile_text)}' lies outside the workspace")
 
     return context, dockerfile
 
@@ -709,18 +756,23 @@ def _image_inputs(
     check: _Collector, raw: Mapping[str, str], github: GitHubContext, building: bool
 ) -> dict[str, Any]:
     """``image`` and ``tags``."""
-    parsed_image = check.take("image", parse_image, raw["image"].strip())
+    image_text, notices = _lower_cased(raw["image"].strip())
+    parsed_image = check.take("image", parse_image, image_text)
     image, image_digest = parsed_image if parsed_image else (None, None)
     tag_text = raw["tags"] or (f"sha-{github.sha[:7]}" if github.sha else "latest")
-    tags = _split_list(tag_text)
-    for tag in tags:
+    tags, entries = [], _split_list(tag_text)
+    for entry in entries:
+        tag = check.take("tags", _tag_of, entry, image) if _is_reference(entry) else entry
+        if tag is None:
+            continue
+        tags.append(tag)
         if not _TAG_RE.match(tag):
             check.fail(
                 "tags",
                 f"'{_shown(tag)}' is not a valid tag (letters, digits, '_', '.', '-'; "
                 "at most 128; not starting with '.' or '-')",
             )
-    if not tags:
+    if not entries:
         check.fail("tags", "no tag given")
     if image_digest and building:
         check.fail(
@@ -730,7 +782,62 @@ def _image_inputs(
         )
     if image_digest and raw["tags"].strip():
         check.fail("tags", "cannot be used with an image given by digest (repo@sha256:…)")
-    return {"image": image, "image_digest": image_digest, "tags": tuple(dict.fromkeys(tags))}
+    return {
+        "image": image,
+        "image_digest": image_digest,
+        "tags": tuple(dict.fromkeys(tags)),
+        "notices": tuple(notices),
+    }
+
+
+def _lower_cased(image: str) -> tuple[str, list[str]]:
+    """``image`` with its repository lower-cased, as docker/metadata-action does, and the
+    notice saying so: ``ghcr.io/${{ github.repository_owner }}/web`` has the owner's case,
+    which no image reference may have."""
+    repository, at, digest = image.partition("@")
+    if repository == repository.lower():
+        return image, []
+    lowered = repository.lower()
+    return lowered + at + digest, [
+        f"Image '{_shown(repository, 200)}' has upper-case letters, which image references "
+        f"cannot have: using '{_shown(lowered, 200)}' (as docker/metadata-action does)"
+    ]
+
+
+def _is_reference(entry: str) -> bool:
+    """Whether a ``tags`` entry is a full reference (a tag has no '/', ':' or '@')."""
+    return any(c in entry for c in "/:@")
+
+
+def _tag_of(entry: str, image: ImageName | None) -> str:
+    """The tag of ``entry``, a full reference (docker/metadata-action's ``tags`` output,
+    build-push-action's ``tags``) that must name the image's own repository."""
+    name, at, _ = entry.partition("@")
+    if at:
+        raise ValueError(
+            f"'{_shown(entry, 100)}' names a digest; give tags (v1.2.3) or references with "
+            "a tag (ghcr.io/acme/web:v1.2.3)"
+        )
+    slash, colon = name.rfind("/"), name.rfind(":")
+    repository, tag = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
+    try:
+        other = split_image(repository.lower())
+    except ValueError as e:
+        raise ValueError(f"'{_shown(entry, 100)}' is not an image reference: {e}") from None
+    if image is not None and _hub_path(other) != _hub_path(image):
+        raise ValueError(
+            f"'{_shown(entry, 100)}' is in repository {other.repository}, not in the image's "
+            f"{image.repository}: the action pushes one repository, the one it deploys. "
+            "Give bare tags (v1.2.3), or push to another repository in a step of its own"
+        )
+    return tag
+
+
+def _hub_path(image: ImageName) -> tuple[str, str]:
+    """(registry, path) with Docker Hub's ``library/`` spelt one way."""
+    if image.registry == DOCKER_HUB:
+        return image.registry, image.path.removeprefix("library/")
+    return image.registry, image.path
 
 
 def _build_inputs(
@@ -764,6 +871,51 @@ def _build_inputs(
         "build_args": check.take("build-args", _parse_pairs, raw["build-args"]) or {},
         "labels": check.take("labels", _parse_pairs, raw["labels"]) or {},
         "target": target,
+    }
+
+
+def _forwarded_inputs(
+    check: _Collector,
+    raw: Mapping[str, str],
+    env: Mapping[str, str],
+    workspace: Path,
+    fields: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What else build-push-action hands buildx: named contexts, SSH, secret files and
+    variables, annotations, no-cache filters (deployer/buildinputs.py). Not read when
+    nothing is built: no file or agent is needed then."""
+    if not fields["build"]:
+        return {}
+    roots = file_roots(workspace, env)
+    secret_envs = check.take("secret-envs", parse_secret_envs, raw["secret-envs"], env) or {}
+    files, file_paths = check.take(
+        "secret-files", parse_secret_files, raw["secret-files"], roots
+    ) or ({}, ())
+    taken = set(fields["build_secrets"])
+    for name, ids in (("secret-envs", secret_envs), ("secret-files", files)):
+        for secret_id in sorted(taken & set(ids)):
+            check.fail(name, f"repeats the id '{secret_id}' of another secret input")
+        taken |= set(ids)
+    ssh = check.take("ssh", parse_ssh, raw["ssh"], env, roots) or ()
+    index = len(fields["platforms"]) > 1 or any(
+        v is not None and v != "false" for v in (fields["provenance"], fields["sbom"])
+    )
+    agents = [Path(s.agent) for s in ssh if s.agent]
+    return {
+        "build_secrets": {**fields["build_secrets"], **secret_envs},
+        "secret_files": files,
+        "build_contexts": check.take(
+            "build-contexts", parse_build_contexts, raw["build-contexts"], workspace
+        )
+        or (),
+        "no_cache_filters": check.take(
+            "no-cache-filters", parse_no_cache_filters, raw["no-cache-filters"]
+        )
+        or (),
+        "ssh": ssh,
+        "annotations": check.take("annotations", parse_annotations, raw["annotations"], index=index)
+        or (),
+        "credential_paths": (*file_paths, *(p for s in ssh for p in s.key_paths), *agents),
     }
 
 
@@ -1044,6 +1196,7 @@ def load_config(env: Mapping[str, str]) -> Config:
         **_image_inputs(check, raw, github, flags["build"]),
     }
     fields.update(_build_inputs(check, raw, env, workspace, flags["build"]))
+    fields.update(_forwarded_inputs(check, raw, env, workspace, fields))
     fields.update(_registry_inputs(check, raw, fields["image"]))
     fields.update(_cluster_inputs(check, raw, env))
     fields.update(_render_inputs(check, raw, workspace, fields))

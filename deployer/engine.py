@@ -2,6 +2,8 @@
 
 Stages get an :class:`Engine` from :func:`connect` (pipeline.py) and use:
 
+* :attr:`Engine.api_version` — the engine's own API version, from the ping's
+  ``API-Version`` header (build.py: named contexts need 1.42);
 * :meth:`Engine.info` — asked only when a build needs more than the engine's
   own BuildKit classically offers, once: the engine's version and whether its
   images live in containerd (Docker 29's default), in which case that BuildKit
@@ -70,8 +72,8 @@ def parse_info(answer: Mapping[str, Any]) -> EngineInfo:
     return EngineInfo(str(answer.get("ServerVersion") or "unknown"), containerd)
 
 
-def _exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes]:
-    """Send one HTTP/1.0 request; the status and the body (the engine closes when done).
+def _exchange(sock: socket.socket, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one HTTP/1.0 request; status, headers (lower-case names) and body.
 
     HTTP/1.0, so the engine answers without chunked encoding and closes the
     connection after the body: the answer is everything up to EOF, at most
@@ -88,8 +90,13 @@ def _exchange(sock: socket.socket, request: bytes) -> tuple[int, bytes]:
     status_line = head.split(b"\r\n", 1)[0].split(None, 2)
     if not sep or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
         raise OSError(f"the engine's answer is not HTTP: {head[:80]!r}")
+    headers = {}
+    for line in head.decode("latin-1").split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
     try:
-        return int(status_line[1]), body[:MAX_ANSWER]
+        return int(status_line[1]), headers, body[:MAX_ANSWER]
     except ValueError:
         raise OSError(f"the engine's answer has no status: {head[:80]!r}") from None
 
@@ -113,6 +120,7 @@ class Engine:
                 "unix:///path/to/docker.sock or tcp://host:port"
             )
         self._info: EngineInfo | None = None
+        self.api_version: str | None = None  # the engine's own, from its ping's API-Version
 
     def _connect(self) -> socket.socket:
         if self._unix is not None:
@@ -144,7 +152,8 @@ class Engine:
         lines = [f"{method} {path} HTTP/1.0", "Host: docker", "User-Agent: deployer"]
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         with self._connect() as sock:
-            status, body = _exchange(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+            status, head, body = _exchange(sock, ("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.api_version = head.get("api-version") or self.api_version
         try:
             answer = json.loads(body) if body.strip() else None
         except ValueError:

@@ -17,7 +17,7 @@ import glob
 import itertools
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ __all__ = [
     "MAX_TOTAL_BYTES",
     "Manifest",
     "load_manifests",
+    "read_inside",
+    "read_regular_file",
     "read_text_file",
     "refuse_cluster_scoped",
     "rendered_manifests",
@@ -223,12 +225,13 @@ def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[
     return found
 
 
-def _read(path: Path, shown: str, budget: int) -> str:
-    """The text of a regular file of at most ``min(MAX_FILE_BYTES, budget)`` bytes.
+def read_regular_file(path: Path, shown: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``, a regular file (more than ``limit``: too big).
 
-    Raises ValueError saying what is wrong. The file is opened without following a
-    last link (it was resolved already) and without blocking (a FIFO), then checked
-    on the open descriptor, so what is read is what was checked.
+    Raises ValueError saying what is wrong, never quoting the file. It is opened
+    without following a last link (callers resolve links first and check where they
+    lead) and without blocking (a FIFO), then checked on the open descriptor, so
+    what is read is what was checked.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -239,8 +242,42 @@ def _read(path: Path, shown: str, budget: int) -> str:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"'{shown}' is not a regular file")
-        limit = min(MAX_FILE_BYTES, budget)
-        data = fh.read(limit + 1)
+        return fh.read(limit + 1)
+
+
+def read_inside(
+    path: Path, roots: Sequence[Path], shown: str, limit: int, where: str = "the workspace"
+) -> bytes:
+    """The bytes of ``path``: a regular file of at most ``limit`` bytes that, every link
+    followed, lies inside one of ``roots`` (``where`` names them in messages).
+
+    Raises FileNotFoundError when there is no such file, ValueError saying what else
+    is wrong (never quoting the file).
+    """
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ValueError(f"'{shown}' is a dangling link") from None
+        raise
+    except (OSError, RuntimeError, ValueError):  # a loop, a name too long, a NUL
+        raise ValueError(f"'{shown}' cannot be resolved (a looping link?)") from None
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise ValueError(f"'{shown}' leads outside {where}; only files inside it are read")
+    data = read_regular_file(real, shown, limit)
+    if len(data) > limit:
+        size = f"{limit // _MIB} MiB" if limit >= _MIB else f"{limit // 1024} KiB"
+        raise ValueError(f"'{shown}' is larger than {size}")
+    return data
+
+
+def _read(path: Path, shown: str, budget: int) -> str:
+    """The text of a regular file of at most ``min(MAX_FILE_BYTES, budget)`` bytes.
+
+    Raises ValueError saying what is wrong (see :func:`read_regular_file`).
+    """
+    limit = min(MAX_FILE_BYTES, budget)
+    data = read_regular_file(path, shown, limit)
     if len(data) > limit:
         if limit < MAX_FILE_BYTES:
             raise ValueError(

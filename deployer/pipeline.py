@@ -50,6 +50,18 @@ SECRET_ENV = (
 _TRACE_FRAMES = 12  # innermost frames of an unexpected exception shown in the debug log
 
 
+def mask_file_secrets(io: ActionsIO, config: Config) -> None:
+    """Mask what the inputs' files hold (secret-files, SSH keys), once they were read."""
+    contents = [*config.secret_files.values(), *(k for s in config.ssh for k in s.keys)]
+    for secret in contents:
+        io.mask(secret.get_secret_value().decode("utf-8", "replace"))
+
+
+def say_notices(io: ActionsIO, config: Config) -> None:
+    for notice in config.notices:
+        io.notice(notice, title="Input adjusted")
+
+
 def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
     """Mask every credential in the raw inputs, before anything else can print."""
     inputs = raw_inputs(env)
@@ -82,6 +94,8 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
             key, _, value = line.partition("=")
             if looks_secret(key.strip(), value):
                 io.mask(value)
+    for line in inputs["secret-envs"].splitlines():  # build secrets: id=ENVVAR
+        io.mask(env.get(line.partition("=")[2].strip()))
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
         for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
@@ -229,6 +243,8 @@ def run(
         mask_secrets(io, env)
         with cancellation(cancel):
             config = load_config(env)
+            mask_file_secrets(io, config)
+            say_notices(io, config)
             _stages(config, io, report, cancel, make_docker, make_deploy)
     except ConfigError as e:
         for problem in e.problems:

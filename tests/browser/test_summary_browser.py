@@ -48,7 +48,7 @@ NEEDLES = {
     "rolled-back": ("Rolled back", "CrashLoopBackOff"),
     "dry-run": ("Dry run: nothing was pushed", "sidecar"),
     "plan": ("Dry run: nothing was pushed", "3 to change"),
-    "input-error": ("Invalid input", "has upper-case letters"),
+    "input-error": ("Invalid input", "contains a tag"),
     "build-failed": ("Build failed", "RUN pip install"),
     "long-names": ("Rolled back", "OOMKilled"),
 }

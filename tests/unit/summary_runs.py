@@ -274,7 +274,7 @@ def summaries(tmp_path: Path) -> dict[str, str]:
     env["INPUT_BUILD"] = "false"
     found["plan"] = go(env, with_plan(NEW_IMAGE))[3]
     env = runner_env(tmp_path / "input-error")
-    env["INPUT_IMAGE"] = "ghcr.io/Acme/Checkout-Web"
+    env["INPUT_IMAGE"] = "ghcr.io/acme/checkout-web:v1"
     env["INPUT_TIMEOUT"] = "5 minutes"
     found["input-error"] = go(env, None)[3]
     broken = FakeEngine([{"lines": FAILED_BUILD, "code": 1}])

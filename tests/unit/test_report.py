@@ -150,7 +150,7 @@ def test_an_input_error_names_the_input_what_is_wrong_and_a_right_example(
 ) -> None:
     text = summaries["input-error"]
     assert text.startswith("## ❌ Invalid input\n\nNothing was built, pushed or changed.")
-    assert "- Input **`image`**: `'ghcr.io/Acme/Checkout-Web' has upper-case letters" in text
+    assert "- Input **`image`**: `'ghcr.io/acme/checkout-web:v1' contains a tag" in text
     assert "  Example: `image: ghcr.io/acme/web`" in text
     assert "- Input **`timeout`**:" in text
     assert "<details>" not in text  # nothing was built: no empty details
