@@ -11,6 +11,7 @@ never to argv.
 from __future__ import annotations
 
 import base64
+import compileall
 import json
 import os
 import subprocess
@@ -44,6 +45,9 @@ class Buildx:
             "HOME": str(directory),
             "DOCKER_HOST": env["DOCKER_HOST"],
             "DOCKER_CONFIG": str(self.config),
+            # The same image as ours: no provenance attestation unless asked for
+            # (buildx adds one by default wherever the builder can store it).
+            "BUILDX_NO_DEFAULT_ATTESTATIONS": "1",
         }
 
     def run(self, *args: str) -> None:
@@ -114,6 +118,9 @@ class Ours:
             }
         )
         self.env.pop("KUBECONFIG", None)  # build and push only: nothing to roll out
+        # From bytecode, as in the action's image (which compiles deployer at build time):
+        # these machines set PYTHONDONTWRITEBYTECODE, so each run would compile the sources.
+        compileall.compile_dir(ROOT / "deployer", quiet=1)
         # This checkout's deployer, whatever the interpreter has installed (editable elsewhere).
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p

@@ -7,16 +7,20 @@ registry. The Dockerfile has a RUN step of SLOW seconds, then a small context.
 * seed: one build and push with ``cache-to`` (mode=max) fills the cache;
 * each measured round wipes the engine's build cache, the bench's images and
   any builder (bench.buildx.wipe), then runs, alternately,
-  - ours: ``python -m deployer --cache-from … --cache-to … --push true``, which
-    creates its own docker-container builder and removes it;
-  - the peer: ``buildx create`` (same BuildKit image) + ``buildx build`` with the
-    same cache flags and ``--push`` + ``buildx rm``, as setup-buildx-action and
-    build-push-action do;
+  - ours: ``python -m deployer --cache-from … --cache-to … --push true``;
+  - the peer: ``buildx build`` with the same cache flags and ``--push``.
 * the reference: ours without ``cache-from`` (after the same wipe; ``cache-to``
   kept, so the same kind of builder), SLOW s of RUN included.
 
-Targets: ours <= 1.1x the peer; ours <= 0.3x the build without a cache.
-Needs `make env-up` (engine, registry, BuildKit).
+On Docker 20.10 (classic image store, as Docker 28 on the runners) ours creates
+its own docker-container builder and removes it, and the peer does the same
+(``buildx create`` on the same BuildKit image + build + ``buildx rm``, as
+setup-buildx-action and build-push-action do). On Docker 29 (containerd image
+store) ours builds with the engine's own BuildKit, and the peer is ``docker
+buildx build`` on the default builder, which is that BuildKit too.
+
+Targets: ours <= 1.1x the peer on each engine; ours <= 0.3x the build without a
+cache (Docker 20.10). Needs `make env-up` (both engines, registry, BuildKit).
 """
 
 from __future__ import annotations
@@ -63,8 +67,10 @@ def _fresh(env: dict[str, str], repository: str, run: Callable[[], None]) -> flo
     return time.perf_counter() - start
 
 
-def run() -> list[Figure]:
-    env = read_testenv()
+def _rounds(
+    env: dict[str, str], builder: bool, uncached_too: bool
+) -> tuple[float, float, float | None]:
+    """Medians: ours, the peer (with its own builder when ``builder``), ours without a cache."""
     registry = env["TEST_REGISTRY"]
     repository = f"{registry}/bench-cache-{uuid.uuid4().hex[:8]}/"
     image = repository + "web"
@@ -87,16 +93,12 @@ def run() -> list[Figure]:
             ours.run(image, **{"tags": "uncached", "cache-to": other})
 
         def peer_cached() -> None:
-            with peer.builder() as builder:
-                peer.build(
-                    workspace,
-                    f"{image}:peer",
-                    "--cache-from",
-                    cache_from,
-                    "--cache-to",
-                    cache_to,
-                    builder=builder,
-                )
+            flags = ("--cache-from", cache_from, "--cache-to", cache_to)
+            if not builder:
+                peer.build(workspace, f"{image}:peer", *flags)
+                return
+            with peer.builder() as name:
+                peer.build(workspace, f"{image}:peer", *flags, builder=name)
 
         # Seed the cache (not timed), then rounds, alternating who goes first.
         _fresh(env, repository, ours_cached)
@@ -106,24 +108,42 @@ def run() -> list[Figure]:
             pair = [(ours_times, ours_cached), (peer_times, peer_cached)]
             for times, fn in pair if i % 2 == 0 else reversed(pair):
                 times.append(_fresh(env, repository, fn))
-        uncached = statistics.median(
-            _fresh(env, repository, ours_uncached) for _ in range(max(1, REPEAT - 1))
-        )
+        uncached = None
+        if uncached_too:
+            uncached = statistics.median(
+                _fresh(env, repository, ours_uncached) for _ in range(max(1, REPEAT - 1))
+            )
         wipe(env, repository)
-    ours_median = statistics.median(ours_times)
-    peer_median = statistics.median(peer_times)
+    return statistics.median(ours_times), statistics.median(peer_times), uncached
+
+
+def run() -> list[Figure]:
+    env = read_testenv()
+    ours20, peer20, uncached = _rounds(env, builder=True, uncached_too=True)
+    ours29, peer29, _ = _rounds({**env, "DOCKER_HOST": env["TEST_DOCKER29_HOST"]}, False, False)
+    assert uncached is not None
     return [
         Figure(
-            f"fresh-runner rebuild, registry cache, RUN of {SLOW} s",
-            ours_median,
-            peer_median,
+            f"fresh-runner rebuild, registry cache, RUN of {SLOW} s (Docker 20.10)",
+            ours20,
+            peer20,
             1.1,
             "s",
-            "peer: buildx create + build --cache-from/--cache-to --push + rm (same image)",
+            "peer: buildx create + build --cache-from/--cache-to --push + rm (same image); "
+            "ours makes its own docker-container builder too",
         ),
         Figure(
-            "fresh-runner rebuild, registry cache vs no cache",
-            ours_median,
+            f"fresh-runner rebuild, registry cache, RUN of {SLOW} s (Docker 29)",
+            ours29,
+            peer29,
+            1.1,
+            "s",
+            "peer: docker buildx build --cache-from/--cache-to --push (the default builder); "
+            f"ours: the engine's own BuildKit too; ours minus peer {ours29 - peer29:.2f} s",
+        ),
+        Figure(
+            "fresh-runner rebuild, registry cache vs no cache (Docker 20.10)",
+            ours20,
             uncached,
             0.3,
             "s",

@@ -1,11 +1,15 @@
 """Stage 1: build (and push) the image with BuildKit, through buildx.
 
 The builder is the engine's own BuildKit (buildx's ``docker`` driver) unless the
-request needs more: a cache export other than inline, several platforms, or
-attestations. Then a ``docker-container`` builder is made for this run only, as
-docker/setup-buildx-action makes on hosted runners, and removed on every way out,
-cancel included. BuildKit pushes the result itself (``--push``) and reports the
-digest in the metadata file; push.py reads it back from the registry.
+request needs more than it offers: with the classic image store, a cache export
+other than inline, a cache import other than registry, several platforms or
+attestations. With the containerd image store (Docker 29's default) the engine's
+BuildKit does all of that itself, so no builder is made: no BuildKit image to
+pull, no container to start. Otherwise a ``docker-container`` builder is made
+for this run only, as docker/setup-buildx-action makes on hosted runners, and
+removed on every way out, cancel included. The log says which builder and why.
+BuildKit pushes the result itself (``--push``) and reports the digest in the
+metadata file; push.py reads it back from the registry.
 
 The registry login, the build secrets and buildkitd's settings reach buildx
 through files in a private directory (buildx.py), never through argv. The log
@@ -21,13 +25,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from deployer import buildx
 from deployer.actions import ActionsIO
 from deployer.buildcontext import check_named_contexts, context_dockerfile
 from deployer.config import Config, cache_ref_registries, cache_type
-from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
+from deployer.engine import EngineAPIError, EngineInfo
+from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError, engine_message
 from deployer.registry import Transient, classify, with_retries
 
 __all__ = [
@@ -51,11 +56,19 @@ _PULL_HINTS = (
 )
 
 
+class BuildEngine(buildx.EngineAPI, Protocol):
+    """The part of :class:`deployer.engine.Engine` the build stage uses."""
+
+    api_version: str | None  # as the engine's ping said, e.g. "1.41"
+
+    def info(self) -> EngineInfo: ...
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What the build produced."""
 
-    image_id: str  # the config digest when BuildKit reports one (a single platform)
+    image_id: str  # the image's ID in the engine (see _image_id)
     references: tuple[str, ...]
     duration: float
     digest: str = ""  # what BuildKit pushed (a manifest or an index); "" when not pushed
@@ -64,7 +77,7 @@ class BuildResult:
 
 
 def _api_older_than(version: str | None, minimum: tuple[int, int]) -> bool:
-    """Whether the engine's negotiated API version (``"1.41"``) is below ``minimum``."""
+    """Whether the engine's API version (``"1.41"``) is below ``minimum``."""
     try:
         major, minor = (int(part) for part in (version or "").split(".")[:2])
     except ValueError:
@@ -72,15 +85,13 @@ def _api_older_than(version: str | None, minimum: tuple[int, int]) -> bool:
     return (major, minor) < minimum
 
 
-def builder_reasons(config: Config, engine_api_version: str | None = None) -> list[str]:
-    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do.
-
-    ``engine_api_version`` is the engine's negotiated API version, when known.
-    """
+def store_reasons(config: Config) -> list[str]:
+    """What the engine's BuildKit cannot do while the engine keeps its images in its
+    classic store: with the containerd image store it does all of these itself."""
     reasons = []
     exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
     if exports:
-        reasons.append(f"cache-to type={','.join(exports)} (the docker driver exports inline only)")
+        reasons.append(f"cache-to type={','.join(exports)}")
     imports = sorted({cache_type(e) for e in config.cache_from} - {"inline", "registry"})
     if imports:
         reasons.append(f"cache-from type={','.join(imports)}")
@@ -88,6 +99,18 @@ def builder_reasons(config: Config, engine_api_version: str | None = None) -> li
         reasons.append(f"{len(config.platforms)} platforms")
     if config.wants_attestations:
         reasons.append("attestations (provenance/sbom)")
+    return reasons
+
+
+def builder_reasons(
+    config: Config, engine_api_version: str | None = None, *, containerd_store: bool = False
+) -> list[str]:
+    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do.
+
+    ``engine_api_version`` is the engine's API version, when known; ``containerd_store``
+    whether it keeps its images in containerd (then store_reasons are none).
+    """
+    reasons = [] if containerd_store else store_reasons(config)
     if config.annotations:  # seen: the docker driver pushes the image without them
         reasons.append("annotations (the engine's image store keeps none)")
     if config.build_contexts and _api_older_than(engine_api_version, _NAMED_CONTEXTS_API):
@@ -200,13 +223,39 @@ def _require_buildx(config: Config) -> None:
         )
 
 
+def _keeps_images_in_containerd(engine: BuildEngine) -> bool:
+    """Whether the engine's image store is containerd's (asked only when it matters)."""
+    try:
+        return engine.info().containerd_store
+    except (OSError, ValueError, EngineAPIError) as e:
+        raise EngineError(
+            f"The Docker engine did not say what it offers (GET /info): {engine_message(e)}"
+        ) from None
+
+
 def _announce_builder(
-    config: Config, io: ActionsIO, reasons: list[str], builder: str | None, push: bool
+    config: Config,
+    io: ActionsIO,
+    reasons: list[str],
+    lifted: list[str],
+    builder: str | None,
+    push: bool,
 ) -> str:
-    """Say which builder runs this build and why; return its description for the summary."""
+    """Say which builder runs this build and why; return its description for the summary.
+
+    ``lifted``: what the engine's BuildKit does only because its store is containerd's.
+    """
     if builder:
         description = f"a docker-container builder for this run ({config.buildkit_image})"
-        io.info(f"Builder: {description}, because of {'; '.join(reasons)}")
+        classic = (
+            ""
+            if lifted or not set(reasons) & set(store_reasons(config))
+            else (
+                " (the engine keeps its images in its classic store, where its own BuildKit "
+                "exports inline caches only and builds one platform)"
+            )
+        )
+        io.info(f"Builder: {description}, because of {'; '.join(reasons)}{classic}")
         if not push and len(config.platforms) > 1:
             io.warning(
                 "Several platforms are built but not pushed: the engine cannot hold an "
@@ -214,7 +263,13 @@ def _announce_builder(
             )
         return description
     description = "the engine's own BuildKit (buildx docker driver)"
-    io.info(f"Builder: {description}; nothing in this build needs more")
+    if lifted:
+        io.info(
+            f"Builder: {description}; it does {'; '.join(lifted)} itself, since the engine "
+            "keeps its images in containerd (no builder to create)"
+        )
+    else:
+        io.info(f"Builder: {description}; nothing in this build needs more")
     return description
 
 
@@ -245,7 +300,7 @@ class _Attempts:
 
 def build_image(
     config: Config,
-    engine: Any,
+    engine: BuildEngine,
     io: ActionsIO,
     *,
     push: bool,
@@ -254,7 +309,11 @@ def build_image(
     """Build ``config.context`` with BuildKit; push every tag when ``push``."""
     _require_buildx(config)
     references = config.tag_references
-    reasons = builder_reasons(config, getattr(engine, "api_version", None))
+    lifted = store_reasons(config)
+    containerd = _keeps_images_in_containerd(engine) if lifted else False
+    lifted = lifted if containerd else []
+    api_version = getattr(engine, "api_version", None)  # (a test's fake may not say)
+    reasons = builder_reasons(config, api_version, containerd_store=containerd)
     started = time.monotonic()
     with buildx.private_workdir(config) as workdir:
         env = workdir.env(config)
@@ -262,7 +321,7 @@ def build_image(
         check_named_contexts(config)
         builder = buildx.new_builder_name() if reasons else None
         try:
-            description = _announce_builder(config, io, reasons, builder, push)
+            description = _announce_builder(config, io, reasons, lifted, builder, push)
             if builder:
                 _create_builder(config, workdir, env, builder, io)
             argv, arg_env = build_argv(
@@ -277,12 +336,11 @@ def build_image(
                 digest = with_retries(config, io, f"pushing {references[0]}", attempts.once, sleep)
             else:
                 digest = attempts.once()
-            image_id = _metadata(workdir.metadata).get("containerimage.config.digest", "")
+            image_id = _image_id(_metadata(workdir.metadata), in_engine=builder is None)
         finally:
             if builder:
                 _remove_builder(engine, builder, io)
     duration = time.monotonic() - started
-    image_id = image_id if isinstance(image_id, str) and _DIGEST_RE.match(image_id) else ""
     done = "built and pushed" if push else "built"
     io.info(f"{references[0]} {done} in {duration:.1f} s" + (f": {digest}" if digest else ""))
     return BuildResult(
@@ -308,6 +366,21 @@ def _metadata(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _image_id(metadata: dict[str, Any], *, in_engine: bool) -> str:
+    """The image's ID as the engine names it.
+
+    The config digest, when BuildKit reports one (the classic image store's image
+    ID). The containerd image store (Docker 29) names an image by its manifest or
+    index digest, and BuildKit then reports no config digest for what it put in
+    the engine: that digest is the ID.
+    """
+    for key in ("containerimage.config.digest", "containerimage.digest" if in_engine else ""):
+        value = metadata.get(key)
+        if isinstance(value, str) and _DIGEST_RE.match(value):
+            return value
+    return ""
 
 
 def _metadata_digest(path: Path, pushed: bool) -> str:
@@ -346,7 +419,7 @@ def _create_builder(
         )
 
 
-def _remove_builder(engine: Any, name: str, io: ActionsIO) -> None:
+def _remove_builder(engine: buildx.EngineAPI, name: str, io: ActionsIO) -> None:
     problems = buildx.remove_builder(engine, name)
     if problems:
         io.warning(f"Could not remove builder {name}: {'; '.join(problems)}")

@@ -82,7 +82,7 @@ _PASS_THROUGH = (
 
 
 class EngineAPI(Protocol):
-    """The part of ``docker.APIClient`` the build stage uses to remove a builder."""
+    """The part of :class:`deployer.engine.Engine` the build stage uses to remove a builder."""
 
     def remove_container(self, container: str, **kwargs: Any) -> None: ...
 
@@ -384,8 +384,8 @@ def remove_builder(engine: EngineAPI, name: str) -> list[str]:
     for what, call in calls:
         try:
             call()
-        except Exception as e:  # docker.errors.NotFound: never made, or already gone
-            if getattr(getattr(e, "response", None), "status_code", None) != 404:
+        except Exception as e:  # EngineAPIError 404: never made, or already gone
+            if getattr(e, "status", None) != 404:
                 problems.append(f"{what} {node}: {e}")
     return problems
 

@@ -14,7 +14,7 @@
     ├── GitHubError            the pull request comment could not be written (only a warning)
     └── InternalError          anything else: a bug; reported like the others, never a traceback
 
-Library exceptions (docker, kubernetes, urllib3) are translated into these where
+Library and engine exceptions (kubernetes, urllib3, deployer.engine) are translated into these where
 they enter our code, with ``raise ... from e``; nothing else escapes to the user.
 """
 
@@ -149,7 +149,7 @@ class InternalError(DeployerError):
 
 
 def engine_message(error: Exception) -> str:
-    """What the Docker engine said, from a docker SDK or requests exception."""
+    """What the Docker engine said, from an EngineAPIError (its ``explanation``) or an OSError."""
     return str(getattr(error, "explanation", None) or error)
 
 

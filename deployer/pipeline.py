@@ -28,12 +28,10 @@ from deployer.errors import (
     Cancelled,
     ConfigError,
     DeployerError,
-    EngineError,
     InternalError,
     PushError,
 )
 from deployer.kubeconfig import credentials_in, read_kubeconfig_files
-from deployer.render.helm import looks_secret
 from deployer.report import RunReport, outputs, summary
 
 if TYPE_CHECKING:
@@ -49,11 +47,6 @@ SECRET_ENV = (
     "AAD_SERVICE_PRINCIPAL_CLIENT_SECRET",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 )
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-# Negotiated with the engine, never pinned: Docker Engine 29 refuses clients older than
-# API 1.44, Debian's 20.10 speaks at most 1.41. Supported engines: 20.10 to 29.
-DOCKER_API_VERSION = "auto"
-ENGINE_READ_TIMEOUT = 120  # seconds for one engine API call (ping, inspect, remove)
 _TRACE_FRAMES = 12  # innermost frames of an unexpected exception shown in the debug log
 
 
@@ -78,8 +71,9 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         pair = f"{inputs['registry-username'].strip()}:{password}"
         io.mask(pair)
         io.mask(base64.b64encode(pair.encode()).decode())
-    for secret in credentials_in(inputs["kubeconfig"]):
-        io.mask(secret)
+    if inputs["kubeconfig"].strip():  # (an empty input would still cost the YAML import)
+        for secret in credentials_in(inputs["kubeconfig"]):
+            io.mask(secret)
     if env.get("KUBECONFIG") and not inputs["kubeconfig"].strip():
         try:
             kubeconfig, _ = read_kubeconfig_files(env["KUBECONFIG"])
@@ -93,10 +87,13 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
     io.mask(inputs["github-token"].strip())  # the pull request comment's
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
-    for line in inputs["helm-set"].splitlines():  # key=value; masked when it looks secret
-        key, _, value = line.partition("=")
-        if looks_secret(key.strip(), value):
-            io.mask(value)
+    if inputs["helm-set"].strip():  # (the render modules cost ~19 ms to import)
+        from deployer.render.helm import looks_secret
+
+        for line in inputs["helm-set"].splitlines():  # key=value; masked when it looks secret
+            key, _, value = line.partition("=")
+            if looks_secret(key.strip(), value):
+                io.mask(value)
     for line in inputs["secret-envs"].splitlines():  # build secrets: id=ENVVAR
         io.mask(env.get(line.partition("=")[2].strip()))
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
@@ -129,29 +126,10 @@ def cancellation(cancel: threading.Event) -> Iterator[None]:
 
 
 def docker_client(config: Config) -> Any:
-    """A low-level Docker API client for the engine at DOCKER_HOST (or the mounted socket)."""
-    # Imported here: only runs that reach the engine stages pay for the import.
-    import docker
-    import requests
+    """The Docker engine at DOCKER_HOST (or the mounted socket), once it answered."""
+    from deployer.engine import connect
 
-    base_url = config.docker_host or DEFAULT_DOCKER_HOST
-    client = None
-    try:
-        # The API version is negotiated (a request to /version), then checked with a
-        # ping, so a failed connection leaves no half-made client behind.
-        client = docker.APIClient(
-            base_url=base_url, version=DOCKER_API_VERSION, timeout=ENGINE_READ_TIMEOUT
-        )
-        client.ping()
-    except (docker.errors.DockerException, requests.RequestException) as e:
-        if client is not None:
-            client.close()
-        raise EngineError(
-            f"Cannot reach the Docker engine at {base_url}: {e}. The action needs the "
-            "runner's Docker socket (Linux runners mount /var/run/docker.sock), or DOCKER_HOST "
-            "pointing at an engine"
-        ) from None
-    return client
+    return connect(config.docker_host)
 
 
 class Deploy(Protocol):

@@ -44,7 +44,7 @@ MEDIA_TYPES = (
 
 
 class DockerPushAPI(Protocol):
-    """The part of ``docker.APIClient`` this stage uses."""
+    """The part of :class:`deployer.engine.Engine` this stage uses."""
 
     def inspect_distribution(self, image: str, **kwargs: Any) -> Mapping[str, Any]: ...
 
@@ -76,7 +76,7 @@ def _engine_call(config: Config, action: str, call: Callable[[], Any]) -> Any:
         return call()
     except DeployerError:
         raise
-    except Exception as e:  # docker.errors.APIError, requests errors
+    except Exception as e:  # engine.EngineAPIError, OSError
         raise classify(config, engine_message(e), action) from None
 
 

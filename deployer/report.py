@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from deployer.actions import cut_markdown
-from deployer.build import BuildResult
 from deployer.errors import DeployerError, InputProblem
 from deployer.markdown import (
     FIELD_CHARS,
@@ -38,9 +37,10 @@ from deployer.markdown import (
     fenced,
     short_image,
 )
-from deployer.push import PushResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: a run that fails on its inputs never imports the stages
+    from deployer.build import BuildResult
+    from deployer.push import PushResult
     from deployer.rollout import DeploymentResult, RolloutResult
 
 __all__ = ["SUMMARY_BUDGET", "RunReport", "code", "fenced", "outputs", "short_image", "summary"]

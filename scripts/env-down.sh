@@ -20,6 +20,7 @@ if [ -f scripts/testenv/cluster-down.sh ]; then
 fi
 step bash scripts/testenv/registry-down.sh
 step bash scripts/testenv/docker-down.sh
+step bash scripts/testenv/docker29-down.sh
 rm -f .testenv/env
 log "test environment down in $((SECONDS - t0))s"
 exit "$rc"

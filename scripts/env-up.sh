@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Brings up everything the integration tests need and writes .testenv/env:
-#   Docker engine (own socket), registry (loopback, htpasswd auth), buildx and
+#   Docker engine 20.10 (own socket), Docker Engine 29 (scripts/testenv/docker29-up.sh),
+#   registry (loopback, htpasswd auth), buildx and
 #   a BuildKit image (scripts/testenv/buildkit-up.sh) and, when
 #   scripts/testenv/cluster-up.sh exists, the Kubernetes control plane.
 # Idempotent: running services are reused, so a second run takes seconds.
@@ -34,6 +35,8 @@ phase "docker engine" docker scripts/testenv/docker-up.sh
 phase "registry" registry scripts/testenv/registry-up.sh
 # buildx, and the BuildKit image its docker-container builders run (needs both above).
 phase "buildkit" buildkit scripts/testenv/buildkit-up.sh
+# The second engine, Docker 29 on containerd 2 (after buildkit: it pulls the BuildKit image).
+phase "docker 29 engine" docker29 scripts/testenv/docker29-up.sh
 # kustomize, helm, act, and the OCI chart in the registry (needs the registry).
 phase "tools" tools scripts/testenv/tools-up.sh
 if [ -f scripts/testenv/cluster-up.sh ]; then

@@ -20,6 +20,8 @@ packages=(docker.io docker-registry apache2-utils busybox-static openssl deboots
           # (and Debian's key for its arm64 busybox), python3 (/usr/bin) for
           # testenv/docker/runc-bounded.
           runc qemu-user-static binfmt-support python3 debian-archive-keyring
+          # runc for the Docker 29 engine is built with cgo and libseccomp (scripts/build-docker29.sh).
+          gcc libc6-dev libseccomp-dev pkg-config
           fonts-noto-color-emoji)
 # The browser test of the job summary (tests/browser) needs a Chromium. Debian's
 # package, unless one is there already (GitHub's Ubuntu runners ship one, and

@@ -3,6 +3,17 @@
 Integration tests read the services started by ``make env-up`` from
 ``.testenv/env`` (shell ``export NAME=value`` lines). When a service is missing
 they fail under ``CI=true`` and skip, saying why, on a developer laptop.
+
+**Engines.** A test that takes the ``engine`` fixture (directly, or through a
+fixture such as ``services``) runs against Docker Engine 29 with the containerd
+image store, what users' runners have (id ``docker29``). ``@pytest.mark.engines``
+names the engines instead: ``"docker20"`` is Debian's Docker 20.10 with the
+classic image store, the oldest engine the README promises, and the only one
+here on which the action makes docker-container builders (as on Docker 28
+runners)::
+
+    @pytest.mark.engines("docker29", "docker20")
+    def test_build_push(engine: Engine) -> None: ...   # [docker29] and [docker20]
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import os
 import re
 import shlex
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +31,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".testenv" / "env"
+
+# Engine id -> the .testenv/env setting holding its DOCKER_HOST.
+ENGINES = {
+    "docker29": "TEST_DOCKER29_HOST",  # Docker 29, containerd image store (docker29-up.sh)
+    "docker20": "DOCKER_HOST",  # Debian's Docker 20.10, classic image store (docker-up.sh)
+}
+DEFAULT_ENGINES = ("docker29",)  # what users have; @pytest.mark.engines(...) says otherwise
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One Docker engine of the test environment."""
+
+    name: str  # a key of ENGINES
+    host: str  # its DOCKER_HOST, unix://...
+    containerd_store: bool  # images in containerd: its own BuildKit does what builders did
 
 
 def read_testenv(path: Path = ENV_FILE) -> dict[str, str]:
@@ -51,6 +79,34 @@ def need_service(*names: str) -> dict[str, str]:
             pytest.fail(why)
         pytest.skip(why)
     return {n: env[n] for n in names}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that needs an engine gets one run per engine it is meant for."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("engines")
+    names = list(marker.args if marker else DEFAULT_ENGINES)
+    unknown = set(names) - set(ENGINES)
+    if unknown:
+        raise pytest.UsageError(f"unknown engine(s) {sorted(unknown)}; known: {sorted(ENGINES)}")
+    metafunc.parametrize("engine", names, indirect=True, ids=names, scope="session")
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """The engine this run of the test is for, as it describes itself (see the docstring)."""
+    import docker
+
+    setting = ENGINES[request.param]
+    host = need_service(setting)[setting]
+    client = docker.APIClient(base_url=host, version="auto", timeout=30)
+    try:
+        status = client.info().get("DriverStatus") or []
+    finally:
+        client.close()
+    containerd = ["driver-type", "io.containerd.snapshotter.v1"] in status
+    return Engine(request.param, host, containerd)
 
 
 @pytest.fixture(autouse=True)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from deployer.cloud.http import Http, send
 from deployer.config import Config
+
+if TYPE_CHECKING:  # the HTTP client (ssl, urllib: ~13 ms) only for a login that is needed
+    from deployer.cloud.http import Http
 
 __all__ = ["registry_login"]
 
@@ -28,13 +31,16 @@ def _needs_login(config: Config) -> bool:
 def registry_login(
     config: Config,
     mask: Callable[[str], None],
-    http: Http = send,
+    http: Http | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Config:
     """``config`` with the registry login filled in from the cloud identity, if it applies."""
     if not _needs_login(config):
         return config
     from deployer.cloud import aws, gcp
+    from deployer.cloud.http import send
+
+    http = http or send
 
     host = config.registry
     ecr = aws.ecr_registry(host)

@@ -1,7 +1,8 @@
 """Fixtures for the test control plane (scripts/testenv/cluster-up.sh, docs/cluster.md).
 
 Only cluster things live here; the settings come from ``.testenv/env`` through
-``need_service`` (fails under CI=true, skips on a laptop when missing).
+``need_service`` (fails under CI=true, skips on a laptop when missing). The
+``engine`` fixture is in tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -7,13 +7,15 @@ file-command files). These tests prove the image, not only the Python package:
 the entrypoint, the installed dependencies, signal handling as PID 1, and the
 socket the runner mounts.
 
-The image is (re)built once per session by scripts/action-image.sh (the engine's
-build cache makes that a few seconds when nothing changed).
+They run on Docker 29 (the ``engine`` fixture), what GitHub's runners have: the
+image is (re)built there once per session by scripts/action-image.sh (the
+engine's build cache makes that a few seconds when nothing changed).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.conftest import ROOT, need_service
+from tests.conftest import ROOT, Engine, need_service
 from tests.helpers import create_deployment, read
 from tests.integration.runner import ActionRunner
 from tests.integration.test_build_push import registry_get
@@ -33,21 +35,20 @@ BUSYBOX = Path("/bin/busybox")
 
 
 @pytest.fixture(scope="session")
-def settings() -> dict[str, str]:
-    return need_service(
-        "DOCKER_HOST",
-        "KUBECONFIG",
-        "TEST_REGISTRY",
-        "TEST_REGISTRY_USERNAME",
-        "TEST_REGISTRY_PASSWORD",
+def settings(engine: Engine) -> dict[str, str]:
+    """The cluster and the registry, with DOCKER_HOST the engine the runner has."""
+    found = need_service(
+        "KUBECONFIG", "TEST_REGISTRY", "TEST_REGISTRY_USERNAME", "TEST_REGISTRY_PASSWORD"
     )
+    return {**found, "DOCKER_HOST": engine.host}
 
 
 @pytest.fixture(scope="session")
 def action_image(settings: dict[str, str]) -> str:
-    """deployer-action:local, built from the working tree once per session."""
+    """deployer-action:local, built from the working tree once per session in that engine."""
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "action-image.sh")],
+        env={**os.environ, "DOCKER_HOST": settings["DOCKER_HOST"]},
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,8 @@
-"""Build and push against the real Docker engine and the real registry (make env-up)."""
+"""Build and push against the real Docker engines and the real registry (make env-up).
+
+Every test runs on Docker 29 (``engine`` fixture, tests/integration/conftest.py);
+those marked ``engines("docker29", "docker20")`` on Docker 20.10 too.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from deployer.pipeline import run
-from tests.conftest import need_service
+from tests.conftest import Engine, need_service
 from tests.unit.test_actions import commands, runner_outputs
 
 pytestmark = pytest.mark.integration
@@ -34,14 +38,12 @@ MANIFEST_TYPES = ", ".join(
 
 
 @pytest.fixture
-def services() -> dict[str, str]:
-    return need_service(
-        "DOCKER_HOST",
-        "TEST_REGISTRY",
-        "TEST_REGISTRY_USERNAME",
-        "TEST_REGISTRY_PASSWORD",
-        "DEPLOYER_BUILDX",
+def services(engine: Engine) -> dict[str, str]:
+    """The registry and buildx, with DOCKER_HOST the engine this test runs on."""
+    settings = need_service(
+        "TEST_REGISTRY", "TEST_REGISTRY_USERNAME", "TEST_REGISTRY_PASSWORD", "DEPLOYER_BUILDX"
     )
+    return {**settings, "DOCKER_HOST": engine.host}
 
 
 @pytest.fixture
@@ -111,12 +113,18 @@ def docker_api(services: dict[str, str]):  # type: ignore[no-untyped-def]
     return docker.APIClient(base_url=services["DOCKER_HOST"], version="auto", timeout=120)
 
 
-def test_build_push_and_read_back_by_digest(services: dict[str, str], workspace: Path) -> None:
+@pytest.mark.engines("docker29", "docker20")
+def test_build_push_and_read_back_by_digest(
+    engine: Engine, services: dict[str, str], workspace: Path
+) -> None:
     env = runner_env(services, workspace, tags="v1, latest", labels="org.example.team=web")
     code, log, outputs, summary = go(env)
     assert code == 0, log
     repo = env["INPUT_IMAGE"]
     digest = outputs["digest"]
+    # The image's ID in the engine (inspected below): the manifest's digest under
+    # the containerd image store, the config's (another digest) in the classic one.
+    assert (outputs["image-id"] == digest) is engine.containerd_store
     assert digest.startswith("sha256:") and len(digest) == 71
     assert outputs["image"] == f"{repo}@{digest}"
     assert json.loads(outputs["tags"]) == [f"{repo}:v1", f"{repo}:latest"]
@@ -141,6 +149,7 @@ def test_build_push_and_read_back_by_digest(services: dict[str, str], workspace:
     assert re.search(r"^- Time: build \d+\.\d s, push \d+\.\d s, total ", summary, re.M)
 
 
+@pytest.mark.engines("docker29", "docker20")
 def test_wrong_password_is_refused_and_nothing_is_claimed(
     services: dict[str, str], workspace: Path
 ) -> None:

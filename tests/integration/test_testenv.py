@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need_service
+from tests.conftest import Engine, need_service
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +49,54 @@ def test_docker_engine_answers() -> None:
         assert client.ping() is True
     finally:
         client.close()
+
+
+def test_docker29_keeps_images_in_containerd_and_runs_privileged_containers() -> None:
+    """The second engine is what users' runners have: Docker 29, containerd image store."""
+    import docker
+
+    host = need_service("TEST_DOCKER29_HOST")["TEST_DOCKER29_HOST"]
+    client = docker.APIClient(base_url=host, version="auto", timeout=60)
+    try:
+        version = client.version()
+        info = client.info()
+    finally:
+        client.close()
+    assert version["Version"].startswith("29."), version
+    assert tuple(int(x) for x in version["ApiVersion"].split(".")) >= (1, 44)
+    assert ["driver-type", "io.containerd.snapshotter.v1"] in info["DriverStatus"]
+    # runc 1.5 (time namespaces) and --privileged, as buildx's docker-container driver needs.
+    image = "deployer-testenv/busybox:probe"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DOCKER_HOST": host}
+    imported = subprocess.run(
+        ["docker", "import", "-", image],
+        input=_busybox_tar(),
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert imported.returncode == 0, imported.stderr
+    run = subprocess.run(
+        ["docker", "run", "--rm", "--privileged", "--network", "none", image, "/busybox", "true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+
+
+def _busybox_tar() -> bytes:
+    """A tar holding /busybox (static), for `docker import`."""
+    import io
+    import tarfile
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="busybox")
+    return data.getvalue()
 
 
 def test_registry_refuses_anonymous_access() -> None:
@@ -94,12 +142,16 @@ def test_buildx_is_the_pinned_version() -> None:
     assert done.stdout.split()[:2] == ["github.com/docker/buildx", "v0.38.2"], done.stdout
 
 
-def test_docker_container_builder_runs_arm64_and_pushes_an_index(tmp_path: Path) -> None:
-    # What the action does for several platforms, with the test environment's
-    # BuildKit image: a docker-container builder on the host network, a RUN
-    # step per platform (arm64 through QEMU), the result pushed as one index.
+@pytest.mark.engines("docker29", "docker20")
+def test_docker_container_builder_runs_arm64_and_pushes_an_index(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # What the action does for several platforms on a classic image store, with the
+    # test environment's BuildKit image: a docker-container builder on the host
+    # network, a RUN step per platform (arm64 through QEMU), the result pushed as one
+    # index. On Docker 29 too: the image, pulled there by digest, serves such builders
+    # (setup-buildx-action makes them on any engine).
     settings = need_service(
-        "DOCKER_HOST",
         "DEPLOYER_BUILDX",
         "DEPLOYER_BUILDKIT_IMAGE",
         "TEST_BUSYBOX_ARM64",
@@ -107,6 +159,7 @@ def test_docker_container_builder_runs_arm64_and_pushes_an_index(tmp_path: Path)
         "TEST_REGISTRY_USERNAME",
         "TEST_REGISTRY_PASSWORD",
     )
+    settings["DOCKER_HOST"] = engine.host
     registry = settings["TEST_REGISTRY"]
     config = tmp_path / "docker-config"
     config.mkdir(mode=0o700)

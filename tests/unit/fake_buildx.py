@@ -93,6 +93,8 @@ if code == 0:
         data = {{"containerimage.config.digest": "{config}"}}
         if "--push" in argv:
             data["containerimage.digest"] = run.get("digest", "{digest}")
+        data.update(run.get("metadata", {{}}))  # a key set to None is left out
+        data = {{k: v for k, v in data.items() if v is not None}}
         Path(metadata).write_text(json.dumps(data))
 sys.exit(code)
 """

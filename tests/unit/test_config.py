@@ -319,3 +319,47 @@ def test_created_comes_from_the_commit_in_the_workspace(workspace: Path) -> None
     assert load_config(env).created == "2026-03-04T05:06:07Z"
     subprocess.run([*git, "gc", "-q"], check=True)  # packed objects and refs
     assert load_config(env).created == "2026-03-04T05:06:07Z"
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        {},
+        {
+            "tags": "v1, latest",
+            "build-args": "A=1\nB=two words",
+            "labels": "team=web",
+            "registry-username": "bob",
+            "registry-password": "s3cret",
+            "namespace": "prod",
+            "deployments": "web, api",
+            "cache-from": "type=registry,ref=ghcr.io/acme/web:cache",
+            "cache-to": "type=registry,ref=ghcr.io/acme/web:cache,mode=max",
+            "platforms": "linux/amd64,linux/arm64",
+            "secrets": "NPM_TOKEN=abc",
+            "provenance": "mode=max",
+            "kubeconfig": (
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+                "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443'}}]\n"
+                "contexts: [{name: c, context: {cluster: k, user: u}}]\n"
+                "users: [{name: u, user: {token: t0k3n}}]\n"
+            ),
+        },
+    ],
+    ids=["defaults", "every-kind-of-input"],
+)
+def test_the_config_is_what_pydantic_validation_makes_of_it(
+    workspace: Path, inputs: dict[str, str]
+) -> None:
+    # load_config builds the model without pydantic's validation (it costs every run
+    # ~50 ms); validating the same values must change nothing.
+    env = env_for(workspace, image="ghcr.io/acme/web", **inputs)
+    env.update({"GITHUB_SHA": "ab" * 20, "GITHUB_REPOSITORY": "acme/web"})
+    config = load_config(env)
+    validated = type(config).model_validate(
+        {name: getattr(config, name) for name in type(config).model_fields}
+    )
+    assert validated == config
+    for field in ("image", "github"):
+        nested = getattr(config, field)
+        assert type(nested).model_validate(nested.model_dump()) == nested

@@ -19,6 +19,7 @@ from deployer import registry
 from deployer.actions import ActionsIO
 from deployer.buildx import MAX_LINE, READ_CHUNK, LineSplitter
 from deployer.config import Config
+from deployer.engine import EngineAPIError, EngineInfo
 from deployer.errors import ConfigError, InputProblem
 from deployer.pipeline import run
 from deployer.rollout import DeploymentResult, RolloutResult
@@ -43,14 +44,25 @@ def push_failure(error: str) -> dict[str, Any]:
 
 
 class FakeEngine:
-    """Stands in for docker.APIClient (inspect, remove); records every call.
+    """Stands in for deployer.engine.Engine (info, inspect, remove); records the calls.
+
+    ``containerd_store``: what its ``info()`` says of its image store (Docker 29's
+    default: the engine's own BuildKit exports caches, builds several platforms).
 
     The build itself runs the fake buildx executable of tests/unit/fake_buildx.py,
     through the product's real subprocess code; ``runs`` is what its successive
     ``buildx build`` calls print and return.
     """
 
-    def __init__(self, runs: list[dict[str, Any]] | None = None, **plan: Any) -> None:
+    def __init__(
+        self,
+        runs: list[dict[str, Any]] | None = None,
+        *,
+        containerd_store: bool = False,
+        **plan: Any,
+    ) -> None:
+        self.containerd_store = containerd_store
+        self.api_version: str | None = None  # unknown: a current engine
         self.calls: list[tuple[str, Any]] = []
         self.plan: dict[str, Any] = {"runs": runs or [{}], **plan}
         self.distribution_digest = DIGEST
@@ -61,6 +73,10 @@ class FakeEngine:
         self.buildx = buildx
         write_plan(buildx, self.plan)
         Path(f"{buildx}.calls.jsonl").unlink(missing_ok=True)
+
+    def info(self) -> EngineInfo:
+        self.calls.append(("info", ""))
+        return EngineInfo("29.8.1", containerd_store=self.containerd_store)
 
     def inspect_distribution(self, image: str, **kwargs: Any) -> Mapping[str, Any]:
         self.calls.append(("inspect_distribution", image))
@@ -520,6 +536,62 @@ def test_a_cache_export_gets_a_builder_for_this_run_removed_after_success_and_fa
         assert ("remove_container", f"buildx_buildkit_{name}0") in engine.calls
         assert ("remove_volume", f"buildx_buildkit_{name}0_state") in engine.calls
         assert f"Removed builder {name}" in log
+
+
+def test_with_the_containerd_image_store_the_engines_buildkit_does_caches_and_platforms(
+    runner_env: dict[str, str],
+) -> None:
+    runner_env["INPUT_CACHE-TO"] = "type=registry,ref=ghcr.io/acme/web:cache,mode=max"
+    runner_env["INPUT_PLATFORMS"] = "linux/amd64,linux/arm64"
+    engine = FakeEngine(containerd_store=True)
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert [c["argv"][0] for c in engine.buildx_calls()] == ["build"]  # no `buildx create`
+    [argv] = engine.builds()
+    assert not any(a.startswith("--builder") for a in argv)
+    assert "--cache-to=type=registry,ref=ghcr.io/acme/web:cache,mode=max" in argv
+    assert "--platform=linux/amd64,linux/arm64" in argv
+    assert (
+        "Builder: the engine's own BuildKit (buildx docker driver); it does cache-to "
+        "type=registry; 2 platforms itself, since the engine keeps its images in containerd "
+        "(no builder to create)"
+    ) in log
+    assert not [n for n, _ in engine.calls if n.startswith("remove_")]
+
+
+def test_an_engine_that_will_not_say_what_it_offers_is_an_error_before_the_build(
+    runner_env: dict[str, str],
+) -> None:
+    class Silent(FakeEngine):
+        def info(self) -> EngineInfo:
+            raise EngineAPIError(500, "info is broken")
+
+    runner_env["INPUT_CACHE-TO"] = "type=registry,ref=ghcr.io/acme/web:cache,mode=max"
+    engine = Silent()
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 1 and outputs["status"] == "failed"
+    [error] = [c for c in commands(log) if c.startswith("::error")]
+    assert "The Docker engine did not say what it offers (GET /info): info is broken" in error
+    assert engine.buildx_calls() == []  # nothing built
+
+
+def test_a_plain_build_does_not_ask_the_engine_what_it_offers(runner_env: dict[str, str]) -> None:
+    engine = FakeEngine()
+    code, log, _, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert "info" not in [n for n, _ in engine.calls]
+    assert "Builder: the engine's own BuildKit (buildx docker driver); nothing in this" in log
+
+
+def test_the_image_id_under_the_containerd_store_is_the_manifest_digest(
+    runner_env: dict[str, str],
+) -> None:
+    # BuildKit reports no config digest for what it put in a containerd image store:
+    # the engine names the image by its manifest digest.
+    engine = FakeEngine([{"metadata": {"containerimage.config.digest": None}}])
+    code, log, outputs, _ = go(runner_env, engine)
+    assert code == 0, log
+    assert outputs["image-id"] == DIGEST
 
 
 def test_build_push_action_inputs_become_buildx_flags(runner_env: dict[str, str]) -> None:
