@@ -272,6 +272,7 @@ class Config(BaseModel):
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
+    runner_temp: Path | None = Field(default=None, description="RUNNER_TEMP from the env")
     aws_role_arn: str | None = None
     cloud_env: CloudEnv = Field(default_factory=CloudEnv, description="AWS_*, AZURE_*, ...")
     github: GitHubContext
@@ -790,6 +791,7 @@ def _job_environment(env: Mapping[str, str], workspace: Path) -> dict[str, Any]:
         "buildkit_image": env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
         "gha_env": {k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
         "path_env": env.get("PATH", os.defpath),
+        "runner_temp": Path(env["RUNNER_TEMP"]) if env.get("RUNNER_TEMP") else None,
     }
 
 

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Any
 from deployer.actions import cut_markdown
 from deployer.build import BuildResult
 from deployer.errors import DeployerError, InputProblem
+from deployer.markdown import CONTROL as _CONTROL
+from deployer.markdown import clip as _clip
+from deployer.markdown import code
 from deployer.push import PushResult
 
 if TYPE_CHECKING:
@@ -163,14 +166,7 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
     }
 
 
-# -- inert Markdown ----------------------------------------------------------------------------
-
-# ANSI escape sequences (colours in build and pod logs) and other control characters.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+# -- inert Markdown (code spans: deployer/markdown.py) ------------------------------------------
 
 
 def _clip_middle(text: str, limit: int) -> str:
@@ -179,22 +175,6 @@ def _clip_middle(text: str, limit: int) -> str:
         return text
     tail = (limit - 1) // 2
     return text[: limit - 1 - tail] + "…" + text[-tail:]
-
-
-def code(text: str, *, limit: int = FIELD_CHARS, cell: bool = False) -> str:
-    """``text`` as one inline code span: shown literally, never a link, image or HTML.
-
-    In a table cell (``cell``) a ``|`` would end the cell even inside a code span:
-    it is escaped, and backslashes right before it doubled so the escape holds.
-    """
-    text = _clip(" ".join(_CONTROL.sub("", text[: limit * 2]).split()), limit)
-    if not text:
-        return ""
-    if cell and "|" in text:
-        text = re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
-    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{ticks}{pad}{text}{pad}{ticks}"
 
 
 def _width(char: str) -> int:
