@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from deployer.errors import ConfigError, InputProblem
+from deployer.markdown import code
 from deployer.safeyaml import check_events, construct
 
 __all__ = [
@@ -495,9 +496,6 @@ def cluster_scoped_note(manifests: list[Manifest]) -> str:
     scoped = [m for m in manifests if m.cluster_scoped]
     if not scoped:
         return ""
-
-    def code(text: str) -> str:  # a file name may hold a backtick: it cannot end the span
-        return "`" + text.replace("`", "'").replace("\n", " ") + "`"
-
+    # File names come from the checked-out tree: a CR or a backtick must not end the span.
     items = "\n".join(f"- {code(m.kind)} {code(m.name)} from {code(m.source)}" for m in scoped)
     return f"\n\nCluster-scoped objects (allowed by `allow-cluster-scoped`):\n\n{items}"

@@ -452,6 +452,31 @@ def test_plain_http_to_the_api_server_is_a_warning(tmp_path: Path) -> None:
     assert "reached over plain http://" in summary.read_text()
 
 
+def test_the_cluster_name_in_the_summary_warning_is_inert(tmp_path: Path) -> None:
+    """Issue 17.6: the kubeconfig's cluster name went into the summary raw."""
+    from markdown_it import MarkdownIt
+
+    from deployer.cluster import connect
+
+    link = "[Approve the deploy](https://evil.example/approve)"
+    text = (
+        kubeconfig(
+            {"token": "tok-123456"},
+            {"server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True},
+        )
+        .replace("name: c\n", f"name: '{link}'\n")
+        .replace("cluster: c\n", f"cluster: '{link}'\n")
+    )
+    summary = tmp_path / "summary"
+    summary.write_text("")
+    connect(
+        job(tmp_path, INPUT_KUBECONFIG=text),
+        ActionsIO(io.StringIO(), {"GITHUB_STEP_SUMMARY": str(summary)}),
+    )
+    html = MarkdownIt("gfm-like").render(summary.read_text())
+    assert "evil.example" in html and "<a " not in html, html
+
+
 # -- regression guard for the first round: nothing a kubeconfig names runs ---------------------
 
 

@@ -321,7 +321,7 @@ def test_the_plan_note_keeps_a_file_name_inside_its_code_span(layout: tuple[Path
     manifests = load(workspace, "k8s")
     refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
     note = cluster_scoped_note(manifests)
-    assert "from `k8s/a'[x](https:evil)'.yaml (document 1)`" in note
+    assert "from ``k8s/a`[x](https:evil)`.yaml (document 1)``" in note  # shown exactly
 
 
 def test_a_kind_defined_by_a_crd_among_the_manifests_takes_its_scope_from_it(
