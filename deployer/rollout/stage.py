@@ -36,6 +36,7 @@ from deployer.manifests import (
     cluster_scoped_note,
     load_manifests,
     refuse_cluster_scoped,
+    refuse_other_namespaces,
     same_repository,
 )
 from deployer.rollout.apply import FIRST_KINDS, Applied, ManifestSet
@@ -343,22 +344,8 @@ class Stage:
             allowed=self.config.allow_cluster_scoped,
             namespace=namespace,
         )
+        refuse_other_namespaces(self.manifests, namespace, from_input=bool(self.config.namespace))
         problems: list[InputProblem] = []
-        for manifest in self.manifests:
-            own = manifest.doc["metadata"].get("namespace")
-            if self.config.namespace and own and own != self.config.namespace:
-                # As kubectl apply -n refuses it: a manifest never silently goes elsewhere.
-                problems.append(
-                    InputProblem(
-                        "manifests",
-                        f"{manifest.source} ({manifest.kind} {manifest.name}) is in namespace "
-                        f"{own}, but the namespace input is {self.config.namespace}; remove "
-                        "its metadata.namespace or make the two agree",
-                        INPUTS["manifests"][1],
-                    )
-                )
-        if problems:
-            raise ConfigError(problems)
         from_manifests: dict[tuple[str, str, str], Applied] = {}
         self.applied = None
         if self.manifests:
