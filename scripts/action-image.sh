@@ -3,7 +3,8 @@
 # for the images it pins by digest (nothing can be pulled): the debootstrap
 # base (scripts/base-image.sh) and an image holding the buildx the test
 # environment builds from Go modules (scripts/build-buildkit.sh), at /buildx
-# like docker/buildx-bin. Result: deployer-action:local.
+# like docker/buildx-bin. Result: deployer-action:local (or $ACTION_IMAGE, so
+# several checkouts sharing one test engine need not build over each other's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[action-image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -68,5 +69,5 @@ fi
 t=$SECONDS
 timeout "${ACTION_BUILD_TIMEOUT:-900}" \
   docker build --build-arg BASE_IMAGE=deployer-base:bookworm --build-arg BUILDX_IMAGE="$BUILDX_IMAGE" \
-  -t deployer-action:local .
-log "built deployer-action:local in $((SECONDS - t))s"
+  -t "${ACTION_IMAGE:-deployer-action:local}" .
+log "built ${ACTION_IMAGE:-deployer-action:local} in $((SECONDS - t))s"
