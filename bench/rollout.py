@@ -278,12 +278,12 @@ CHILD = """
 import json, resource, sys, threading, time
 from deployer import cluster
 count = 0
-send = cluster.Kube._send
+send = cluster.Kube.request_path
 def counted(self, *args, **kwargs):
     global count
     count += 1
     return send(self, *args, **kwargs)
-cluster.Kube._send = counted
+cluster.Kube.request_path = counted
 import io, os
 from deployer.actions import ActionsIO
 from deployer.config import load_config

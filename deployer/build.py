@@ -25,7 +25,7 @@ from typing import Any
 
 from deployer import buildx
 from deployer.actions import ActionsIO
-from deployer.buildcontext import context_dockerfile
+from deployer.buildcontext import check_named_contexts, context_dockerfile
 from deployer.buildenv import cache_credentials
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Named build contexts need BuildKit 0.10; Docker Engine 23.0 (API 1.42) ships 0.11, 20.10
+# ships 0.8 ("unsupported frontend capability moby.buildkit.frontend.contexts").
+_NAMED_CONTEXTS_API = (1, 42)
 # What buildx and BuildKit say when pulling a base image was refused.
 _PULL_HINTS = (
     "failed to resolve source metadata",
@@ -61,8 +64,20 @@ class BuildResult:
     push_seconds: float = 0.0
 
 
-def builder_reasons(config: Config) -> list[str]:
-    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do."""
+def _api_older_than(version: str | None, minimum: tuple[int, int]) -> bool:
+    """Whether the engine's negotiated API version (``"1.41"``) is below ``minimum``."""
+    try:
+        major, minor = (int(part) for part in (version or "").split(".")[:2])
+    except ValueError:
+        return False  # unknown: assume a current engine
+    return (major, minor) < minimum
+
+
+def builder_reasons(config: Config, engine_api_version: str | None = None) -> list[str]:
+    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do.
+
+    ``engine_api_version`` is the engine's negotiated API version, when known.
+    """
     reasons = []
     exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
     if exports:
@@ -74,6 +89,13 @@ def builder_reasons(config: Config) -> list[str]:
         reasons.append(f"{len(config.platforms)} platforms")
     if config.wants_attestations:
         reasons.append("attestations (provenance/sbom)")
+    if config.annotations:  # seen: the docker driver pushes the image without them
+        reasons.append("annotations (the engine's image store keeps none)")
+    if config.build_contexts and _api_older_than(engine_api_version, _NAMED_CONTEXTS_API):
+        reasons.append(
+            f"build-contexts (engine API {engine_api_version}: its BuildKit predates named "
+            "contexts)"
+        )
     return reasons
 
 
@@ -120,6 +142,7 @@ def build_argv(
             env.update(credentials)
     for name, path in workdir.secret_files.items():
         argv.append(f"--secret=id={name},src={path}")
+    argv += _forwarded_argv(config, workdir)
     if config.no_cache:
         argv.append("--no-cache")
     if config.pull:
@@ -134,6 +157,19 @@ def build_argv(
         argv.append("--load")  # a docker-container builder keeps results to itself otherwise
     argv.append(str(config.context))
     return argv, env
+
+
+def _forwarded_argv(config: Config, workdir: buildx.Workdir) -> list[str]:
+    """build-push-action's further inputs as buildx flags: named contexts, SSH, no-cache
+    filters, annotations. Each is one ``--flag=value`` argument, so no value can become a
+    flag of its own; SSH keys are the private copies, the agent is SSH_AUTH_SOCK's socket."""
+    argv = [f"--build-context={c.name}={c.source}" for c in config.build_contexts]
+    for forward in config.ssh:
+        paths = [str(p) for p in workdir.ssh_keys.get(forward.id, [])]
+        argv.append(f"--ssh={forward.id}={forward.agent or ','.join(paths)}")
+    argv += [f"--no-cache-filter={stage}" for stage in config.no_cache_filters]
+    argv += [f"--annotation={annotation}" for annotation in config.annotations]
+    return argv
 
 
 def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
@@ -222,11 +258,12 @@ def build_image(
     """Build ``config.context`` with BuildKit; push every tag when ``push``."""
     _require_buildx(config)
     references = config.tag_references
-    reasons = builder_reasons(config)
+    reasons = builder_reasons(config, getattr(engine, "api_version", None))
     started = time.monotonic()
     with buildx.private_workdir(config) as workdir:
         env = workdir.env(config)
         dockerfile = context_dockerfile(config, workdir.path, io)
+        check_named_contexts(config)
         builder = buildx.new_builder_name() if reasons else None
         try:
             description = _announce_builder(config, io, reasons, builder, push)

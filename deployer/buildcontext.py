@@ -36,7 +36,7 @@ from deployer.config import Config
 from deployer.errors import BuildError
 from deployer.manifests import read_inside
 
-__all__ = ["Excluded", "context_dockerfile", "credential_files"]
+__all__ = ["Excluded", "check_named_contexts", "context_dockerfile", "credential_files"]
 
 MAX_IGNORE_FILE = 1 << 20
 MAX_GIT_CONFIG = 1 << 20
@@ -96,9 +96,9 @@ def _git_holds_credentials(context: Path, workspace: Path) -> bool:
     return False
 
 
-def credential_files(config: Config) -> list[Excluded]:
-    """The credential files of the job that lie in the build context."""
-    context = config.context
+def credential_files(config: Config, context: Path | None = None) -> list[Excluded]:
+    """The credential files of the job that lie in ``context`` (default: the build context)."""
+    context = context or config.context
     found: list[Excluded] = []
     if _git_holds_credentials(context, config.workspace):
         found.append(Excluded(".git", "a credential in a git config"))
@@ -107,6 +107,7 @@ def credential_files(config: Config) -> list[Excluded]:
             found.append(Excluded(path.name, "written by a Google auth action"))
     named = [(v, config.cloud_env.get(v, "")) for v in _CREDENTIAL_VARIABLES]
     named += [("KUBECONFIG", p) for p in (config.kubeconfig_path or "").split(":")]
+    named += [("the secret-files or ssh input", str(p)) for p in config.credential_paths]
     for variable, value in named:
         if not value:
             continue
@@ -127,9 +128,15 @@ def _ignore_text(config: Config) -> str:
     Raises BuildError when it is not a regular file inside the workspace.
     """
     own = Path(f"{config.dockerfile}.dockerignore")
-    for path, shown in ((own, own.name), (config.context / ".dockerignore", ".dockerignore")):
+    candidates = [(own, own.name), (config.context / ".dockerignore", ".dockerignore")]
+    return _read_ignore_file(candidates, config.workspace)
+
+
+def _read_ignore_file(candidates: list[tuple[Path, str]], workspace: Path) -> str:
+    """The first of ``candidates`` (path, name shown) that exists, as text; "" if none."""
+    for path, shown in candidates:
         try:
-            data = read_inside(path, [config.workspace], shown, MAX_IGNORE_FILE)
+            data = read_inside(path, [workspace], shown, MAX_IGNORE_FILE)
         except FileNotFoundError:
             continue
         except (OSError, ValueError) as e:
@@ -171,13 +178,53 @@ def _literal(path: str) -> str:
     return "\\" + escaped if escaped.startswith(("!", "#")) else escaped
 
 
+def _patterns(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def check_named_contexts(config: Config) -> None:
+    """Refuse a named local context (``build-contexts``) that would send a credential.
+
+    buildx sends such a directory with its own ``.dockerignore``, which this action cannot
+    extend as it does the main context's; so a credential file of the job in it that the
+    file does not leave out stops the build before anything is sent. Its ``.dockerignore``
+    is read like the main one: a regular file inside the workspace.
+    """
+    for named in config.build_contexts:
+        if named.directory is None:
+            continue
+        try:
+            shown = named.directory.relative_to(config.workspace).as_posix() or "."
+        except ValueError:
+            shown = str(named.directory)
+        ignore = _read_ignore_file(
+            [(named.directory / ".dockerignore", f"{shown}/.dockerignore")], config.workspace
+        )
+        found = credential_files(config, named.directory)
+        patterns = _patterns(ignore)
+        missing = [
+            e.path
+            for e in found
+            if not _excluded_already(
+                patterns, e.path, directory=(named.directory / e.path).is_dir()
+            )
+        ]
+        if missing:
+            raise BuildError(
+                f"build-contexts: '{named.name}' ({shown}) holds credentials of the job that "
+                f"its .dockerignore does not leave out ({', '.join(missing)}); a COPY "
+                f"--from={named.name} would put them in the image. Add "
+                f"{', '.join(_literal(m) for m in missing)} to {shown}/.dockerignore"
+            )
+
+
 def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
     """The Dockerfile to build with: a copy with its own ignore file when credentials must go."""
     found = credential_files(config)
     if not found:
         return config.dockerfile
     text = _ignore_text(config)
-    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    patterns = _patterns(text)
     missing = [
         e
         for e in found

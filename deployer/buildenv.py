@@ -52,6 +52,7 @@ _BUILDX_NAMES = frozenset(
         "USER",
         "SHELL",
         "KUBECONFIG",
+        "SSH_AUTH_SOCK",  # --ssh default
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "NO_PROXY",

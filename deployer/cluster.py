@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import urllib3
@@ -57,6 +57,7 @@ __all__ = [
     "Response",
     "Watch",
     "WatchEvent",
+    "cluster_server",
     "connect",
     "default_namespace",
     "describe",
@@ -143,6 +144,21 @@ def default_namespace(config: Config) -> str:
     if config.kubeconfig_path:
         return _file_context_namespace(config.kubeconfig_path) or "default"
     return _read_namespace_file() or "default"
+
+
+def cluster_server(config: Config) -> str:
+    """The API server URL of the kubeconfig in effect, without credentials ("" in-cluster)."""
+    try:
+        if config.kubeconfig is not None:
+            kubeconfig = parse_kubeconfig(config.kubeconfig.get_secret_value())
+        elif config.kubeconfig_path:
+            kubeconfig, _ = read_kubeconfig_files(config.kubeconfig_path)
+        else:
+            return ""
+    except ValueError:
+        return ""
+    _, cluster = kubeconfig.current_cluster()
+    return _without_userinfo(str(cluster.get("server") or ""))
 
 
 def _without_userinfo(server: str) -> str:
@@ -380,6 +396,7 @@ class Stream(Protocol):
         ...
 
 
+@runtime_checkable
 class Transport(Protocol):
     """Where requests go: the API server (:class:`ApiTransport`) or a test's fake cluster.
 

@@ -1,36 +1,30 @@
-"""The ``manifests`` input against the cluster: dry-run, apply, migration Jobs, restore.
+"""The ``manifests`` input against the cluster: read, dry-run and apply each document.
 
 All or nothing without a release store: before applying, each object is read,
-so a failed run can put back what it found (or delete what it created). Jobs
-(migrations) are applied and waited for before any workload rolls; a Job whose
-pod template changed is replaced, as its template is immutable.
+so a failed run can put back what it found or delete what it created
+(:mod:`~deployer.rollout.restore`). A Job whose pod template changed is replaced,
+as its template is immutable (:mod:`~deployer.rollout.migrate` waits for it).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from deployer.actions import ActionsIO
-from deployer.cluster import JOBS, PODS, Kube, Resource, Response, discover
+from deployer.cluster import Kube, Resource, Response, discover
 from deployer.config import INPUTS
-from deployer.errors import AccessDenied, ClusterError, ConfigError, InputProblem
+from deployer.errors import ClusterError, ConfigError, InputProblem
 from deployer.manifests import Manifest
-from deployer.rollout.diagnose import Diagnosis, diagnose_pod
-from deployer.rollout.status import Policy, job_status, pod_problem
 
 __all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet"]
 
 FIELD_MANAGER = "deployer"
-_JOB_POLL = 1.0
-_CRD_SECONDS = 20.0
 # Applied before everything else: what the other documents live in or are made of.
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 _GONE_SECONDS = 60.0
-_DIAGNOSIS_SECONDS = 10.0
-_SERVER_FIELDS = ("managedFields", "generation", "creationTimestamp", "uid", "selfLink")
+_GONE_POLL = 0.25
 
 
 @dataclass
@@ -44,6 +38,8 @@ class Applied:
     readable: bool = True  # False: could not read it, so it cannot be restored
     done: bool = False  # applied by this run
     replace: bool = False  # a Job whose template changed: delete, then create
+    planned: dict[str, Any] | None = None  # the server's dry-run result of the apply
+    after: dict[str, Any] | None = None  # what the apply answered
 
     @property
     def label(self) -> str:
@@ -135,6 +131,7 @@ class ManifestSet:
                             "owns it"
                         )
             answer = self._apply(item, dry_run=True)
+            item.planned = None if isinstance(answer, Response) else dict(answer)
             if isinstance(answer, Response):
                 message = str(answer.body.get("message", answer.status))
                 if item.is_job and item.prior is not None and "immutable" in message:
@@ -142,10 +139,10 @@ class ManifestSet:
                     continue
                 problems.append(
                     InputProblem(
-                        "manifests",
+                        item.manifest.origin,
                         f"{item.manifest.source} ({item.manifest.kind} {item.manifest.name}) was "
                         f"refused by the API server: {message}",
-                        INPUTS["manifests"][1],
+                        INPUTS[item.manifest.origin][1],
                     )
                 )
         if problems:
@@ -174,7 +171,7 @@ class ManifestSet:
     def apply(self, item: Applied) -> dict[str, Any]:
         """Apply one document for real (a changed Job is replaced)."""
         if item.replace:
-            self._delete(item, wait=True)
+            self.delete(item, wait=True)
         answer = self._apply(item, dry_run=False)
         if isinstance(answer, Response):
             raise ClusterError(
@@ -182,10 +179,12 @@ class ManifestSet:
                 f"server: {answer.body.get('message', answer.status)}"
             )
         item.done = True
+        item.after = dict(answer)
         self.io.info(f"Applied {item.label} ({item.manifest.source})")
-        return dict(answer)
+        return item.after
 
-    def _delete(self, item: Applied, *, wait: bool) -> None:
+    def delete(self, item: Applied, *, wait: bool) -> None:
+        """Delete the object (and wait until it is gone when ``wait``)."""
         assert item.resource is not None
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         self.kube.request(
@@ -197,8 +196,9 @@ class ManifestSet:
             body=body,
             expect=frozenset({404}),
         )
-        until = time.monotonic() + _GONE_SECONDS
-        while wait and time.monotonic() < until:
+        clock = self.kube.clock
+        until = clock.monotonic() + _GONE_SECONDS
+        while wait and clock.monotonic() < until:
             found = self.kube.request(
                 "GET",
                 item.resource,
@@ -209,114 +209,7 @@ class ManifestSet:
             )
             if isinstance(found, Response):
                 return
-            if self.kube.cancel.wait(0.25):
+            if clock.wait(self.kube.cancel, _GONE_POLL):
                 return
         if wait:
             raise ClusterError(f"{item.label} was not gone {_GONE_SECONDS:.0f} s after delete")
-
-    def wait_job(
-        self, item: Applied, policy: Policy, clock: Callable[[], float]
-    ) -> tuple[str, Diagnosis | None]:
-        """Wait for a Job to complete; returns "" or the failure, with its diagnosis."""
-        name, ns = item.manifest.name, item.namespace or self.namespace
-        seen: dict[tuple[str, str, str], float] = {}
-        message = ""
-        while True:
-            job = self.kube.request("GET", JOBS, verb="get", namespace=ns, name=name)
-            status = job_status(job)
-            if status.state == "complete":
-                self.io.info(f"Job {name}: completed")
-                return "", None
-            pods = (
-                self.kube.request(
-                    "GET",
-                    PODS,
-                    verb="list",
-                    namespace=ns,
-                    query=[("labelSelector", f"job-name={name}")],
-                ).get("items")
-                or []
-            )
-            now = clock()
-            current = {}
-            for pod in pods:
-                found = pod_problem(pod, policy)
-                if found is not None:
-                    current[found.key] = found
-                    first = seen.setdefault(found.key, now)
-                    if found.grace is not None and now - first >= found.grace:
-                        return self._job_failed(ns, name, found.line(), found.pod, found.container)
-            seen = {k: v for k, v in seen.items() if k in current}
-            if status.state == "failed":
-                pod = pods[-1]["metadata"]["name"] if pods else ""
-                return self._job_failed(ns, name, status.message, pod, "")
-            if status.message != message:
-                message = status.message
-                self.io.info(f"Job {name}: {message}")
-            if now >= self.kube.deadline:
-                pod = pods[-1]["metadata"]["name"] if pods else ""
-                return self._job_failed(ns, name, f"not complete in time: {message}", pod, "")
-            if self.kube.cancel.wait(_JOB_POLL):
-                return "cancelled", None
-
-    def _job_failed(
-        self, ns: str, name: str, reason: str, pod: str, container: str
-    ) -> tuple[str, Diagnosis]:
-        kube = self.kube.with_deadline(self.kube.clock.monotonic() + _DIAGNOSIS_SECONDS)
-        why = f"Job {name} failed: {reason}"
-        return why, diagnose_pod(kube, ns, why, pod, container, owners=(("Job", name),))
-
-    # -- restore ---------------------------------------------------------------------
-
-    def restore(self, skip: Callable[[Applied], bool]) -> list[str]:
-        """Put back every applied object (newest first) but those ``skip`` handles.
-
-        Returns one line per object: what was done, or why it was not.
-        """
-        lines = []
-        for item in reversed(self.items):
-            if not item.done or skip(item):
-                continue
-            try:
-                lines.append(self._restore(item))
-            except (ClusterError, AccessDenied) as e:
-                lines.append(f"{item.label}: not restored: {e.message}")
-        return lines
-
-    def _restore(self, item: Applied) -> str:
-        assert item.resource is not None
-        if item.is_job:
-            return f"{item.label}: left as is (a Job that ran cannot be undone)"
-        if not item.readable:
-            return f"{item.label}: not restored: the credentials may not read it"
-        if item.prior is None:
-            self._delete(item, wait=False)
-            return f"{item.label}: deleted (created by this run)"
-        live = self.kube.request(
-            "GET",
-            item.resource,
-            verb="get",
-            namespace=item.namespace,
-            name=item.manifest.name,
-            expect=frozenset({404}),
-        )
-        body = {k: v for k, v in item.prior.items() if k != "status"}
-        meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
-        if isinstance(live, Response):
-            meta.pop("resourceVersion", None)
-            body["metadata"] = meta
-            self.kube.request(
-                "POST", item.resource, verb="create", namespace=item.namespace, body=body
-            )
-            return f"{item.label}: created again as it was"
-        meta["resourceVersion"] = live["metadata"]["resourceVersion"]
-        body["metadata"] = meta
-        self.kube.request(
-            "PUT",
-            item.resource,
-            verb="update",
-            namespace=item.namespace,
-            name=item.manifest.name,
-            body=body,
-        )
-        return f"{item.label}: restored to what it was before the run"

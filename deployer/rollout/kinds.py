@@ -92,6 +92,7 @@ class Kind:
     history: Resource  # where ``kubectl rollout undo`` finds the previous template
     judge_status: Callable[[Mapping[str, Any]], Status]
     progress: Callable[[Mapping[str, Any]], str]
+    api_version: str = "apps/v1"  # as in manifests
 
     @property
     def lower(self) -> str:
@@ -153,11 +154,10 @@ DAEMONSET = Kind(
 )
 KINDS: dict[str, Kind] = {k.lower: k for k in (DEPLOYMENT, STATEFULSET, DAEMONSET)}
 # A migration Job: run to completion before the workloads, never undone (not in KINDS).
-JOB = Kind("Job", JOBS, JOBS, job_status, _status_progress(job_status))
+JOB = Kind("Job", JOBS, JOBS, job_status, _status_progress(job_status), "batch/v1")
 
 
 def kind_named(api_version: str, kind: str) -> Kind | None:
-    """The :class:`Kind` of a manifest, if it is a workload we verify."""
-    if api_version != "apps/v1":
-        return None
-    return KINDS.get(kind.lower())
+    """The :class:`Kind` of a manifest, if it is a workload we verify (in :data:`KINDS`)."""
+    found = KINDS.get(kind.lower())
+    return found if found is not None and found.api_version == api_version else None

@@ -6,6 +6,10 @@
                         │                      │ rollback-on-failure
                         └──────────────→ ROLLING_BACK ─judge→ DONE(rolled-back | failed)
     any phase ─cancel→ DONE(cancelled)         CHECKED ─dry-run→ DONE(planned)
+
+The steps never write a ``reason`` themselves: they call the transition that says
+what happened, and the transition words it. :class:`RunState` is what the run has
+changed so far (the workloads, the migration Jobs, the applied manifests).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployer.rollout.apply import ManifestSet
 from deployer.rollout.diagnose import Diagnosis
 from deployer.rollout.kinds import Kind, images, template_of
 from deployer.rollout.status import template_without_hash
 
-__all__ = ["Outcome", "Phase", "Workload"]
+__all__ = ["Outcome", "Phase", "RunState", "Workload"]
 
 
 class Phase(enum.Enum):
@@ -58,6 +63,7 @@ class Workload:
     diagnosis: Diagnosis | None = None
     undo_reason: str = ""
     superseded: bool = False  # someone else changed our containers' images after us
+    culprit: bool = False  # failed for a reason of its own (not because another did)
     # the current wait
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
@@ -67,6 +73,20 @@ class Workload:
     create_failure: str = ""
     checked_events_at: float = 0.0
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
+    # What the run sets: container → image (several with the ``images`` input), and for a
+    # named workload a strategic-merge fragment of spec.template (annotations, pull secret).
+    images: dict[str, str] = field(default_factory=dict)
+    template_patch: dict[str, Any] = field(default_factory=dict)
+
+    def image_for(self, container: str, default: str) -> str:
+        return self.images.get(container, default)
+
+    def target_images(self, default: str) -> dict[str, str]:
+        """Container → the image the run sets (``default``: the ``image`` input's)."""
+        return {c: self.image_for(c, default) for c in self.containers}
+
+    def new_images(self, default: str) -> str:
+        return ", ".join(dict.fromkeys(self.target_images(default).values()))
 
     @property
     def key(self) -> str:
@@ -96,6 +116,14 @@ class Workload:
     def open(self) -> bool:
         return self.outcome is Outcome.PENDING
 
+    @property
+    def failed(self) -> bool:
+        return self.outcome is Outcome.FAILED
+
+    @property
+    def undo_hint(self) -> str:
+        return f"kubectl rollout undo {self.kind.lower}/{self.name} -n {self.namespace}"
+
     # -- transitions ---------------------------------------------------------------
 
     def applied(self, obj: Mapping[str, Any]) -> None:
@@ -120,18 +148,57 @@ class Workload:
         self.phase = Phase.DONE
 
     def fail(self, reason: str, diagnosis: Diagnosis | None = None) -> None:
+        """It failed for ``reason`` (while rolling back: the rollback failed)."""
         if self.phase is Phase.ROLLING_BACK:
             reason = (
                 f"{self.undo_reason}; rollback failed: {reason}; the {self.kind.name} now runs "
                 f"{self.images_of(self.live)}"
             )
+        else:
+            self.culprit = True
         self.outcome, self.reason, self.phase = Outcome.FAILED, reason, Phase.DONE
         if diagnosis is not None:
             self.diagnosis = diagnosis
 
+    def not_verified(self, problem: str) -> None:
+        """The API failed us after the change: the rollout's outcome is unknown."""
+        self.fail(f"not verified: {problem}")
+
+    def stop_waiting(self) -> None:
+        """Another workload failed: with rollback on, this one is not waited for."""
+        self.fail("stopped waiting: another workload failed")
+        self.culprit = False
+
+    def not_changed(self, job: str) -> None:
+        """A migration Job failed before this workload was changed."""
+        self.fail(f"not changed: Job {job} failed")
+        self.culprit = False
+
+    def migration_failed(self, why: str, diagnosis: Diagnosis | None) -> None:
+        """This migration Job failed; the workloads after it were not changed."""
+        self.fail(f"{why}; nothing else was changed", diagnosis)
+
     def supersede(self, reason: str) -> None:
         self.superseded = True
         self.fail(reason)
+
+    def left_as_is(self) -> None:
+        """Failed, and rollback-on-failure is off: say how to undo it by hand."""
+        if self.failed and self.changed:
+            self.reason += f"; left as is (rollback-on-failure is off): undo with {self.undo_hint}"
+
+    def nothing_to_roll_back(self) -> None:
+        """Failed, and the run created it: there is no earlier revision."""
+        if self.failed and self.changed and self.before is None:
+            self.reason += "; created by this run: nothing to roll back to"
+
+    def prepare_undo(self, culprits: str) -> None:
+        """It is to be rolled back: because it failed, or because ``culprits`` did."""
+        self.undo_reason = self.reason if self.failed else f"rolled back because {culprits} failed"
+
+    def superseded_before_undo(self) -> None:
+        """Someone changed it after ours failed: their change stands, no undo."""
+        self.reason = f"{self.undo_reason}; {self.reason}"
 
     def start_undo(self, why: str) -> None:
         self.undo_reason = why
@@ -148,7 +215,7 @@ class Workload:
     def cancel(self) -> None:
         if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK):
             return
-        undo = f"; undo with kubectl rollout undo {self.kind.lower}/{self.name} -n {self.namespace}"
+        undo = f"; undo with {self.undo_hint}"
         if self.phase is Phase.CHECKED and not self.changed:
             self.reason = "cancelled before it was changed"
         elif self.phase is Phase.ROLLING_BACK:
@@ -159,3 +226,24 @@ class Workload:
                 f"the rollout continues in the cluster{undo}"
             )
         self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
+
+
+@dataclass
+class RunState:
+    """What one run deploys to and has changed so far; the rollback reads it."""
+
+    workloads: list[Workload] = field(default_factory=list)
+    jobs: list[Workload] = field(default_factory=list)  # migration Jobs, in run order
+    manifests: ManifestSet | None = None
+    restored: list[str] = field(default_factory=list)  # what the rollback did to the rest
+    changed: bool = False  # anything at all, so an error is an outcome, not a raise
+
+    @property
+    def everything(self) -> list[Workload]:
+        return [*self.jobs, *self.workloads]
+
+    def failed(self) -> list[Workload]:
+        return [w for w in self.everything if w.failed]
+
+    def open(self) -> list[Workload]:
+        return [w for w in self.workloads if w.open]

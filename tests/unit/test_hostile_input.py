@@ -144,9 +144,18 @@ def test_any_text_in_any_input_ends_the_run_cleanly(
     if code == 1:
         assert errors, log[-2000:]
     # The hostile value cannot issue a command, and it cannot add or replace an output.
+    # (Our notice, e.g. an image lower-cased, quotes the value escaped, after its title.)
     for command in commands(log):
         assert command.startswith(
-            ("::add-mask::", "::error ", "::error::", "::warning", "::group::", "::endgroup::")
+            (
+                "::add-mask::",
+                "::error ",
+                "::error::",
+                "::warning",
+                "::notice title=",
+                "::group::",
+                "::endgroup::",
+            )
         ), command
     outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
     assert set(outputs) == ACTION_OUTPUTS
@@ -349,34 +358,28 @@ class HostileKube:
 
 
 def test_hostile_pod_logs_and_events_through_the_rollout_report(tmp_path: Path) -> None:
-    import threading
-
     from deployer.actions import ActionsIO
-    from deployer.rollout import Stage
     from deployer.rollout.diagnose import diagnose_pod
     from deployer.rollout.kinds import DEPLOYMENT
-    from deployer.rollout.state import Workload
+    from deployer.rollout.result import report_failures, result_of
+    from deployer.rollout.state import RunState, Workload
 
     env = base_env(*_dirs(tmp_path))
-    config = load_config(env)
     out = io.StringIO()
     actions = ActionsIO(out, env)
     kube: Any = HostileKube()
-    stage = Stage(
-        config, "ghcr.io/acme/web@sha256:" + "ab" * 32, kube, actions, threading.Event(), 0
-    )
     target = Workload(DEPLOYMENT, "prod", "web", ("app",), None, None)
-    stage.workloads.append(target)
+    state = RunState(workloads=[target])
     target.fail(
         "pod web-1: ImagePullBackOff: " + HOSTILE_TEXT,
         diagnose_pod(kube, "prod", "pod web-1: " + HOSTILE_TEXT, "web-1", "app"),
     )
     assert target.diagnosis.events and target.diagnosis.log
-    stage._report_failures([target])
+    report_failures(actions, [target])
     log = out.getvalue()
     assert_inert(log, errors=1)
     assert "::error::forged-after-LF" in log  # shown, inside stop-commands
-    result = stage._result()
+    result = result_of(state, "ghcr.io/acme/web@sha256:" + "ab" * 32)
     from deployer.report import RunReport, outputs, summary
 
     report = RunReport(status=result.status, rollout=result)

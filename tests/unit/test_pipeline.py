@@ -164,7 +164,7 @@ def test_build_and_push(runner_env: dict[str, str]) -> None:
 
 def test_bad_input_builds_nothing(runner_env: dict[str, str]) -> None:
     engine = FakeEngine()
-    runner_env["INPUT_IMAGE"] = "ghcr.io/Acme/web"
+    runner_env["INPUT_IMAGE"] = "ghcr.io/acme/web:v1"
     code, log, outputs, summary = go(runner_env, engine)
     assert code == 1
     assert engine.names() == []

@@ -135,12 +135,22 @@ def test_dry_run_shows_the_plan_as_a_table(summaries: dict[str, str]) -> None:
     assert row in text
 
 
+def test_a_dry_run_with_a_plan_shows_it_instead_of_the_table(summaries: dict[str, str]) -> None:
+    text = summaries["plan"]
+    assert text.startswith("## 📝 Dry run: nothing was pushed or changed\n")
+    assert "Found `…/payments/checkout-web@sha256:e2ec6d4e…`; nothing was pushed" in text
+    assert "**Plan:** 1 to create, 3 to change, 0 unchanged." in text
+    assert "+  PAYMENTS_API_KEY: (hidden, changed)" in text
+    assert "c2stbGl2ZS0" not in text  # the Secret's values, in base64 as the API has them
+    assert "| Workload | Container | Now |\n" not in text
+
+
 def test_an_input_error_names_the_input_what_is_wrong_and_a_right_example(
     summaries: dict[str, str],
 ) -> None:
     text = summaries["input-error"]
     assert text.startswith("## ❌ Invalid input\n\nNothing was built, pushed or changed.")
-    assert "- Input **`image`**: `'ghcr.io/Acme/Checkout-Web' has upper-case letters" in text
+    assert "- Input **`image`**: `'ghcr.io/acme/checkout-web:v1' contains a tag" in text
     assert "  Example: `image: ghcr.io/acme/web`" in text
     assert "- Input **`timeout`**:" in text
     assert "<details>" not in text  # nothing was built: no empty details
@@ -387,12 +397,13 @@ def test_a_one_character_secret_cannot_unfence_untrusted_text(tmp_path: Path, se
     assert json.loads(outputs["deployments"])[0]["name"] == "web"
 
 
-def test_a_cluster_scoped_note_shows_a_file_name_with_a_cr_inertly(tmp_path: Path) -> None:
-    """A manifest file named with a CR (was: the dry-run plan's note rendered a live link)."""
-    from deployer.manifests import Manifest, cluster_scoped_note
+def test_the_plan_shows_a_file_name_with_a_cr_inertly() -> None:
+    """A manifest file named with CR pairs and a backtick in the dry-run plan (issue 17.6;
+    was a live link in the cluster-scoped note, which the plan replaced)."""
+    from deployer.plan import Plan, compare
 
     doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
     source = f"k8s/a`\r\r{LINK}\r\r.yaml (document 1)"
-    html = render(cluster_scoped_note([Manifest(source, doc, 0, cluster_scoped=True)]))
+    change = compare(None, doc, source=source, cluster_scoped=True)
+    html = render(Plan("ghcr.io/acme/web:sha-1", (change,)).markdown())
     assert_inert(html)
-    assert html.count("<li>") == 1

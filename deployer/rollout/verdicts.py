@@ -1,0 +1,140 @@
+"""Turning the pure judge's verdict on one workload into its state, with a diagnosis.
+
+:func:`judge_workload` builds the :class:`~deployer.rollout.judge.Snapshot` from
+what the watches saw, asks :func:`~deployer.rollout.judge.judge` at the clock's
+``now`` and makes the transition (succeeded, failed with the pod's diagnosis).
+A workload whose image someone else replaced since our patch is superseded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from deployer.cluster import Kube, label_selector
+from deployer.errors import ClusterError
+from deployer.rollout.context import Context
+from deployer.rollout.diagnose import diagnose_pod
+from deployer.rollout.force import force_stuck_pods
+from deployer.rollout.judge import Snapshot, judge, timed_out
+from deployer.rollout.kinds import (
+    DEPLOYMENT,
+    STATEFULSET,
+    containers_of,
+    controlled_by,
+    template_of,
+    uid_of,
+)
+from deployer.rollout.state import Workload
+from deployer.rollout.status import condition, template_without_hash
+from deployer.rollout.undo import revision_of
+
+__all__ = ["judge_workload", "superseded", "time_out"]
+
+# Reading a failed pod's events and log may run this long past the deadline.
+_DIAGNOSIS_SECONDS = 10.0
+
+
+def snapshot(w: Workload) -> Snapshot:
+    assert w.live is not None
+    pods = tuple(w.pods.values())
+    return Snapshot(w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure)
+
+
+def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
+    """Fail ``w`` when another client replaced our image since our patch.
+
+    A newer rollout supersedes ours: judging it would report their rollout as
+    ours, and undoing it would roll back over their change. Both are wrong.
+    """
+    now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
+    others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, ctx.image)}
+    if not others:
+        return False
+    running = ", ".join(f"container {name}: {image}" for name, image in others.items())
+    generation = (live.get("metadata") or {}).get("generation")
+    w.supersede(
+        f"superseded by another change to the {w.kind.name} during the rollout: it now "
+        f"runs {running} (generation {generation}); not rolled back, the newer change stands"
+    )
+    return True
+
+
+def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
+    """Judge ``w`` now and make the transition the verdict calls for."""
+    live = w.live
+    assert live is not None
+    if not undoing and superseded(ctx, w, live):
+        return
+    if undoing and w.kind is STATEFULSET:
+        force_stuck_pods(ctx, w)
+    verdict = judge(snapshot(w), ctx.now(), ctx.policy)
+    w.seen = verdict.seen
+    if verdict.progress and verdict.progress != w.progress:
+        w.progress = verdict.progress
+        ctx.io.info(f"{w.display}: {verdict.progress}")
+    if verdict.state == "complete":
+        w.succeed()
+        revision = revision_of(live)
+        at = f" (revision {revision})" if revision is not None else ""
+        ctx.io.info(
+            f"{w.display}: {'rolled back' if undoing else 'rolled out'}{at} in "
+            f"{ctx.spent():.1f} s"
+            + ("" if verdict.message.endswith("rolled out") else f": {verdict.message}")
+        )
+    elif verdict.state == "failed":
+        problem = verdict.problem
+        if problem is not None:
+            fail_with_diagnosis(ctx, w, verdict.message, problem.pod, problem.container)
+        else:
+            pod = verdict.pod
+            name = pod["metadata"]["name"] if pod else ""
+            fail_with_diagnosis(ctx, w, verdict.message, name, "")
+
+
+def time_out(ctx: Context, w: Workload) -> None:
+    """The deadline came first: fail ``w`` saying where it stood."""
+    reason, pod = timed_out(snapshot(w), ctx.spent())
+    fail_with_diagnosis(ctx, w, reason, pod["metadata"]["name"] if pod else "", "")
+
+
+def fail_with_diagnosis(ctx: Context, w: Workload, reason: str, pod: str, container: str) -> None:
+    """Fail ``w``, with the pod's events and log (read on a short budget of their own)."""
+    # Its own short budget: a failure found at the deadline still gets its diagnosis.
+    kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
+    owners: tuple[tuple[str, str], ...] = ((w.kind.name, w.name),)
+    if w.kind is DEPLOYMENT:
+        owners += tuple(("ReplicaSet", name) for name in _new_replicasets(kube, w, pod))
+    summary = f"{w.display}: {reason}"
+    if pod and not container:
+        ready = condition(w.pods.get(pod) or {}, "Ready") or {}
+        why = ready.get("message") or ready.get("reason") or ""
+        summary = f"pod {pod}: not ready" + (f": {why}" if why else "")
+        container = w.containers[0] if w.containers else ""
+    w.fail(reason, diagnose_pod(kube, w.namespace, summary, pod, container, owners))
+
+
+def _new_replicasets(kube: Kube, w: Workload, pod: str) -> list[str]:
+    """The ReplicaSet of ``pod``, else of the current template (best effort, for events)."""
+    found = w.pods.get(pod) or {}
+    names = [
+        str(ref.get("name"))
+        for ref in (found.get("metadata") or {}).get("ownerReferences") or []
+        if ref.get("kind") == "ReplicaSet"
+    ]
+    if names or w.live is None:
+        return names
+    selector = label_selector((w.live.get("spec") or {}).get("selector") or {})
+    query = [("labelSelector", selector)]
+    try:
+        listing = kube.request(
+            "GET", w.kind.history, verb="list", namespace=w.namespace, query=query
+        )
+    except ClusterError:
+        return []
+    current = template_without_hash(template_of(w.live))
+    return [
+        str(rs["metadata"]["name"])
+        for rs in listing.get("items") or []
+        if controlled_by(rs, uid_of(w.live)) and template_without_hash(template_of(rs)) == current
+    ]

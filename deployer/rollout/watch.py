@@ -1,0 +1,131 @@
+"""Step 4, watch: one loop over one event source until every workload has a verdict.
+
+The loop reads :class:`~deployer.rollout.events.Events` (a watch per namespace and
+kind, and one per workload's pods), folds each item into the workloads' state and
+hands every workload it touched to the judge
+(:func:`~deployer.rollout.verdicts.judge_workload`). On a tick without events it
+probes and judges every open workload, so graces run out without events. It ends
+when every workload is decided, at the deadline, or on cancel (raising
+:class:`~deployer.errors.Cancelled`). Nothing else in the rollout waits for the
+cluster.
+"""
+
+from __future__ import annotations
+
+from deployer.cluster import PODS, Watch, label_selector
+from deployer.errors import Cancelled, ClusterError
+from deployer.rollout.context import Context
+from deployer.rollout.events import Events, Item
+from deployer.rollout.judge import baseline
+from deployer.rollout.probe import probe
+from deployer.rollout.state import Workload
+from deployer.rollout.verdicts import judge_workload, time_out
+
+__all__ = ["wait_for"]
+
+TICK = 0.25  # how often the loop wakes without events: cancel and grace checks
+
+
+def _start(ctx: Context, events: Events, workloads: list[Workload]) -> None:
+    for ns, kind in dict.fromkeys((w.namespace, w.kind) for w in workloads):
+        events.watch(Watch(ctx.kube, kind.resource, ns), f"{kind.lower}/{ns}", "workload")
+    for w in workloads:
+        selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
+        query = [("labelSelector", selector)]
+        events.watch(Watch(ctx.kube, PODS, w.namespace, query), w.key, "pods")
+
+
+def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
+    lower, _, ns = item.key.partition("/")
+    mine = [w for w in workloads if w.kind.lower == lower and w.namespace == ns and w.open]
+    what = item.what
+    if isinstance(what, ClusterError):
+        for w in mine:
+            w.fail(what.message)
+        return []
+    named = {str(o["metadata"]["name"]): o for o in what.objects}
+    touched = []
+    for w in mine:
+        obj = named.get(w.name)
+        uid = ((w.live or {}).get("metadata") or {}).get("uid")
+        gone = obj is None or obj["metadata"].get("uid") != uid
+        if (what.type == "SYNC" and gone) or (obj is not None and what.type == "DELETED"):
+            w.fail(f"{w.kind.name} {w.namespace}/{w.name} was deleted during the rollout")
+        elif obj is not None:
+            w.live = dict(obj)
+            touched.append(w)
+    return touched
+
+
+def _fold_pods(item: Item, w: Workload) -> list[Workload]:
+    what = item.what
+    if isinstance(what, ClusterError):
+        if w.open:
+            w.fail(what.message)
+        return []
+    if what.type == "SYNC":
+        w.pods = {p["metadata"]["name"]: p for p in what.objects}
+    for pod in what.objects if what.type != "SYNC" else ():
+        if what.type == "DELETED":
+            w.pods.pop(pod["metadata"]["name"], None)
+        else:
+            w.pods[pod["metadata"]["name"]] = pod
+    return [w]
+
+
+def fold(item: Item, workloads: list[Workload]) -> list[Workload]:
+    """Fold one watch item into the workloads' state; returns those it touched."""
+    if item.stream == "workload":
+        return _fold_workloads(item, workloads)
+    found = [w for w in workloads if w.key == item.key]
+    return _fold_pods(item, found[0]) if found else []
+
+
+def _stop_early(ctx: Context, workloads: list[Workload], undoing: bool) -> bool:
+    """With rollback on, one failure rolls every workload back: stop waiting."""
+    if undoing or not ctx.config.rollback_on_failure:
+        return False
+    if not any(x.failed for x in workloads):
+        return False
+    for other in workloads:
+        if other.open:
+            other.stop_waiting()
+    return True
+
+
+def _step(
+    ctx: Context, events: Events, workloads: list[Workload], until: float, undoing: bool
+) -> None:
+    """Wait for one item (or a tick) and judge what it changed."""
+    item = events.next(min(TICK, until - ctx.now()))
+    if item is None:
+        for w in workloads:
+            if w.open:
+                probe(ctx, w)
+                judge_workload(ctx, w, undoing)
+        return
+    for w in fold(item, workloads):
+        if w.open:
+            judge_workload(ctx, w, undoing)
+
+
+def wait_for(
+    ctx: Context, workloads: list[Workload], until: float, *, undoing: bool = False
+) -> None:
+    """Watch ``workloads`` until each is decided or ``until`` (a value of the clock)."""
+    for w in workloads:
+        w.start_wait(undoing=undoing)
+        w.baseline = baseline(w.live)
+    with Events(ctx.clock) as events:
+        _start(ctx, events, workloads)
+        while any(w.open for w in workloads):
+            if ctx.cancel.is_set():
+                raise Cancelled("cancelled")
+            if until - ctx.now() <= 0:
+                for w in workloads:
+                    if w.open:
+                        time_out(ctx, w)
+                break
+            _step(ctx, events, workloads, until, undoing)
+            if _stop_early(ctx, workloads, undoing):
+                break
