@@ -228,3 +228,27 @@ def test_the_builder_shares_the_runners_network_only_for_a_loopback_registry(
     create = engine.buildx_calls()[0]
     assert create["argv"][0] == "create"
     assert ("--driver-opt=network=host" in create["argv"]) is host_network
+
+
+def test_every_variable_we_give_buildx_is_a_reserved_build_arg_name(tmp_path: Path) -> None:
+    """An invariant for whoever adds a variable to buildx's environment: a build-arg of the
+    same name would replace it, so reserved_build_arg must refuse it."""
+    from deployer.buildenv import reserved_build_arg
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    env = {
+        "GITHUB_WORKSPACE": str(tmp_path),
+        "INPUT_IMAGE": "ghcr.io/a/b",
+        "ACTIONS_RUNTIME_TOKEN": "t",
+        "ACTIONS_RESULTS_URL": "https://results.example/",
+        "ACTIONS_CACHE_URL": "https://cache.example/",
+    }
+    config = load_config(env)
+    proxies = {name: "http://proxy.example:3128" for name in ("HTTPS_PROXY", "no_proxy")}
+    workdir = Workdir(config)
+    try:
+        given = workdir.env(config, {**proxies, "SSL_CERT_FILE": "/x", "TMPDIR": "/tmp"})
+    finally:
+        workdir.remove()
+    assert {"PATH", "HOME", "DOCKER_CONFIG", "ACTIONS_RUNTIME_TOKEN", "HTTPS_PROXY"} <= set(given)
+    assert [name for name in given if not reserved_build_arg(name, s3_cache=False)] == []
