@@ -36,6 +36,7 @@ RUN python3 -m venv /opt/deployer/venv \
         "$site"/setuptools-* "$site/pkg_resources" "$site/_distutils_hack" \
         "$site/distutils-precedence.pth" "$site"/*/tests "$site"/*/test \
         /opt/deployer/venv/bin/pip* \
+ && echo /opt/deployer > "$site/deployer.pth" \
  && /opt/deployer/venv/bin/python -m compileall -q "$site" \
  && /opt/deployer/venv/bin/python -m compileall -q -b -o 2 "$site/kubernetes/client" \
  && find "$site/kubernetes/client" -name '*.py' -delete \
@@ -67,5 +68,9 @@ RUN /opt/deployer/venv/bin/python3 -m compileall -q /opt/deployer/deployer
 
 # Exec form: python is PID 1 and receives the runner's SIGINT/SIGTERM on cancel;
 # entrypoint.py handles both. The venv's interpreter by its absolute path: a
-# workflow may set `env: PATH` for the step, and the runner passes it in.
-ENTRYPOINT ["/opt/deployer/venv/bin/python3", "/opt/deployer/entrypoint.py"]
+# workflow may set `env: PATH` for the step, and the runner passes it in. -I
+# (isolated): the job's PYTHONPATH, PYTHONHOME, PYTHONSTARTUP ... reach the
+# container too, and PYTHONPATH=/github/workspace would import a pull request's
+# json.py before the standard library's; deployer is found through deployer.pth
+# in the venv instead (-B and -u stand for the two ENV settings -I ignores).
+ENTRYPOINT ["/opt/deployer/venv/bin/python3", "-I", "-B", "-u", "/opt/deployer/entrypoint.py"]

@@ -22,9 +22,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["SUMMARY_LIMIT", "ActionsIO", "cut_markdown", "escape_data", "escape_property"]
+__all__ = [
+    "MIN_RENDERED_SECRET",
+    "SUMMARY_LIMIT",
+    "ActionsIO",
+    "cut_markdown",
+    "escape_data",
+    "escape_property",
+]
 
 _REDACTED = "***"
+# Secrets shorter than this are not registered with the runner (it would mask every such
+# substring of the log) and are redacted only field by field, before anything is rendered:
+# replacing a one-character secret such as a backtick in rendered Markdown or JSON would
+# break the code spans and fences that keep untrusted text inert.
+MIN_RENDERED_SECRET = 4
 # The runner drops a step summary larger than this, whole (actions/runner: 1 MiB per step).
 SUMMARY_LIMIT = 1024 * 1024
 _SUMMARY_CUT_NOTE = (
@@ -75,28 +87,45 @@ class ActionsIO:
         )
         self._secrets: set[str] = set()
         self._lock = threading.RLock()
+        self._stopped_by = ""  # the token of the open stop-commands block, if one is open
+        self._depth = 0  # untrusted() blocks open (only the outermost one is the runner's)
 
     # -- masking -----------------------------------------------------------------
 
     def mask(self, value: str | None) -> None:
-        """Register a secret with the runner (each line of it) and redact it locally."""
+        """Register a secret with the runner (each line of it) and redact it locally.
+
+        Safe from any thread at any time: inside an open stop-commands block (a token
+        renewed on a watch thread while a pod's log is printed) the runner would show
+        ``::add-mask::`` verbatim, so the block is closed around the mask and reopened.
+        """
         if not value or not value.strip():
             return
         lines = [line.strip() for line in value.splitlines() if line.strip()]
         with self._lock:
+            commands = []
             for line in [value.strip(), *lines]:
                 if line in self._secrets:
                     continue
-                if len(line) >= 4:
-                    self._out.write(f"::add-mask::{escape_data(line)}\n")
+                if len(line) >= MIN_RENDERED_SECRET:
+                    commands.append(f"::add-mask::{escape_data(line)}\n")
                 self._secrets.add(line)
                 self._secrets.update(_encodings(line))
+            if commands and self._stopped_by:
+                token = self._stopped_by
+                commands = [f"::{token}::\n", *commands, f"::stop-commands::{token}\n"]
+            self._out.write("".join(commands))
             self._out.flush()
 
-    def redact(self, text: str) -> str:
-        """Replace every registered secret (and its encodings) in ``text``."""
+    def redact(self, text: str, *, rendered: bool = False) -> str:
+        """Replace every registered secret (and its encodings) in ``text``.
+
+        ``rendered``: ``text`` is finished Markdown or JSON whose fields were redacted one
+        by one already; secrets shorter than :data:`MIN_RENDERED_SECRET` are left alone.
+        """
+        shortest = MIN_RENDERED_SECRET if rendered else 1
         with self._lock:
-            found = [s for s in self._secrets if s and s in text]
+            found = [s for s in self._secrets if len(s) >= shortest and s in text]
         for secret in sorted(found, key=len, reverse=True):
             text = text.replace(secret, _REDACTED)
         return text
@@ -159,11 +188,19 @@ class ActionsIO:
         executes no workflow command, whatever the text contains.
         """
         token = f"deployer-{secrets.token_hex(16)}"
-        self._write("", head=f"::stop-commands::{token}")
+        with self._lock:
+            self._write("", head=f"::stop-commands::{token}")
+            self._depth += 1
+            if self._depth == 1:
+                self._stopped_by = token
         try:
             yield UntrustedLog(self, token)
         finally:
-            self._write("", head=f"::{token}::")
+            with self._lock:
+                self._write("", head=f"::{token}::")
+                self._depth -= 1
+                if self._depth == 0:
+                    self._stopped_by = ""
 
     # -- outputs and summary ------------------------------------------------------------
 
@@ -171,7 +208,7 @@ class ActionsIO:
         """Write step outputs with a random heredoc delimiter per value."""
         blocks = []
         for name, value in outputs.items():
-            value = self.redact(value)
+            value = self.redact(value, rendered=True)
             delimiter = f"ghadelimiter_{uuid.uuid4()}"
             while delimiter in value:  # pragma: no cover - a uuid collision
                 delimiter = f"ghadelimiter_{uuid.uuid4()}"
@@ -191,7 +228,7 @@ class ActionsIO:
         """
         if self._summary_path is None:
             return
-        text = self.redact(markdown).rstrip("\n") + "\n\n"
+        text = self.redact(markdown, rendered=True).rstrip("\n") + "\n\n"
         with self._lock:
             try:
                 used = self._summary_path.stat().st_size

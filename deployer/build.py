@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from deployer import buildx
 from deployer.actions import ActionsIO
 from deployer.buildcontext import check_named_contexts, context_dockerfile
+from deployer.buildenv import cache_credentials
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.engine import EngineAPIError, EngineInfo
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError, engine_message
@@ -130,12 +131,13 @@ def build_argv(
     push: bool,
     reserved_env: set[str],
 ) -> tuple[list[str], dict[str, str]]:
-    """buildx's argv and the build-arg values passed through its environment.
+    """buildx's argv and the values passed through its environment (build-args, cache
+    credentials).
 
-    Nothing secret is in argv: build secrets are files (``src=``), the registry
-    login is in the docker config, build-arg values go through the environment
-    (``--build-arg NAME`` makes buildx read ``$NAME``) unless the name clashes
-    with a variable buildx itself needs.
+    No value is in argv: build secrets are files (``src=``), the registry login is in
+    the docker config, build-arg values and the credentials of cache entries go
+    through the environment (``--build-arg NAME`` makes buildx read ``$NAME``;
+    buildenv.py). A name buildx itself reads was refused with the inputs.
     """
     assert config.buildx is not None
     argv = [config.buildx, "build", "--progress=plain", f"--metadata-file={workdir.metadata}"]
@@ -146,19 +148,21 @@ def build_argv(
         argv.append(f"--tag={reference}")
     env: dict[str, str] = {}
     for key, value in config.build_args.items():
-        if key in reserved_env or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            argv.append(f"--build-arg={key}={value}")
-        else:
-            argv.append(f"--build-arg={key}")
-            env[key] = value
+        if key in reserved_env:  # refused with the inputs already (reserved_build_arg)
+            raise BuildError(f"build-arg {key} would replace buildx's own {key}")
+        argv.append(f"--build-arg={key}")
+        env[key] = value
     for key, value in config.oci_labels().items():
         argv.append(f"--label={key}={value}")
     if config.target:
         argv.append(f"--target={config.target}")
     if config.platforms:
         argv.append(f"--platform={','.join(config.platforms)}")
-    argv += [f"--cache-from={entry}" for entry in config.cache_from]
-    argv += [f"--cache-to={entry}" for entry in config.cache_to]
+    for flag, entries in (("--cache-from", config.cache_from), ("--cache-to", config.cache_to)):
+        for entry in entries:
+            kept, credentials = cache_credentials(entry)
+            argv.append(f"{flag}={kept}")
+            env.update(credentials)
     for name, path in workdir.secret_files.items():
         argv.append(f"--secret=id={name},src={path}")
     argv += _forwarded_argv(config, workdir)
@@ -402,9 +406,12 @@ def _create_builder(
         "create",
         f"--name={name}",
         "--driver=docker-container",
-        "--driver-opt=network=host",  # loopback registries (and the job's) stay reachable
         f"--driver-opt=image={config.buildkit_image}",
     ]
+    loopback = sorted(r for r in registries if buildx.loopback_registry(r))
+    if loopback:  # only then: RUN steps would share the runner's network (its loopback too)
+        argv.append("--driver-opt=network=host")
+        io.info(f"Builder network: the runner's, to reach {', '.join(loopback)}")
     settings = workdir.buildkitd_config(registries)
     if settings is not None:
         argv.append(f"--buildkitd-config={settings}")

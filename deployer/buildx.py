@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deployer.actions import ActionsIO, UntrustedLog
+from deployer.cloud.http import is_loopback
 from deployer.config import DOCKER_HUB, Config
 from deployer.errors import BuildError, EngineError
 
@@ -46,6 +47,7 @@ __all__ = [
     "LineSplitter",
     "ProgressLog",
     "Workdir",
+    "loopback_registry",
     "remove_builder",
     "run_buildx",
 ]
@@ -280,9 +282,11 @@ def _auth_key(registry: str) -> str:
     return _HUB_AUTH_KEY if registry == DOCKER_HUB else registry
 
 
-def _loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name in ("localhost", "[::1]") or name.startswith("127.")
+def loopback_registry(registry: str) -> bool:
+    """Whether a registry ``host[:port]`` is on this machine: ``localhost``, 127.0.0.0/8,
+    ``[::1]`` (parsed as addresses: ``127.evil.example`` is not loopback)."""
+    host = registry if registry.endswith("]") else registry.rsplit(":", 1)[0]
+    return is_loopback(host)
 
 
 class Workdir:
@@ -333,7 +337,7 @@ class Workdir:
 
     def buildkitd_config(self, registries: set[str]) -> Path | None:
         """A buildkitd.toml marking loopback registries plain HTTP, or None if there are none."""
-        loopback = sorted(r for r in registries if _loopback(r))
+        loopback = sorted(r for r in registries if loopback_registry(r))
         if not loopback:
             return None
         path = self.path / "buildkitd.toml"

@@ -31,12 +31,16 @@ from deployer.clock import SYSTEM_CLOCK, Clock
 from deployer.config import Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError
 from deployer.kubeconfig import (
+    RUNNER_TEMP_MOUNT,
     Kubeconfig,
     check_input_kubeconfig,
+    check_tls_flags,
     credentials_in,
+    inline_files,
     parse_kubeconfig,
     read_kubeconfig_files,
 )
+from deployer.markdown import code
 
 __all__ = [
     "CONTROLLERREVISIONS",
@@ -165,6 +169,56 @@ def _without_userinfo(server: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
+def _file_roots(config: Config) -> list[Path]:
+    """Where a KUBECONFIG file's key files may be: the workspace, the runner's temp dir."""
+    roots = [config.workspace, RUNNER_TEMP_MOUNT]
+    if config.runner_temp is not None:
+        roots.append(config.runner_temp)
+    return roots
+
+
+_INSECURE = {
+    "TLS verification is off": (
+        "The kubeconfig's cluster {} sets insecure-skip-tls-verify: true: the API server's "
+        "certificate is not checked, so whoever sits between the runner and the cluster can "
+        "read the credentials and change what is deployed. Put the cluster's CA in "
+        "certificate-authority-data instead."
+    ),
+    "Plain HTTP to the API server": (
+        "The kubeconfig's cluster {} is reached over plain http://: the credentials and "
+        "everything deployed travel unencrypted, and whoever sits between the runner and the "
+        "cluster can read and change them. Use the API server's https:// address."
+    ),
+}
+
+
+def _warn_insecure(kubeconfig: Kubeconfig, host: str, io: ActionsIO | None) -> None:
+    """A warning in the log and the summary for each way the connection is not protected."""
+    if io is None:
+        return
+    name, cluster = kubeconfig.current_cluster()
+    found = []
+    if cluster.get("insecure-skip-tls-verify") is True:
+        found.append("TLS verification is off")
+    if host.lower().startswith("http://"):
+        found.append("Plain HTTP to the API server")
+    for title in found:
+        io.warning(_INSECURE[title].format(f"'{name[:60]}'"), title=title)
+        shown = code(io.redact(name), limit=120)  # a name from the kubeconfig: inert
+        io.append_summary(f"> [!WARNING]\n> {_INSECURE[title].format(shown)}")
+
+
+def _warn_ignored_env(user_name: str, names: tuple[str, ...], io: ActionsIO | None) -> None:
+    if names and io is not None:
+        io.warning(
+            f"The kubeconfig's exec entry of user '{user_name[:60]}' sets "
+            f"{', '.join(names[:10])} in its env: ignored. A kubeconfig never chooses where a "
+            "credential is sent or which one; set what the job needs in the job's "
+            "environment (env: at the job or the step)",
+            title="Kubeconfig exec env ignored",
+        )
+
+
 def _load(
     kubeconfig: Kubeconfig,
     configuration: Configuration,
@@ -178,6 +232,11 @@ def _load(
 
     if from_input:
         check_input_kubeconfig(kubeconfig.raw)
+    else:  # a KUBECONFIG file: its files are read here, checked, never by the client
+        check_tls_flags(kubeconfig)
+        for secret in inline_files(kubeconfig, Path(base_path), _file_roots(config)):
+            if io is not None:
+                io.mask(secret)
     user_name, user = kubeconfig.current_user()
     try:
         plugin = plugin_for_user(user)
@@ -190,17 +249,9 @@ def _load(
     )
     loader.load_and_set(configuration)
     configuration.host = _without_userinfo(str(configuration.host))
-    cluster_name, cluster = kubeconfig.current_cluster()
-    if cluster.get("insecure-skip-tls-verify") is True and io is not None:
-        text = (
-            f"The kubeconfig's cluster '{cluster_name}' sets insecure-skip-tls-verify: true: "
-            "the API server's certificate is not checked, so whoever sits between the runner "
-            "and the cluster can read the credentials and change what is deployed. Put the "
-            "cluster's CA in certificate-authority-data instead."
-        )
-        io.warning(text, title="TLS verification is off")
-        io.append_summary(f"> [!WARNING]\n> {text}")
+    _warn_insecure(kubeconfig, str(configuration.host), io)
     if plugin is not None:
+        _warn_ignored_env(user_name, plugin.ignored_env, io)
         mask = io.mask if io is not None else (lambda _secret: None)
         token_source(plugin, config, mask).install(configuration)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr
 
+from deployer.buildenv import cache_credentials, cache_fields, reserved_build_arg
 from deployer.buildinputs import (
     NamedContext,
     SshForward,
@@ -329,6 +330,7 @@ class Config(BaseModel):
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
+    runner_temp: Path | None = Field(default=None, description="RUNNER_TEMP from the env")
     aws_role_arn: str | None = None
     cloud_env: CloudEnv = Field(default_factory=CloudEnv, description="AWS_*, AZURE_*, ...")
     github: GitHubContext
@@ -477,11 +479,8 @@ def _shown(value: str, limit: int = 60) -> str:
 
 
 def _csv_fields(entry: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for part in entry.split(","):
-        key, _, value = part.partition("=")
-        fields[key.strip().lower()] = value.strip()
-    return fields
+    """A validated cache entry's fields, read as buildx reads them (CSV)."""
+    return dict(cache_fields(entry))
 
 
 def _parse_cache(text: str, workspace: Path) -> list[str]:
@@ -498,7 +497,11 @@ def _parse_cache(text: str, workspace: Path) -> list[str]:
             raise ValueError(f"line {number} has white space or control characters, or is too long")
         if "=" not in entry.split(",")[0]:
             entry = f"type=registry,ref={entry}"  # buildx's shorthand, as build-push-action
-        fields = _csv_fields(entry)
+        try:
+            fields = dict(cache_fields(entry))
+            cache_credentials(entry)  # a credential buildx could only take in argv
+        except ValueError as e:
+            raise ValueError(f"line {number} {e}") from None
         kind = fields.get("type", "")
         if kind not in _CACHE_TYPES:
             raise ValueError(
@@ -512,6 +515,20 @@ def _parse_cache(text: str, workspace: Path) -> list[str]:
                     raise ValueError(f"line {number} (type=local): {key} is outside the workspace")
         entries.append(entry)
     return entries
+
+
+def _check_cache_credentials(check: _Collector, entries: list[str]) -> None:
+    """One value per variable: two cache entries with different tokens cannot both go."""
+    seen: dict[str, str] = {}
+    for entry in entries:
+        for name, value in cache_credentials(entry)[1].items():
+            if seen.setdefault(name, value) != value:
+                check.fail(
+                    "cache-to",
+                    f"cache entries carry two different values for what buildx reads from "
+                    f"{name}; give the credential once (or leave it to the job's environment)",
+                )
+                return
 
 
 def cache_type(entry: str) -> str:
@@ -855,7 +872,20 @@ def _build_inputs(
         problem = _gha_problem(name, entries, env)
         if problem:
             check.fail(name, problem)
+    _check_cache_credentials(check, cache_from + cache_to)
     build_secrets = check.take("secrets", _parse_secrets, raw["secrets"]) or {}
+    build_args = check.take("build-args", _parse_pairs, raw["build-args"]) or {}
+    s3_cache = any(cache_type(e) == "s3" for e in cache_from + cache_to)
+    for key in build_args:
+        if reserved_build_arg(key, s3_cache=s3_cache):
+            check.fail(
+                "build-args",
+                f"'{key}' is a variable buildx itself reads (BUILDX_*, DOCKER_*, BUILDKIT_*, "
+                "ACTIONS_*, proxies, SSL_CERT_*, PATH, HOME, ..."
+                + (", and AWS_* with a type=s3 cache" if s3_cache else "")
+                + "): build-arg values reach buildx through its environment, so it would "
+                "reconfigure buildx. Rename the ARG in the Dockerfile, e.g. APP_" + key,
+            )
     target = raw["target"].strip() or None
     if target is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", target):
         check.fail("target", f"'{_shown(target)}' is not a valid build stage name")
@@ -868,7 +898,7 @@ def _build_inputs(
         "build_secrets": {k: SecretStr(v) for k, v in build_secrets.items()},
         "provenance": check.take("provenance", _parse_attestation, raw["provenance"]),
         "sbom": check.take("sbom", _parse_attestation, raw["sbom"]),
-        "build_args": check.take("build-args", _parse_pairs, raw["build-args"]) or {},
+        "build_args": build_args,
         "labels": check.take("labels", _parse_pairs, raw["labels"]) or {},
         "target": target,
     }
@@ -1165,6 +1195,7 @@ def _job_environment(env: Mapping[str, str], workspace: Path) -> dict[str, Any]:
         "buildkit_image": env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
         "gha_env": {k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
         "path_env": env.get("PATH", os.defpath),
+        "runner_temp": Path(env["RUNNER_TEMP"]) if env.get("RUNNER_TEMP") else None,
         "proxy_env": {k: env[k] for k in _PROXY_ENV if env.get(k)},
         "kustomize_binary": find_tool(env, "DEPLOYER_KUSTOMIZE", "kustomize"),
         "helm_binary": find_tool(env, "DEPLOYER_HELM", "helm"),

@@ -8,7 +8,11 @@ No command a kubeconfig names is ever run: :meth:`Kubeconfig.without_commands` i
 what the kubernetes client gets, and the current user's ``exec`` entry must be a
 plugin :mod:`deployer.cloud.plugins` serves in-process. The input form may not
 name files of the action's container (``tokenFile``, ``client-key``, ...); a
-KUBECONFIG file may.
+KUBECONFIG file may, but only regular files inside the workspace or the runner's
+temporary directory, read here (:func:`inline_files`), never by the client: a
+pull request's ``tokenFile: /proc/self/environ`` would otherwise be sent to the
+server as the bearer token. ``insecure-skip-tls-verify`` must be a YAML boolean,
+as kubectl requires (the client would take the string ``"false"`` as "skip").
 """
 
 from __future__ import annotations
@@ -18,19 +22,23 @@ import binascii
 import contextlib
 import copy
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployer.manifests import read_inside
 from deployer.safeyaml import check_events, construct
 
 __all__ = [
     "FILE_KEYS",
     "MAX_BYTES",
+    "RUNNER_TEMP_MOUNT",
     "Kubeconfig",
     "check_input_kubeconfig",
+    "check_tls_flags",
     "credentials_in",
+    "inline_files",
     "parse_kubeconfig",
     "read_kubeconfig_files",
 ]
@@ -55,6 +63,16 @@ FILE_KEYS = {
     "cluster": ("certificate-authority",),
     "user": ("client-certificate", "client-key", "tokenFile"),
 }
+# Where a file key's content goes once read (the client prefers it over the file).
+_DATA_KEYS = {
+    "certificate-authority": "certificate-authority-data",
+    "client-certificate": "client-certificate-data",
+    "client-key": "client-key-data",
+    "tokenFile": "token",
+}
+# Where the runner mounts its temporary directory into a container action (RUNNER_TEMP
+# names the host's path, which does not exist in the container).
+RUNNER_TEMP_MOUNT = Path("/github/runner_temp")
 
 
 class Kubeconfig:
@@ -112,6 +130,15 @@ class Kubeconfig:
                 user.pop("exec", None)
                 user.pop("auth-provider", None)
         return data
+
+    def current_entry(self, section: str) -> tuple[str, dict[str, Any] | None]:
+        """The current context's ``user`` or ``cluster`` (name, the mapping itself, mutable)."""
+        name = self._context().get(section)
+        for entry in self.data.get(section + "s") or []:
+            if isinstance(entry, dict) and entry.get("name") == name:
+                body = entry.get(section)
+                return str(name or ""), body if isinstance(body, dict) else None
+        return str(name or ""), None
 
     def context_namespace(self) -> str | None:
         """The namespace of the current context, if it sets one."""
@@ -241,12 +268,71 @@ def _check_no_files(config: Kubeconfig) -> None:
                     )
 
 
+def check_tls_flags(config: Kubeconfig) -> None:
+    """ValueError for an ``insecure-skip-tls-verify`` that is not a YAML boolean.
+
+    kubectl refuses ``"false"``, ``"no"`` or ``1`` there; the Python client would
+    evaluate ``not value`` and turn verification off for any non-empty string.
+    """
+    for entry in config.data.get("clusters") or []:
+        body = entry.get("cluster") if isinstance(entry, Mapping) else None
+        if not isinstance(body, Mapping) or "insecure-skip-tls-verify" not in body:
+            continue
+        if not isinstance(body["insecure-skip-tls-verify"], bool):
+            raise ValueError(
+                f"cluster '{str(entry.get('name'))[:60]}' has an insecure-skip-tls-verify that "
+                "is not a YAML boolean (kubectl refuses it too); write true or false, unquoted"
+            )
+
+
+def inline_files(config: Kubeconfig, base: Path, roots: Sequence[Path]) -> list[str]:
+    """Read the current context's file keys into their data keys; return the secrets read.
+
+    ``tokenFile``, ``client-key``, ``client-certificate`` and ``certificate-authority``
+    (relative to ``base``, as the client resolves them) must be regular files of at
+    most :data:`MAX_BYTES` that lie inside one of ``roots``, links followed. A file
+    key whose data key is set too is dropped unread (the client prefers the data).
+    Raises ValueError saying what is wrong, never the content.
+    """
+    secrets: list[str] = []
+    for section in ("user", "cluster"):
+        name, body = config.current_entry(section)
+        for key in FILE_KEYS[section] if body is not None else ():
+            assert body is not None
+            value = body.pop(key, None)
+            if not value or body.get(_DATA_KEYS[key]):
+                continue
+            path = Path(str(value)).expanduser()
+            try:
+                data = read_inside(
+                    path if path.is_absolute() else base / path,
+                    roots,
+                    str(value)[:200],
+                    MAX_BYTES,
+                    where="the workspace and the runner's temporary directory",
+                )
+            except OSError as e:  # FileNotFoundError, a permission
+                raise ValueError(f"{section} '{name[:60]}' {key}: {e.strerror}") from None
+            except ValueError as e:
+                raise ValueError(f"{section} '{name[:60]}' {key}: {e}") from None
+            if key == "tokenFile":
+                body["token"] = data.decode("utf-8", "replace").strip()
+                secrets.append(body["token"])
+            else:
+                body[_DATA_KEYS[key]] = base64.b64encode(data).decode()
+                if key == "client-key":
+                    secrets.append(data.decode("utf-8", "replace"))
+    return [s for s in secrets if s.strip()]
+
+
 def check_input_kubeconfig(text: str) -> Kubeconfig:
-    """The ``kubeconfig`` input, parsed and checked: no file references, no unknown plugin."""
+    """The ``kubeconfig`` input, parsed and checked: no file references, no unknown plugin,
+    no TLS flag that is not a boolean."""
     from deployer.cloud.plugins import plugin_for_user
 
     config = parse_kubeconfig(text)
     _check_no_files(config)
+    check_tls_flags(config)
     name, user = config.current_user()
     try:
         plugin_for_user(user)

@@ -36,6 +36,7 @@ __all__ = [
     "read_regular_file",
     "read_text_file",
     "refuse_cluster_scoped",
+    "refuse_other_namespaces",
     "rendered_manifests",
     "repository_of",
     "same_repository",
@@ -525,3 +526,27 @@ def refuse_cluster_scoped(
             ]
         )
     return scoped
+
+
+def refuse_other_namespaces(manifests: list[Manifest], namespace: str, *, from_input: bool) -> None:
+    """:class:`ConfigError` for documents whose ``metadata.namespace`` is not ``namespace``.
+
+    ``namespace`` is the one in effect: the ``namespace`` input (``from_input``), else
+    the kubeconfig context's, else ``default`` (:func:`deployer.cluster.default_namespace`).
+    As ``kubectl apply -n`` refuses it: a manifest never silently goes elsewhere, whether
+    the run's namespace was given as an input or not. Cluster-scoped documents have none.
+    """
+    given_by = "the namespace input is" if from_input else "this run deploys to namespace"
+    where = "" if from_input else " (the kubeconfig context's, else default)"
+    problems = [
+        InputProblem(
+            m.origin,
+            f"{m.source} ({m.kind} {m.name}) is in namespace {own}, but {given_by} "
+            f"{namespace}{where}; remove its metadata.namespace or make the two agree",
+            _EXAMPLES.get(m.origin, _EXAMPLE),
+        )
+        for m in manifests
+        if not m.cluster_scoped and (own := m.doc["metadata"].get("namespace")) and own != namespace
+    ]
+    if problems:
+        raise ConfigError(problems)

@@ -23,6 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
+from deployer.buildenv import CACHE_SECRET_KEYS, cache_fields
 from deployer.config import Config, load_config, raw_inputs
 from deployer.errors import (
     Cancelled,
@@ -98,10 +99,18 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         io.mask(env.get(line.partition("=")[2].strip()))
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
-        for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
-            key, _, value = field.partition("=")
-            if key.strip().lower() in ("token", "secret", "access_key_id", "secret_access_key"):
-                io.mask(value.strip())
+        for key, value in _cache_fields(line):  # an entry may carry its own token=, secret=
+            if key in CACHE_SECRET_KEYS:
+                io.mask(value)
+
+
+def _cache_fields(line: str) -> list[tuple[str, str]]:
+    """A cache entry's fields as buildx reads them (CSV); split at commas if it is not CSV."""
+    try:
+        return cache_fields(line.strip())
+    except ValueError:  # refused by the input checks later; masked whichever way it splits
+        fields = (field.strip().strip('"').partition("=") for field in line.split(","))
+        return [(key.strip().lower(), value.strip().strip('"')) for key, _, value in fields]
 
 
 @contextmanager

@@ -4,7 +4,8 @@
 # base (scripts/base-image.sh) and an image holding the buildx the test
 # environment builds from Go modules (scripts/build-buildkit.sh), at /buildx
 # like docker/buildx-bin, and one holding kustomize and helm
-# (scripts/tools-image.sh). Result: deployer-action:local.
+# (scripts/tools-image.sh). Result: deployer-action:local (or $ACTION_IMAGE, so
+# several checkouts sharing one test engine need not build over each other's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[action-image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -73,5 +74,5 @@ t=$SECONDS
 timeout "${ACTION_BUILD_TIMEOUT:-900}" \
   docker build --build-arg BASE_IMAGE=deployer-base:bookworm --build-arg BUILDX_IMAGE="$BUILDX_IMAGE" \
   --build-arg TOOLS_IMAGE="$TOOLS_IMAGE" \
-  -t deployer-action:local .
-log "built deployer-action:local in $((SECONDS - t))s"
+  -t "${ACTION_IMAGE:-deployer-action:local}" .
+log "built ${ACTION_IMAGE:-deployer-action:local} in $((SECONDS - t))s"

@@ -71,31 +71,28 @@ def workspace_file(path: str, variable: str, workspace: Path, max_bytes: int = 6
     """The content of a credential file an environment variable names, checked.
 
     It must be a regular file inside the workspace (where the auth actions write
-    theirs) or a Kubernetes projected token under /var/run/secrets, and small.
+    theirs) or a Kubernetes projected token under /var/run/secrets, and small; it is
+    read like a manifest (:func:`deployer.manifests.read_inside`: links resolved first,
+    the last one not followed, checked on the open descriptor, no blocking on a FIFO).
     Raises CredentialsError saying what is wrong (never the content).
     """
     from deployer.errors import CredentialsError
+    from deployer.manifests import read_inside
 
+    given, shown = Path(path), f"{variable} ({path})"
+    roots = (workspace, Path("/var/run/secrets"), Path("/run/secrets"))
     try:
-        resolved = Path(path if Path(path).is_absolute() else workspace / path).resolve()
-    except (OSError, RuntimeError, ValueError):
-        raise CredentialsError(f"{variable} ({path}) cannot be resolved") from None
-    roots = (workspace.resolve(), Path("/var/run/secrets"), Path("/run/secrets"))
-    if not any(resolved.is_relative_to(root) for root in roots):
-        raise CredentialsError(
-            f"{variable} ({path}) is outside the workspace; the action reads credential "
-            "files only from the workspace (where the auth actions write them)"
+        return read_inside(
+            given if given.is_absolute() else workspace / given,
+            roots,
+            shown,
+            max_bytes,
+            where="the workspace, where the auth actions write credential files",
         )
-    try:
-        if not resolved.is_file():
-            raise CredentialsError(f"{variable} ({path}) is not a file")
-        with resolved.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except OSError as e:
-        raise CredentialsError(f"{variable} ({path}) cannot be read: {e.strerror}") from None
-    if len(data) > max_bytes:
-        raise CredentialsError(f"{variable} ({path}) is larger than {max_bytes // 1024} KiB")
-    return data
+    except FileNotFoundError:
+        raise CredentialsError(f"{shown} is not a file") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL, a loop, outside, not regular
+        raise CredentialsError(str(e).replace(f"'{shown}'", shown, 1)) from None
 
 
 class TokenSource:

@@ -9,7 +9,10 @@ Credentials, first that applies:
 3. AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE (web identity, e.g. IRSA).
 
 A role the kubeconfig names (``--role-arn``) is then assumed with ``AssumeRole``.
-Endpoints honour AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL.
+Endpoints honour AWS_ENDPOINT_URL_STS / AWS_ENDPOINT_URL_ECR / AWS_ENDPOINT_URL from
+the job's environment (https only). A region becomes part of a host name, so it
+must be a host label (:func:`check_region`): ``x@attacker/`` would otherwise send
+the web-identity token to a host of the kubeconfig's choosing.
 """
 
 from __future__ import annotations
@@ -26,18 +29,21 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from deployer.cloud import workspace_file
-from deployer.cloud.http import Http, send
+from deployer.cloud.http import Http, checked_url, send
 from deployer.cloud.oidc import AWS_AUDIENCE, github_id_token
 from deployer.cloud.sigv4 import Credentials, presign_url, sign_request
 from deployer.errors import CredentialsError
 
 __all__ = [
     "EKS_TOKEN_PREFIX",
+    "REGION_RULE",
     "AwsCredentials",
+    "check_region",
     "ecr_password",
     "ecr_registry",
     "eks_token",
     "endpoint",
+    "is_region",
 ]
 
 EKS_TOKEN_PREFIX = "k8s-aws-v1."  # noqa: S105 - a format prefix, not a secret
@@ -55,7 +61,29 @@ _MISSING = (
 )
 
 
+# botocore's check of a region name (botocore/utils.py: validate_region_name, "a valid
+# host label"), copied: botocore is not a runtime dependency. fullmatch, not match:
+# "$" would let a trailing newline through.
+_REGION_RE = re.compile(r"^(?![0-9]+$)(?!-)[a-zA-Z0-9-]{,63}(?<!-)$")
+
+
+REGION_RULE = "a region name such as eu-west-1 (letters, digits and '-', at most 63)"
+
+
+def is_region(region: str) -> bool:
+    """Whether ``region`` can be a region name: a host label (botocore's rule)."""
+    return bool(region) and _REGION_RE.fullmatch(region) is not None
+
+
+def check_region(region: str, where: str) -> str:
+    """``region`` if it is a region name; CredentialsError naming ``where`` it came from."""
+    if not is_region(region):
+        raise CredentialsError(f"The AWS region from {where} is not {REGION_RULE}")
+    return region
+
+
 def _aws_endpoint(service: str, region: str) -> str:
+    check_region(region, "the kubeconfig or the job's environment")
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     host = {"sts": f"sts.{region}", "ecr": f"api.ecr.{region}"}[service]
     return f"https://{host}.{suffix}"
@@ -63,8 +91,10 @@ def _aws_endpoint(service: str, region: str) -> str:
 
 def endpoint(env: Mapping[str, str], service: str, region: str) -> str:
     """Where we call a service: AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL, else AWS's."""
-    override = env.get(f"AWS_ENDPOINT_URL_{service.upper()}") or env.get("AWS_ENDPOINT_URL")
-    return override.rstrip("/") if override else _aws_endpoint(service, region)
+    for name in (f"AWS_ENDPOINT_URL_{service.upper()}", "AWS_ENDPOINT_URL"):
+        if env.get(name):
+            return checked_url(env[name], name).rstrip("/")
+    return _aws_endpoint(service, region)
 
 
 def _xml_field(root: ET.Element, name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from deployer.cloud import workspace_file
-from deployer.cloud.http import Http, send
+from deployer.cloud.http import Http, checked_url, send
 from deployer.cloud.oidc import AZURE_AUDIENCE, github_id_token, has_id_token
 from deployer.errors import CredentialsError
 
@@ -142,9 +142,9 @@ def access_token(
         "scope": f"{login.server_id}/.default",
         **_credential(login, env, workspace, mask, http),
     }
-    authority = env.get("AZURE_AUTHORITY_HOST") or AUTHORITIES.get(
-        login.environment.lower(), AUTHORITIES["azurepubliccloud"]
-    )
+    authority = AUTHORITIES.get(login.environment.lower(), AUTHORITIES["azurepubliccloud"])
+    if env.get("AZURE_AUTHORITY_HOST"):  # the job's (a kubeconfig never chooses it): https
+        authority = checked_url(env["AZURE_AUTHORITY_HOST"], "AZURE_AUTHORITY_HOST")
     url = f"{authority.rstrip('/')}/{quote(tenant_id, safe='')}/oauth2/v2.0/token"
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
     now = clock()

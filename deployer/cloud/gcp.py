@@ -6,6 +6,13 @@ points GOOGLE_APPLICATION_CREDENTIALS at it: a service-account key, or an
 runner's OIDC token, fetched from a URL or read from a file. That is what
 ``gke-gcloud-auth-plugin`` would use; Artifact Registry and GCR accept the same
 token as the password of user ``oauth2accesstoken``.
+
+The file lies in the workspace, and google-auth sends credentials to whatever URLs
+it names without checking them (a subject token to ``token_url``, the runner's
+request token to ``credential_source.url`` with the file's own headers). So every
+URL google-auth would call is checked first (:func:`check_endpoints`): https to a
+Google host, the job's own OIDC endpoint for ``credential_source.url``, or a
+loopback address (the tests' stand-ins). Redirects are not followed.
 """
 
 from __future__ import annotations
@@ -15,11 +22,13 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deployer.cloud import workspace_file
+from deployer.cloud.http import checked_url, is_loopback
 from deployer.errors import CredentialsError
 
-__all__ = ["SCOPES", "access_token", "is_google_registry"]
+__all__ = ["SCOPES", "access_token", "check_endpoints", "is_google_registry"]
 
 SCOPES = (
     "https://www.googleapis.com/auth/cloud-platform",
@@ -37,6 +46,49 @@ _MISSING = (
 def is_google_registry(host: str) -> bool:
     """Artifact Registry (``<region>-docker.pkg.dev``) or Container Registry (``gcr.io``)."""
     return host.endswith("-docker.pkg.dev") or host == "gcr.io" or host.endswith(".gcr.io")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}".lower()
+
+
+def _google_host(host: str) -> bool:
+    return host == "accounts.google.com" or host.endswith(".googleapis.com")
+
+
+def _check_url(url: object, field: str, also: tuple[str, ...] | None = None) -> None:
+    what = f"GOOGLE_APPLICATION_CREDENTIALS's {field}"
+    if not isinstance(url, str):
+        raise CredentialsError(f"{what} is not a URL")
+    checked_url(url, what)  # https, or plain http to a loopback address
+    host = (urlsplit(url).hostname or "").lower()
+    if not (_google_host(host) or is_loopback(host) or _origin(url) in (also or ())):
+        raise CredentialsError(
+            f"{what} ({_origin(url)}) is not a Google endpoint (https://*.googleapis.com)"
+            + (
+                " nor the job's OIDC endpoint (ACTIONS_ID_TOKEN_REQUEST_URL)"
+                if also is not None
+                else ""
+            )
+            + "; deployer sends no credential elsewhere. Use the file "
+            "google-github-actions/auth writes"
+        )
+
+
+def check_endpoints(info: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    """Every URL in a credentials file that google-auth would send a credential to.
+
+    ``credential_source.url`` may also be the job's ACTIONS_ID_TOKEN_REQUEST_URL (what
+    google-github-actions/auth writes for workload identity federation).
+    """
+    for field in ("token_uri", "token_url", "service_account_impersonation_url"):
+        if info.get(field) is not None:
+            _check_url(info[field], field)
+    source = info.get("credential_source")
+    if isinstance(source, Mapping) and source.get("url") is not None:
+        oidc = env.get("ACTIONS_ID_TOKEN_REQUEST_URL", "")
+        _check_url(source["url"], "credential_source.url", (_origin(oidc),) if oidc else ())
 
 
 def _credentials(info: dict[str, Any], workspace: Path) -> Any:
@@ -89,6 +141,7 @@ def access_token(
         raise CredentialsError(f"GOOGLE_APPLICATION_CREDENTIALS ({path}) is not a JSON object")
     if isinstance(info.get("private_key"), str):
         mask(info["private_key"])
+    check_endpoints(info, env)
     creds = _credentials(info, workspace)
 
     import google.auth.exceptions
@@ -98,6 +151,7 @@ def access_token(
     class _Bounded(Request):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             kwargs["timeout"] = min(float(kwargs.get("timeout") or _TIMEOUT), _TIMEOUT)
+            kwargs["allow_redirects"] = False  # a 3xx is an answer: the body is a credential
             return super().__call__(*args, **kwargs)
 
     own = session is None

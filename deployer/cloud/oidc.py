@@ -2,7 +2,9 @@
 
 The runner passes ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN
 to container actions when the job may have one; ``GET $URL&audience=<aud>``
-with the request token as bearer answers ``{"value": "<JWT>"}``.
+with the request token as bearer answers ``{"value": "<JWT>"}``. The request token
+mints tokens for any audience: the URL must come from the job's environment (never
+from a kubeconfig) and be https.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
-from deployer.cloud.http import Http, send
+from deployer.cloud.http import Http, checked_url, send
 from deployer.errors import CredentialsError
 
 __all__ = ["AWS_AUDIENCE", "AZURE_AUDIENCE", "github_id_token", "has_id_token"]
@@ -35,7 +37,7 @@ def github_id_token(
             "The job's OIDC token is not available (no ACTIONS_ID_TOKEN_REQUEST_URL): "
             "give the job `permissions: id-token: write`"
         )
-    url = env["ACTIONS_ID_TOKEN_REQUEST_URL"]
+    url = checked_url(env["ACTIONS_ID_TOKEN_REQUEST_URL"], "ACTIONS_ID_TOKEN_REQUEST_URL")
     url += ("&" if "?" in url else "?") + "audience=" + quote(audience, safe="")
     headers = {
         "Authorization": f"Bearer {env['ACTIONS_ID_TOKEN_REQUEST_TOKEN']}",

@@ -10,22 +10,32 @@ Supported (nothing is ever executed):
 Every other ``exec`` command, every ``auth-provider``, and kubelogin's other
 modes (azurecli, devicecode, msi, ...) are refused with a message that says
 what to use instead.
+
+A kubeconfig is untrusted (a pull request can change a ``KUBECONFIG`` file in the
+workspace): its values never choose where a credential is sent. Of an exec
+entry's ``env`` only :data:`EXEC_ENV_KEPT` is used (a region is checked to be a
+host label; nothing in it can name a host, a URL or a file); everything else,
+``ACTIONS_ID_TOKEN_REQUEST_URL``, ``AZURE_AUTHORITY_HOST`` and
+``GOOGLE_APPLICATION_CREDENTIALS`` among it, is ignored: those come from the job's
+environment only.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from deployer.cloud import CloudEnv, TokenSource
+from deployer.cloud.aws import REGION_RULE, is_region
 from deployer.cloud.azure import AzureLogin
 from deployer.cloud.http import Http, send
 from deployer.errors import CredentialsError
 
 __all__ = [
+    "EXEC_ENV_KEPT",
     "SUPPORTED",
     "JobCredentials",
     "Plugin",
@@ -39,6 +49,10 @@ SUPPORTED = (
     "kubelogin get-token --login spn|workloadidentity"
 )
 _KUBELOGIN_MODES = ("spn", "workloadidentity")
+# What an exec entry's env may set: a region (a host label, checked) and kubelogin's mode.
+EXEC_ENV_KEPT = ("AWS_REGION", "AWS_DEFAULT_REGION", "AAD_LOGIN_METHOD")
+# Set by eksctl's kubeconfigs; ignored without a word (it selects what we do anyway).
+_EXEC_ENV_QUIET = ("AWS_STS_REGIONAL_ENDPOINTS",)
 
 
 class JobCredentials(Protocol):
@@ -65,6 +79,7 @@ class Plugin:
     role_arn: str = ""
     azure: AzureLogin | None = None
     env: Mapping[str, str] = field(default_factory=dict, repr=False)
+    ignored_env: tuple[str, ...] = ()  # names of the exec env entries not used
 
 
 def _options(args: Sequence[str], flags: dict[str, str]) -> tuple[dict[str, str], list[str]]:
@@ -94,8 +109,27 @@ def _unsupported(command: str) -> ValueError:
     )
 
 
-def _exec_parts(entry: Mapping[str, Any]) -> tuple[str, list[str], dict[str, str]]:
-    """An ``exec`` entry's command, args and env, each checked for its shape."""
+def _exec_env(raw_env: list[Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The exec env entries that are used (:data:`EXEC_ENV_KEPT`), and the names ignored."""
+    env: dict[str, str] = {}
+    ignored: list[str] = []
+    for item in raw_env:
+        if not isinstance(item, Mapping) or not item.get("name"):
+            continue
+        name, value = str(item["name"]), str(item.get("value") or "")
+        if name in EXEC_ENV_KEPT:
+            if name != "AAD_LOGIN_METHOD" and value and not is_region(value):
+                raise ValueError(f"has an exec env {name} that is not {REGION_RULE}")
+            env[name] = value
+        elif name not in _EXEC_ENV_QUIET and name[:60] not in ignored:
+            ignored.append(name[:60])
+    return env, tuple(ignored)
+
+
+def _exec_parts(
+    entry: Mapping[str, Any],
+) -> tuple[str, list[str], dict[str, str], tuple[str, ...]]:
+    """An ``exec`` entry's command, args, the env used and the env names ignored."""
     command = str(entry.get("command") or "")
     raw_args = entry.get("args") or []
     if not isinstance(raw_args, list):
@@ -103,11 +137,8 @@ def _exec_parts(entry: Mapping[str, Any]) -> tuple[str, list[str], dict[str, str
     raw_env = entry.get("env") or []
     if not isinstance(raw_env, list):
         raise ValueError("has an exec entry whose 'env' is not a list")
-    env: dict[str, str] = {}
-    for item in raw_env:
-        if isinstance(item, Mapping) and item.get("name"):
-            env[str(item["name"])] = str(item.get("value") or "")
-    return command, [str(a) for a in raw_args], env
+    env, ignored = _exec_env(raw_env)
+    return command, [str(a) for a in raw_args], env, ignored
 
 
 _AWS_FLAGS = {
@@ -151,6 +182,8 @@ def _eks(command: str, args: list[str], env: dict[str, str]) -> Plugin:
         shown = [command, *args[:2]]
     if not recognised or not opts.get("cluster"):
         raise _unsupported(" ".join(shown))
+    if opts.get("region") and not is_region(opts["region"]):
+        raise ValueError(f"has an exec entry whose --region is not {REGION_RULE}")
     return Plugin(
         "eks", base, opts["cluster"], opts.get("region", ""), opts.get("role", ""), env=env
     )
@@ -184,15 +217,17 @@ def _kubelogin(command: str, args: list[str], env: dict[str, str]) -> Plugin:
 
 def recognise(entry: Mapping[str, Any]) -> Plugin:
     """The plugin an ``exec`` entry names; ValueError naming it and the supported ones."""
-    command, args, env = _exec_parts(entry)
+    command, args, env, ignored = _exec_parts(entry)
     base = PurePosixPath(command).name
     if base in ("aws", "aws-iam-authenticator"):
-        return _eks(command, args, env)
-    if base == "gke-gcloud-auth-plugin":
-        return Plugin("gke", base, env=env)
-    if base == "kubelogin":
-        return _kubelogin(command, args, env)
-    raise _unsupported(command)
+        plugin = _eks(command, args, env)
+    elif base == "gke-gcloud-auth-plugin":
+        plugin = Plugin("gke", base, env=env)
+    elif base == "kubelogin":
+        plugin = _kubelogin(command, args, env)
+    else:
+        raise _unsupported(command)
+    return replace(plugin, ignored_env=ignored)
 
 
 def plugin_for_user(user: Mapping[str, Any]) -> Plugin | None:
@@ -232,6 +267,7 @@ def token_source(
                 f"The kubeconfig for EKS cluster {plugin.cluster} names no region: set "
                 "AWS_REGION (aws-actions/configure-aws-credentials sets it from aws-region)"
             )
+        aws.check_region(region, "AWS_REGION")
         creds = aws.AwsCredentials(
             env,
             workspace,

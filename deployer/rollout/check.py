@@ -18,7 +18,12 @@ from deployer.cluster import Kube, Resource, Response, discover
 from deployer.config import INPUTS
 from deployer.errors import ClusterError, ConfigError, InputProblem
 from deployer.images import ImageSet
-from deployer.manifests import Manifest, refuse_cluster_scoped, same_repository
+from deployer.manifests import (
+    Manifest,
+    refuse_cluster_scoped,
+    refuse_other_namespaces,
+    same_repository,
+)
 from deployer.render.sources import render_manifests
 from deployer.rollout.access import check_access
 from deployer.rollout.apply import Applied, ManifestSet
@@ -153,23 +158,8 @@ def _refuse_misplaced(ctx: Context, manifests: list[Manifest]) -> None:
         allowed=ctx.config.allow_cluster_scoped,
         namespace=ctx.namespace,
     )
-    problems: list[InputProblem] = []
-    wanted = ctx.config.namespace
-    for manifest in manifests:
-        own = manifest.doc["metadata"].get("namespace")
-        if wanted and own and own != wanted:
-            # As kubectl apply -n refuses it: a manifest never silently goes elsewhere.
-            problems.append(
-                InputProblem(
-                    manifest.origin,
-                    f"{manifest.source} ({manifest.kind} {manifest.name}) is in namespace "
-                    f"{own}, but the namespace input is {wanted}; remove "
-                    "its metadata.namespace or make the two agree",
-                    INPUTS[manifest.origin][1],
-                )
-            )
-    if problems:
-        raise ConfigError(problems)
+    # The namespace in effect (input, else the context's, else default), not the input only.
+    refuse_other_namespaces(manifests, ctx.namespace, from_input=bool(ctx.config.namespace))
 
 
 def _manifest_set(

@@ -2,8 +2,9 @@
 
 What deployer/manifests.py and rollout.py do today: every document is validated by
 a server-side dry-run apply before anything changes; a document's own
-``metadata.namespace`` wins over the configured namespace (kubectl instead refuses
-a mismatch with an explicit ``-n``); only ``apps/v1`` Deployments are watched and
+``metadata.namespace`` must be the namespace in effect (the input, else the
+kubeconfig context's, else ``default``), as kubectl refuses a mismatch with an
+explicit ``-n``; only ``apps/v1`` Deployments are watched and
 rolled back, other kinds are applied as they are (their image substituted too).
 Cluster-scoped kinds (built in, or a CRD's ``scope: Cluster`` seen through discovery)
 are refused unless ``allow-cluster-scoped: true``.
@@ -11,16 +12,18 @@ are refused unless ``allow-cluster-scoped: true``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from deployer.errors import AccessDenied, ClusterError, ConfigError
+from deployer.errors import ClusterError, ConfigError
 from deployer.report import RunReport, summary
 from tests.helpers import (
     REGISTRY,
@@ -88,9 +91,11 @@ def test_a_document_in_another_namespace_than_the_input_is_an_input_error(
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 
 
-def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
+def test_a_document_in_another_namespace_than_the_contexts_is_an_input_error(
     admin: k8s.ApiClient, tmp_path: Path, restricted: tuple[str, str, str]
 ) -> None:
+    """No namespace input: the kubeconfig context's namespace is the one in effect (issue
+    17.11; was: the document's own namespace won, and only RBAC refused it)."""
     kubeconfig, ns, name = restricted
     before = create_deployment(admin, ns, name, ref("web", "v1"), replicas=1)
     (tmp_path / "app.yaml").write_text(
@@ -98,17 +103,41 @@ def test_a_document_in_another_namespace_is_refused_and_nothing_changes(
         + "---\n"
         + deployment_doc(f"{name}-elsewhere", f"{REGISTRY}/web:latest", "default")
     )
-    # No namespace input: the context's namespace, and the document's own where it sets one.
     run = Run(tmp_path, kubeconfig, manifests="app.yaml")
-    with pytest.raises(AccessDenied) as caught:
+    with pytest.raises(ConfigError) as caught:
         run(ref("web", "v2"))
-    message = caught.value.message
-    assert f"patch deployments.apps {name}-elsewhere in namespace default" in message
+    (problem,) = caught.value.problems
+    assert (
+        f"is in namespace default, but this run deploys to namespace {ns} (the kubeconfig "
+        "context's, else default)"
+    ) in problem.problem
     after = read(admin, ns, name)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
-    with pytest.raises(ApiException) as missing:
-        k8s.AppsV1Api(admin).read_namespaced_deployment(f"{name}-elsewhere", "default")
-    assert missing.value.status == 404
+
+
+def test_admin_credentials_apply_nothing_outside_the_contexts_namespace(
+    admin: k8s.ApiClient, namespace: str, settings: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 17.11 with credentials that may write anywhere (was: a pull request's manifest
+    with ``metadata.namespace: default`` was applied there)."""
+    config = yaml.safe_load(Path(settings["KUBECONFIG"]).read_text())
+    for context in config["contexts"]:
+        context["context"]["namespace"] = namespace
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    elsewhere = f"m-{uuid.uuid4().hex[:6]}-elsewhere"
+    (tmp_path / "app.yaml").write_text(
+        deployment_doc(elsewhere, f"{REGISTRY}/web:latest", "default")
+    )
+    try:
+        with pytest.raises(ConfigError, match="is in namespace default, but this run deploys"):
+            Run(tmp_path, str(kubeconfig), manifests="app.yaml")(ref("web", "v2"))
+        with pytest.raises(ApiException) as missing:
+            k8s.AppsV1Api(admin).read_namespaced_deployment(elsewhere, "default")
+        assert missing.value.status == 404
+    finally:
+        with contextlib.suppress(ApiException):
+            k8s.AppsV1Api(admin).delete_namespaced_deployment(elsewhere, "default")
 
 
 def test_an_unknown_kind_stops_everything_before_any_change(

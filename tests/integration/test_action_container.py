@@ -45,10 +45,11 @@ def settings(engine: Engine) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def action_image(settings: dict[str, str]) -> str:
-    """deployer-action:local, built from the working tree once per session in that engine."""
+    """deployer-action:local (or $ACTION_IMAGE), built from the working tree once per session in that engine."""
+    image = os.environ.get("ACTION_IMAGE") or "deployer-action:local"
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "action-image.sh")],
-        env={**os.environ, "DOCKER_HOST": settings["DOCKER_HOST"]},
+        env={**os.environ, "DOCKER_HOST": settings["DOCKER_HOST"], "ACTION_IMAGE": image},
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -57,7 +58,7 @@ def action_image(settings: dict[str, str]) -> str:
     )
     if done.returncode != 0:
         pytest.fail(f"scripts/action-image.sh failed:\n{done.stdout}\n{done.stderr}")
-    return "deployer-action:local"
+    return image
 
 
 @pytest.fixture
@@ -285,3 +286,26 @@ def test_the_image_ships_the_pinned_buildx_where_deployer_buildx_says(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["github.com/docker/buildx", "v0.38.2"], done.stdout
+
+
+def test_the_jobs_pythonpath_imports_nothing_from_the_workspace(
+    tmp_path: Path, settings: dict[str, str], action_image: str
+) -> None:
+    """Issue 17.7: the runner passes the job's environment in, PYTHONPATH too, and a
+    pull request's ``json.py`` or ``sitecustomize.py`` would run inside the action (with
+    every input, secrets included, in its environment). The interpreter runs isolated."""
+    runner = ActionRunner(
+        tmp_path,
+        docker_host=settings["DOCKER_HOST"],
+        image=action_image,
+        github={"PYTHONPATH": "/github/workspace", "PYTHONSTARTUP": "/github/workspace/json.py"},
+    )
+    for module in ("json", "sitecustomize", "typing_extensions"):
+        (runner.workspace / f"{module}.py").write_text(
+            f"open('/github/workspace/imported-{module}', 'w').close()\n"
+        )
+    (runner.workspace / "Dockerfile").write_text("FROM scratch\n")
+    result = runner.run({"image": f"{settings['TEST_REGISTRY']}/Acme/Web"}, timeout=120)
+    assert sorted(p.name for p in runner.workspace.glob("imported-*")) == []
+    assert result.code == 1 and result.outputs["status"] == "failed", result.log
+    assert len(errors(result.commands)) == 1 and "Traceback" not in result.log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 from pathlib import Path
 
 from deployer.actions import ActionsIO, escape_data, escape_property
@@ -170,3 +171,35 @@ def test_outputs_outside_the_runner_go_to_the_log() -> None:
     out = io.StringIO()
     ActionsIO(out, {}).set_outputs({"status": "succeeded"})
     assert "status: succeeded" in out.getvalue()
+
+
+def test_a_mask_from_another_thread_inside_an_untrusted_block_still_registers(
+    tmp_path: Path,
+) -> None:
+    """Issue 17.12: a cluster token renewed on a watch thread while a pod's log is printed
+    (was: ``::add-mask::`` inside the stop-commands block, shown verbatim by the runner)."""
+    from deployer.cloud import TokenSource
+
+    actions, out, _, _ = make(tmp_path)
+    count = iter(range(1000))
+    source = TokenSource(lambda: (f"renewed-token-{next(count):04d}", 0.0), actions.mask)
+    renewed: list[str] = []
+
+    def renew() -> None:
+        for _ in range(25):
+            renewed.append(source.token())  # expired at once: renewed and masked every time
+
+    with actions.untrusted() as outer, actions.untrusted() as log:
+        thread = threading.Thread(target=renew)
+        thread.start()
+        while thread.is_alive():
+            log.write("::error::a pod's log line")
+            outer.write("::warning::another")
+        thread.join()
+    actions.notice("after the block")
+    executed = commands(out.getvalue())
+    assert [c for c in executed if c.startswith("::add-mask::")] == [
+        f"::add-mask::{token}" for token in renewed
+    ]
+    assert not [c for c in executed if c.startswith(("::error", "::warning"))]
+    assert executed[-1] == "::notice::after the block"  # the block was closed at its end

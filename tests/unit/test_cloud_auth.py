@@ -169,7 +169,7 @@ def sts_answer(key: str = "ASIATEMP") -> Answer:
     return Answer(200, body.encode())
 
 
-OIDC_URL = "http://oidc.test/idtoken?api-version=2.0"
+OIDC_URL = "https://oidc.test/idtoken?api-version=2.0"
 OIDC = {"ACTIONS_ID_TOKEN_REQUEST_URL": OIDC_URL, "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "req-token-1"}
 
 
@@ -205,10 +205,10 @@ def test_web_identity_file_is_exchanged_at_the_sts_override(tmp_path: Path) -> N
     env = {
         "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/deploy",
         "AWS_WEB_IDENTITY_TOKEN_FILE": str(tmp_path / "token"),
-        "AWS_ENDPOINT_URL_STS": "http://sts.test:1234",
+        "AWS_ENDPOINT_URL_STS": "https://sts.test:1234",
         "GITHUB_RUN_ID": "42",
     }
-    http = FakeHttp({"http://sts.test:1234/": sts_answer()})
+    http = FakeHttp({"https://sts.test:1234/": sts_answer()})
     masked: list[str] = []
     creds = AwsCredentials(env, tmp_path, "eu-west-1", masked.append, http=http).get()
     assert (creds.access_key, creds.secret_key, creds.token) == (
@@ -217,7 +217,7 @@ def test_web_identity_file_is_exchanged_at_the_sts_override(tmp_path: Path) -> N
         "temp-token-abc",
     )
     method, url, headers, _ = http.requests[0]
-    assert (method, url) == ("POST", "http://sts.test:1234/")
+    assert (method, url) == ("POST", "https://sts.test:1234/")
     assert "authorization" not in {h.lower() for h in headers}  # an unsigned call
     form = http.form(0)
     assert form["Action"] == "AssumeRoleWithWebIdentity"
@@ -304,8 +304,8 @@ def test_sts_refusal_is_a_clear_error_without_the_token(tmp_path: Path) -> None:
 def test_ecr_password_from_get_authorization_token() -> None:
     token = base64.b64encode(b"AWS:ecr-password-123").decode()
     answer = json.dumps({"authorizationData": [{"authorizationToken": token}]}).encode()
-    http = FakeHttp({"http://ecr.test/": Answer(200, answer)})
-    env = {"AWS_ENDPOINT_URL_ECR": "http://ecr.test"}
+    http = FakeHttp({"https://ecr.test/": Answer(200, answer)})
+    env = {"AWS_ENDPOINT_URL_ECR": "https://ecr.test"}
     password = ecr_password(
         Credentials(KEY_ID, SECRET), "123456789012", "eu-west-1", env, NOW, http
     )
@@ -489,20 +489,20 @@ def test_eks_token_source_renews_across_a_long_rollout(tmp_path: Path) -> None:
 
 def test_azure_spn_client_credentials(tmp_path: Path) -> None:
     http = FakeHttp(
-        {"http://login.test/": Answer(200, b'{"access_token": "aad-token", "expires_in": 3599}')}
+        {"https://login.test/": Answer(200, b'{"access_token": "aad-token", "expires_in": 3599}')}
     )
     env = {
         "AZURE_CLIENT_ID": "cid",
         "AZURE_TENANT_ID": "tid",
         "AZURE_CLIENT_SECRET": "csecret",
-        "AZURE_AUTHORITY_HOST": "http://login.test/",
+        "AZURE_AUTHORITY_HOST": "https://login.test/",
     }
     masked: list[str] = []
     token, expires = azure_token(
         AzureLogin("spn", "server-app"), env, tmp_path, masked.append, http, clock=lambda: NOW
     )
     assert (token, expires) == ("aad-token", NOW + 3599)
-    assert http.requests[0][1] == "http://login.test/tid/oauth2/v2.0/token"
+    assert http.requests[0][1] == "https://login.test/tid/oauth2/v2.0/token"
     form = http.form(0)
     assert form == {
         "grant_type": "client_credentials",
@@ -597,7 +597,7 @@ def test_ecr_image_without_password_logs_in_as_aws(tmp_path: Path) -> None:
     token = base64.b64encode(b"AWS:ecr-pass-456").decode()
     http = FakeHttp(
         {
-            "http://ecr.test/": Answer(
+            "https://ecr.test/": Answer(
                 200, json.dumps({"authorizationData": [{"authorizationToken": token}]}).encode()
             )
         }
@@ -607,7 +607,7 @@ def test_ecr_image_without_password_logs_in_as_aws(tmp_path: Path) -> None:
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com/web",
         AWS_ACCESS_KEY_ID=KEY_ID,
         AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_ENDPOINT_URL_ECR="http://ecr.test",
+        AWS_ENDPOINT_URL_ECR="https://ecr.test",
     )
     masked: list[str] = []
     logged_in = registry_login(config, masked.append, http)

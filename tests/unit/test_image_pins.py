@@ -7,6 +7,7 @@ these read the Dockerfile and requirements.lock the runner builds from.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 
@@ -99,3 +100,11 @@ def test_every_runtime_dependency_is_in_the_lock() -> None:
         r for r in project["dependencies"] if canonicalize_name(Requirement(r).name) not in entries
     ]
     assert not missing, f"not in requirements.lock (run scripts/lock.sh): {missing}"
+
+
+def test_the_interpreter_runs_isolated_and_finds_deployer_through_the_venv() -> None:
+    # Issue 17.7: the job's PYTHONPATH reaches the container (the real check runs the
+    # image: test_action_container.py::test_the_jobs_pythonpath_imports_nothing_from_the_workspace).
+    match = re.search(r"^ENTRYPOINT (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    assert match and json.loads(match.group(1))[1:3] == ["-I", "-B"]
+    assert 'echo /opt/deployer > "$site/deployer.pth"' in DOCKERFILE

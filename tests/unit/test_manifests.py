@@ -330,3 +330,38 @@ def test_a_kind_defined_by_a_crd_among_the_manifests_takes_its_scope_from_it(
         scoped = refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
         assert [m.name for m in scoped] == expected
         assert manifests[1].cluster_scoped is (scope == "Cluster")
+
+
+# -- issue 17.11: the namespace in effect, not only the input -----------------------------------
+
+
+def _doc(name: str, namespace: str | None = None, kind: str = "ConfigMap") -> Manifest:
+    metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
+    return Manifest(f"k8s/{name}.yaml (document 1)", {"apiVersion": "v1", "kind": kind,
+                                                      "metadata": metadata}, 0)  # fmt: skip
+
+
+def test_a_document_in_another_namespace_than_the_contexts_is_refused() -> None:
+    """No namespace input: the run deploys to the kubeconfig context's namespace, and a
+    manifest's own metadata.namespace may not send a document elsewhere."""
+    from deployer.manifests import refuse_other_namespaces
+
+    manifests = [_doc("same", "team-a"), _doc("unset"), _doc("away", "kube-system")]
+    with pytest.raises(ConfigError) as caught:
+        refuse_other_namespaces(manifests, "team-a", from_input=False)
+    (problem,) = caught.value.problems
+    assert problem.problem == (
+        "k8s/away.yaml (document 1) (ConfigMap away) is in namespace kube-system, but this run "
+        "deploys to namespace team-a (the kubeconfig context's, else default); remove its "
+        "metadata.namespace or make the two agree"
+    )
+    with pytest.raises(ConfigError, match="but the namespace input is team-a"):
+        refuse_other_namespaces(manifests, "team-a", from_input=True)
+
+
+def test_documents_in_the_namespace_in_effect_and_cluster_scoped_ones_pass() -> None:
+    from deployer.manifests import refuse_other_namespaces
+
+    scoped = _doc("ns", "ignored-by-the-api", kind="Namespace")
+    scoped.cluster_scoped = True
+    refuse_other_namespaces([_doc("a", "default"), _doc("b"), scoped], "default", from_input=False)

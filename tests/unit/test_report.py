@@ -364,3 +364,46 @@ def test_a_fence_cannot_be_closed_from_inside() -> None:
     html = render(block + "\n\nafter")
     assert html.count("<pre>") == 1 and "<a " not in html
     assert html.endswith("<p>after</p>\n")
+
+
+# -- issue 17.6: a one-character secret, a CR in a file name, a cluster name -------------------
+
+
+@pytest.mark.parametrize("secret", ["`", '"'])
+def test_a_one_character_secret_cannot_unfence_untrusted_text(tmp_path: Path, secret: str) -> None:
+    """Every value of a kubeconfig's exec env is masked, so a value of one backtick is a
+    secret (was: every backtick of the rendered summary replaced by ``***``, so a pod
+    message's link became live; a ``"`` broke the JSON outputs)."""
+    import yaml
+
+    env = runner_env(tmp_path)
+    exec_entry = {
+        "command": "aws",
+        "args": ["--region", "eu-west-1", "eks", "get-token", "--cluster-name", "prod"],
+        "env": [{"name": "AWS_PROFILE", "value": secret}],
+    }
+    env["INPUT_KUBECONFIG"] = yaml.safe_dump(
+        {
+            "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+            "users": [{"name": "u", "user": {"exec": exec_entry}}],
+            "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+            "current-context": "x",
+        }
+    )
+    hostile = result("web", "rolled-back", f"pod web-1, container app: Error: {LINK}; rolled back")
+    code, _, outputs, text = go(env, RolloutResult("rolled-back", (hostile,)))
+    assert code == 1
+    assert_inert(render(text))
+    assert json.loads(outputs["deployments"])[0]["name"] == "web"
+
+
+def test_the_plan_shows_a_file_name_with_a_cr_inertly() -> None:
+    """A manifest file named with CR pairs and a backtick in the dry-run plan (issue 17.6;
+    was a live link in the cluster-scoped note, which the plan replaced)."""
+    from deployer.plan import Plan, compare
+
+    doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}
+    source = f"k8s/a`\r\r{LINK}\r\r.yaml (document 1)"
+    change = compare(None, doc, source=source, cluster_scoped=True)
+    html = render(Plan("ghcr.io/acme/web:sha-1", (change,)).markdown())
+    assert_inert(html)
