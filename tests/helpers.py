@@ -113,8 +113,10 @@ def wait_complete(admin: k8s.ApiClient, namespace: str, name: str, timeout: floa
 class Run:
     """One roll_out call with captured output."""
 
-    def __init__(self, tmp_path: Path, kubeconfig: str, **inputs: str) -> None:
-        env = {
+    def __init__(
+        self, tmp_path: Path, kubeconfig: str, env: dict[str, str] | None = None, **inputs: str
+    ) -> None:
+        base = {
             "INPUT_IMAGE": f"{REGISTRY}/web",
             "INPUT_BUILD": "false",
             "INPUT_TIMEOUT": "60s",
@@ -123,10 +125,13 @@ class Run:
             "GITHUB_REPOSITORY": "acme/web",
             "GITHUB_RUN_ID": "42",
             "KUBECONFIG": kubeconfig,
+            **(env or {}),  # e.g. another GITHUB_RUN_ID: another run
         }
         for key, value in inputs.items():
-            env["INPUT_" + key.upper().replace("_", "-")] = value
-        self.config = load_config(env)
+            base["INPUT_" + key.upper().replace("_", "-")] = value
+        self.env = base
+        self.config = load_config(base)
+        self.cancel = threading.Event()
         self.out = io.StringIO()
         summary = tmp_path / "summary.md"
         self.summary = summary
@@ -138,7 +143,7 @@ class Run:
     def __call__(self, image: str) -> RolloutResult:
         api, _ = connect(self.config)
         try:
-            return roll_out(self.config, image, api, self.io, threading.Event())
+            return roll_out(self.config, image, api, self.io, self.cancel)
         finally:
             api.close()
 

@@ -53,6 +53,7 @@ class RolloutResult:
     status: str  # succeeded | failed | rolled-back | cancelled | planned
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
+    notes: tuple[str, ...] = ()  # what the user should know besides (an interrupted run)
 
     @property
     def revisions(self) -> dict[str, int | None]:
@@ -95,7 +96,7 @@ def result_of(state: RunState, image: str, status: str | None = None) -> Rollout
             status = "failed"
         else:
             status = "rolled-back"
-    return RolloutResult(status, tuple(results), tuple(state.restored))
+    return RolloutResult(status, tuple(results), tuple(state.restored), tuple(state.notes))
 
 
 def report_failures(io: ActionsIO, failed: list[Workload]) -> None:
