@@ -3,7 +3,8 @@
 # for the images it pins by digest (nothing can be pulled): the debootstrap
 # base (scripts/base-image.sh) and an image holding the buildx the test
 # environment builds from Go modules (scripts/build-buildkit.sh), at /buildx
-# like docker/buildx-bin. Result: deployer-action:local.
+# like docker/buildx-bin, and one holding kustomize and helm
+# (scripts/tools-image.sh). Result: deployer-action:local.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[action-image %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -65,8 +66,12 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "org.deployer.buildx-key
   rm -rf "$bxtmp"
 fi
 
+# kustomize and helm (scripts/build-tools.sh), as the image ARG TOOLS_IMAGE names.
+TOOLS_IMAGE="$(bash scripts/tools-image.sh deployer-tools:local)"
+
 t=$SECONDS
 timeout "${ACTION_BUILD_TIMEOUT:-900}" \
   docker build --build-arg BASE_IMAGE=deployer-base:bookworm --build-arg BUILDX_IMAGE="$BUILDX_IMAGE" \
+  --build-arg TOOLS_IMAGE="$TOOLS_IMAGE" \
   -t deployer-action:local .
 log "built deployer-action:local in $((SECONDS - t))s"

@@ -14,6 +14,7 @@ step() {
   fi
 }
 
+step bash scripts/testenv/progressive-down.sh
 if [ -f scripts/testenv/cluster-down.sh ]; then
   step bash scripts/testenv/cluster-down.sh
 fi

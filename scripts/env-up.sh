@@ -34,9 +34,13 @@ phase "docker engine" docker scripts/testenv/docker-up.sh
 phase "registry" registry scripts/testenv/registry-up.sh
 # buildx, and the BuildKit image its docker-container builders run (needs both above).
 phase "buildkit" buildkit scripts/testenv/buildkit-up.sh
+# kustomize, helm, act, and the OCI chart in the registry (needs the registry).
+phase "tools" tools scripts/testenv/tools-up.sh
 if [ -f scripts/testenv/cluster-up.sh ]; then
   rm -f .testenv/cloud.env # written by cloud-up.sh, which cluster-up.sh runs
   phase "control plane" cluster scripts/testenv/cluster-up.sh
+  # Argo Rollouts, Flagger and the webhook stand-in (needs the control plane).
+  phase "progressive delivery" progressive scripts/testenv/progressive-up.sh
 else
   log "control plane: scripts/testenv/cluster-up.sh not present, skipped"
 fi

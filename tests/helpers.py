@@ -114,9 +114,14 @@ class Run:
     """One roll_out call with captured output."""
 
     def __init__(
-        self, tmp_path: Path, kubeconfig: str, env: dict[str, str] | None = None, **inputs: str
+        self,
+        tmp_path: Path,
+        kubeconfig: str,
+        *,
+        environ: dict[str, str] | None = None,
+        **inputs: str,
     ) -> None:
-        base = {
+        env = {
             "INPUT_IMAGE": f"{REGISTRY}/web",
             "INPUT_BUILD": "false",
             "INPUT_TIMEOUT": "60s",
@@ -125,12 +130,12 @@ class Run:
             "GITHUB_REPOSITORY": "acme/web",
             "GITHUB_RUN_ID": "42",
             "KUBECONFIG": kubeconfig,
-            **(env or {}),  # e.g. another GITHUB_RUN_ID: another run
         }
         for key, value in inputs.items():
-            base["INPUT_" + key.upper().replace("_", "-")] = value
-        self.env = base
-        self.config = load_config(base)
+            env["INPUT_" + key.upper().replace("_", "-")] = value
+        env.update(environ or {})  # e.g. DEPLOYER_KUSTOMIZE, or another GITHUB_RUN_ID
+        self.env = env
+        self.config = load_config(env)
         self.cancel = threading.Event()
         self.out = io.StringIO()
         summary = tmp_path / "summary.md"

@@ -35,9 +35,10 @@ class Applied:
     prior: dict[str, Any] | None = None  # None: absent (the run creates it)
     readable: bool = True  # False: could not read it, so it cannot be restored
     done: bool = False  # sent by this run (it may have changed the object)
-    after: dict[str, Any] | None = None  # the object as our apply left it
+    after: dict[str, Any] | None = None  # the object as our apply left it (its answer)
     restored: bool = False  # the rollback put it back (or tried to)
     replace: bool = False  # a Job of the same name exists: delete it, then create
+    planned: dict[str, Any] | None = None  # the server's dry-run result of the apply
 
     @property
     def label(self) -> str:
@@ -129,6 +130,7 @@ class ManifestSet:
                             "owns it"
                         )
             answer = self._apply(item, dry_run=True)
+            item.planned = None if isinstance(answer, Response) else dict(answer)
             # A Job runs on every run that applies it: one of the same name (Complete or
             # Failed from an earlier run, or with another template) is replaced.
             item.replace = item.is_job and item.prior is not None
@@ -138,10 +140,10 @@ class ManifestSet:
                     continue
                 problems.append(
                     InputProblem(
-                        "manifests",
+                        item.manifest.origin,
                         f"{item.manifest.source} ({item.manifest.kind} {item.manifest.name}) was "
                         f"refused by the API server: {message}",
-                        INPUTS["manifests"][1],
+                        INPUTS[item.manifest.origin][1],
                     )
                 )
         if problems:

@@ -17,7 +17,8 @@ from deployer.errors import ClusterError
 from deployer.rollout.apply import FIRST_KINDS, Applied
 from deployer.rollout.check import change_annotations, read_object
 from deployer.rollout.context import Context
-from deployer.rollout.kinds import containers_of, kind_named, template_of
+from deployer.rollout.extras import template_patch
+from deployer.rollout.kinds import kind_named
 from deployer.rollout.migrate import run_job
 from deployer.rollout.state import Phase, RunState, Workload
 
@@ -82,21 +83,13 @@ def change(ctx: Context, state: RunState) -> bool:
     return True
 
 
-def _image_patch(ctx: Context, w: Workload, live: dict[str, Any]) -> dict[str, Any]:
-    regular = {str(c.get("name")) for c in containers_of(template_of(live), init=False)}
-    spec: dict[str, Any] = {}
-    containers = [{"name": c, "image": ctx.image} for c in w.containers if c in regular]
-    init = [{"name": c, "image": ctx.image} for c in w.containers if c not in regular]
-    if containers:
-        spec["containers"] = containers
-    if init:
-        spec["initContainers"] = init
+def _image_patch(ctx: Context, live: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "resourceVersion": live["metadata"]["resourceVersion"],
             "annotations": change_annotations(ctx),
         },
-        "spec": {"template": {"spec": spec}},
+        "spec": {"template": template},
     }
 
 
@@ -105,8 +98,9 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
     for _ in range(_CONFLICT_TRIES):
         live = w.live
         assert live is not None
-        now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-        if all(now.get(c) == ctx.image for c in w.containers):
+        # each container's image (several with ``images``), the config hash, the pull secret
+        template = template_patch(w, live, ctx.image)
+        if template is None:
             break
         answer = ctx.kube.request(
             "PATCH",
@@ -114,7 +108,7 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
             verb="patch",
             namespace=w.namespace,
             name=w.name,
-            body=_image_patch(ctx, w, live),
+            body=_image_patch(ctx, live, template),
             content_type="application/strategic-merge-patch+json",
             expect=frozenset({409}),
         )
@@ -137,4 +131,4 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
         generation = (w.live.get("metadata") or {}).get("generation")
         ctx.io.info(f"{w.display}: updated, generation {generation}")
     else:
-        ctx.io.info(f"{w.display}: already running {ctx.image}")
+        ctx.io.info(f"{w.display}: already running {w.new_images(ctx.image)}")

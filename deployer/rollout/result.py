@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.actions import ActionsIO
+from deployer.plan import Plan
 from deployer.rollout.kinds import JOB
 from deployer.rollout.state import Outcome, RunState, Workload
 from deployer.rollout.undo import revision_of
@@ -30,6 +31,7 @@ class DeploymentResult:
     reason: str
     diagnosis: str = ""
     kind: str = "Deployment"
+    images: tuple[tuple[str, str], ...] = ()  # container → the image the run set
 
     def as_output(self) -> dict[str, object]:
         """The JSON shape of one entry of the ``deployments`` and ``workloads`` outputs."""
@@ -40,6 +42,7 @@ class DeploymentResult:
             "containers": list(self.containers),
             "previous-image": self.previous_image,
             "new-image": self.new_image,
+            "images": dict(self.images) or {c: self.new_image for c in self.containers},
             "revision": self.revision,
             "result": self.result,
             "reason": self.reason,
@@ -53,6 +56,8 @@ class RolloutResult:
     status: str  # succeeded | failed | rolled-back | cancelled | planned
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
+    url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
+    plan: Plan | None = None  # a dry run's: every object compared with the live one
     notes: tuple[str, ...] = ()  # what the user should know besides (an interrupted run)
 
     @property
@@ -70,13 +75,14 @@ def _one(w: Workload, image: str) -> DeploymentResult:
     outcome = w.outcome.value or "failed"
     reason = w.reason
     if w.outcome is Outcome.SUCCEEDED and not w.changed and w.kind is not JOB:
-        reason = f"already running {image}"
+        reason = f"already running {w.new_images(image)}"
     return DeploymentResult(
         namespace=w.namespace,
         name=w.name,
         containers=w.containers,
         previous_image=w.previous_image,
-        new_image=image,
+        new_image=w.new_images(image),
+        images=tuple(w.target_images(image).items()),
         revision=revision_of(w.live) if w.kind is not JOB else None,
         result=outcome,
         reason=reason,
@@ -96,7 +102,7 @@ def result_of(state: RunState, image: str, status: str | None = None) -> Rollout
             status = "failed"
         else:
             status = "rolled-back"
-    return RolloutResult(status, tuple(results), tuple(state.restored), tuple(state.notes))
+    return RolloutResult(status, tuple(results), tuple(state.restored), notes=tuple(state.notes))
 
 
 def report_failures(io: ActionsIO, failed: list[Workload]) -> None:

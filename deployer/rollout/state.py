@@ -75,6 +75,20 @@ class Workload:
     probed_at: float | None = None  # when probe.py last read its events
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
     watch_from: str = ""  # a Job: watch from the resourceVersion its creation returned
+    # What the run sets: container → image (several with the ``images`` input), and for a
+    # named workload a strategic-merge fragment of spec.template (annotations, pull secret).
+    images: dict[str, str] = field(default_factory=dict)
+    template_patch: dict[str, Any] = field(default_factory=dict)
+
+    def image_for(self, container: str, default: str) -> str:
+        return self.images.get(container, default)
+
+    def target_images(self, default: str) -> dict[str, str]:
+        """Container → the image the run sets (``default``: the ``image`` input's)."""
+        return {c: self.image_for(c, default) for c in self.containers}
+
+    def new_images(self, default: str) -> str:
+        return ", ".join(dict.fromkeys(self.target_images(default).values()))
 
     @property
     def key(self) -> str:

@@ -66,7 +66,7 @@ def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
     ours, and undoing it would roll back over their change. Both are wrong.
     """
     now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-    others = {name: now.get(name) for name in w.containers if now.get(name) != ctx.image}
+    others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, ctx.image)}
     if not others:
         return False
     running = ", ".join(f"container {name}: {image}" for name, image in others.items())

@@ -102,6 +102,32 @@ start_apiserver() { # BIN: kube-apiserver, with the cloud stand-ins' token webho
     --authentication-token-webhook-version v1
 }
 
+# The stages kwok runs with: a running kwok reads them only at start, so a
+# change restarts it (the key is kept in run/kwok-stages).
+stages_key() { cat "$manifests"/stages/*.yaml | sha256sum | cut -c1-16; }
+
+start_kwok() { # BIN
+  local stage_args=() f
+  for f in "$manifests"/stages/*.yaml; do stage_args+=(--config "$f"); done
+  # HOME points into the state dir so that a ~/.kwok/kwok.yaml of the user is not read.
+  HOME="$state/kwok-home" start kwok "$1/kwok" \
+    --kubeconfig "$state/kwok.kubeconfig" "${stage_args[@]}" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.250.0.1
+  stages_key >"$state/run/kwok-stages"
+}
+
+stop_kwok() { # TERM, then KILL after 10 s
+  local pid
+  pid="$(cat "$state/run/kwok.pid" 2>/dev/null)" || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  local end=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null; do
+    [ $SECONDS -lt $end ] || { kill -KILL "$pid" 2>/dev/null || true; sleep 0.5; break; }
+    sleep 0.1
+  done
+}
+
 has_webhook() { # does the running API server use the token webhook?
   tr '\0' ' ' <"/proc/$(cat "$state/run/kube-apiserver.pid")/cmdline" 2>/dev/null \
     | grep -qF -- "--authentication-token-webhook-config-file $state/cloud-webhook.kubeconfig"
@@ -174,6 +200,14 @@ if [ "$all_alive" = 1 ] && [ -f "$state/admin.kubeconfig" ] && apiserver_ready; 
     wait_for 90 kube-apiserver kube-apiserver apiserver_ready || check_started kube-apiserver
     check_started kube-apiserver
     say "kube-apiserver ready on $server, with the token webhook"
+  fi
+  if [ "$(cat "$state/run/kwok-stages" 2>/dev/null)" != "$(stages_key)" ]; then
+    say "kwok runs with other stages than testenv/cluster/stages/; restarting it alone"
+    bin="$(bash "$root/scripts/build-cluster.sh" | tail -n 1)"
+    stop_kwok
+    start_kwok "$bin"
+    sleep 0.5
+    check_started kwok
   fi
 elif [ "$any_alive" = 1 ] || [ -d "$state" ]; then
   say "stopping what is left of an earlier control plane"
@@ -274,13 +308,7 @@ extendedKeyUsage=clientAuth"
     --kubeconfig "$sch_kc" --authentication-kubeconfig "$sch_kc" --authorization-kubeconfig "$sch_kc" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --cert-dir "$state/run" \
     --leader-elect=false --kube-api-qps 100 --kube-api-burst 200 --profiling=false --v=1
-  stage_args=()
-  for f in "$manifests"/stages/*.yaml; do stage_args+=(--config "$f"); done
-  # HOME points into the state dir so that a ~/.kwok/kwok.yaml of the user is not read.
-  HOME="$state/kwok-home" start kwok "$bin/kwok" \
-    --kubeconfig "$state/kwok.kubeconfig" "${stage_args[@]}" \
-    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
-    --node-lease-duration-seconds 40 --cidr 10.244.0.1/16 --node-ip 10.250.0.1
+  start_kwok "$bin"
   sleep 0.5
   for p in kube-controller-manager kube-scheduler kwok; do check_started "$p"; done
   say "kube-controller-manager, kube-scheduler and kwok started"

@@ -377,8 +377,12 @@ def test_a_second_run_waits_for_the_first_and_names_it(
         },
     )
     wait_complete(kube_admin, ns, "web")
-    first = Run(tmp_path, kubeconfig, {"GITHUB_RUN_ID": "101"}, namespace=ns, deployments="web")
-    second = Run(tmp_path, kubeconfig, {"GITHUB_RUN_ID": "102"}, namespace=ns, deployments="web")
+    first = Run(
+        tmp_path, kubeconfig, environ={"GITHUB_RUN_ID": "101"}, namespace=ns, deployments="web"
+    )
+    second = Run(
+        tmp_path, kubeconfig, environ={"GITHUB_RUN_ID": "102"}, namespace=ns, deployments="web"
+    )
     results: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: results.update(first=first(ref("web", "v2"))))
     runner.start()
@@ -415,7 +419,9 @@ def test_a_run_after_a_killed_run_says_which_run_was_interrupted(
     proc.kill()  # SIGKILL: no handler, no release, nothing put back
     proc.wait(10)
     killed_at = time.monotonic()
-    run = Run(tmp_path, kubeconfig, {"GITHUB_RUN_ID": "7003"}, namespace=ns, deployments="web")
+    run = Run(
+        tmp_path, kubeconfig, environ={"GITHUB_RUN_ID": "7003"}, namespace=ns, deployments="web"
+    )
     result = run(ref("web", "v3"))
     assert result.status == "succeeded", run.log
     assert time.monotonic() - killed_at <= 30 + 20  # the lease expired, then the rollout

@@ -1,4 +1,5 @@
-"""What the action image runs is pinned: base and buildx by digest, Python dependencies by hash.
+"""What the action image runs is pinned: base and buildx by digest, kustomize and helm by
+module version, Python dependencies by hash.
 
 The image itself is built and run in tests/integration/test_action_container.py;
 these read the Dockerfile and requirements.lock the runner builds from.
@@ -30,7 +31,29 @@ def test_base_and_buildx_images_are_pinned_by_digest() -> None:
     assert re.fullmatch(r"docker/buildx-bin:[\w.-]+" + DIGEST, arg_default("BUILDX_IMAGE"))
     # Every FROM goes through those ARGs (a bare `FROM python:...` would bypass the pin).
     froms = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
-    assert froms and all(f in ("${BASE_IMAGE}", "${BUILDX_IMAGE}") for f in froms), froms
+    assert froms and all(
+        f in ("${BASE_IMAGE}", "${BUILDX_IMAGE}", "${TOOLS_IMAGE}") for f in froms
+    ), froms
+
+
+def test_the_tools_image_names_the_kustomize_and_helm_that_build_tools_pins() -> None:
+    # scripts/build-tools.sh is what builds /kustomize and /helm (tools-image.sh);
+    # the ARG's tag says which, so a bump of one without the other fails here.
+    script = (ROOT / "scripts" / "build-tools.sh").read_text()
+    pins = dict(re.findall(r"^(KUSTOMIZE|HELM)_VERSION=(v[\d.]+)", script, re.MULTILINE))
+    expected = f"kustomize-{pins['KUSTOMIZE']}-helm-{pins['HELM']}"
+    assert re.fullmatch(
+        rf"ghcr\.io/[\w.-]+/deployer-tools:{re.escape(expected)}(?:{DIGEST})?",
+        arg_default("TOOLS_IMAGE"),
+    ), arg_default("TOOLS_IMAGE")
+
+
+def test_kustomize_and_helm_are_copied_where_their_variables_point() -> None:
+    for name, variable in (("kustomize", "DEPLOYER_KUSTOMIZE"), ("helm", "DEPLOYER_HELM")):
+        match = re.search(rf"{variable}=(\S+)", DOCKERFILE)
+        assert match, variable
+        assert match.group(1) == f"/opt/deployer/bin/{name}"
+    assert "COPY --from=tools /kustomize /helm /opt/deployer/bin/" in DOCKERFILE
 
 
 def test_buildx_is_copied_where_deployer_buildx_points() -> None:
