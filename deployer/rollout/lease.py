@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import functools
 import json
+import re
 import secrets
 import threading
 from collections.abc import Callable, Mapping
@@ -39,7 +40,8 @@ DURATION_SECONDS = 30  # a killed run's Lease is free this long after its last r
 RENEW_SECONDS = 10.0
 PROGRESS_SECONDS = 15.0
 _POLL_SECONDS = 2.0
-_REQUEST_SECONDS = 5.0  # one renewal or release may take this long
+_REQUEST_SECONDS = 5.0  # one renewal may take this long
+_RELEASE_SECONDS = 2.0  # a release (after a cancel too: the runner kills at 10 s)
 _NONCE = ANNOTATION_PREFIX + "holder-nonce"  # tells two jobs of one run apart
 CHANGING = ANNOTATION_PREFIX + "changing"
 _CHANGING_CHARS = 8192
@@ -53,6 +55,11 @@ def holder_identity(ctx: Context) -> str:
         attempt = f"/attempts/{github.run_attempt}" if github.run_attempt else ""
         return github.run_url + attempt
     return "a run outside GitHub Actions"
+
+
+def _shown(text: Any, limit: int = 200) -> str:
+    """Text from the cluster (another run's Lease), made inert for the log: one short line."""
+    return re.sub(r"[^\w:/.@()+, >=-]", "?", str(text))[:limit]
 
 
 def _micro_time(epoch: float) -> str:
@@ -139,7 +146,7 @@ class Lease:
     @staticmethod
     def _holder(held: _Held) -> str:
         spec = (held.obj or {}).get("spec") or {}
-        return str(spec.get("holderIdentity") or "another run")
+        return _shown(spec.get("holderIdentity") or "another run")
 
     def _try(self, held: _Held) -> bool:
         """One attempt to take ``held``; False while another live run holds it."""
@@ -183,7 +190,7 @@ class Lease:
         except ValueError:
             changing = {}
         items = changing.get("changes") if isinstance(changing, dict) else None
-        what = ", ".join(str(x) for x in items[:20]) if isinstance(items, list) else ""
+        what = ", ".join(_shown(x) for x in items[:20]) if isinstance(items, list) else ""
         note = (
             f"The deploy {self._holder(held)} to namespace {held.namespace} was interrupted "
             "(its lock expired without being released): "
@@ -239,6 +246,8 @@ class Lease:
 
     def _write(self, held: _Held, body: dict[str, Any], kube: Kube | None = None) -> bool:
         """PUT with the resourceVersion read (a 409: someone was quicker)."""
+        meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+        body = {**body, "metadata": meta}
         answer = (kube or self._kube).request(
             "PUT",
             LEASES,
@@ -316,7 +325,7 @@ class Lease:
             for held in self.held:
                 if not held.mine or held.obj is None:
                     continue
-                quick = (kube or self.ctx.kube).with_deadline(self.ctx.now() + _REQUEST_SECONDS)
+                quick = (kube or self.ctx.kube).with_deadline(self.ctx.now() + _RELEASE_SECONDS)
                 with contextlib.suppress(ClusterError, Cancelled):  # else it expires by itself
                     self._write(held, _released(held.obj), quick)
                 held.mine = False
