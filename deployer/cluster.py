@@ -759,7 +759,6 @@ class WatchEvent:
 
 
 _WATCH_SECONDS = 300
-_WATCH_FAILURES = 8
 
 
 class Watch:
@@ -768,7 +767,7 @@ class Watch:
     It handles what a caller should never see: it resumes from the last
     resourceVersion after the server ends a watch, lists again on 410 Gone (and
     says so with a fresh ``SYNC``), and retries dropped connections and 5xx with a
-    capped backoff (:data:`_WATCH_FAILURES` in a row end it with a ClusterError).
+    capped backoff until the client's deadline (then a ClusterError).
     :meth:`stop` ends it from another thread, also in the middle of a read.
     """
 
@@ -778,6 +777,8 @@ class Watch:
         resource: Resource,
         namespace: str,
         query: Sequence[tuple[str, Any]] = (),
+        *,
+        since: str | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
@@ -785,8 +786,12 @@ class Watch:
         self.query = list(query)
         self.stopped = threading.Event()
         self._stream: Stream | None = None
-        self._rv: str | None = None  # None: list (again) before the next watch
+        # None: list (again) before the next watch. ``since``: watch from that version
+        # first (what came after a create the caller holds), no list.
+        self._rv: str | None = since
         self._relists = 0
+        self._failures = 0  # dropped connections in a row
+        self._lost = ""  # the last one's error
         self._where = f"{resource.display} in namespace {namespace}"
 
     def stop(self) -> None:
@@ -808,7 +813,9 @@ class Watch:
         self.kube.clock.wait(self.stopped, seconds)
 
     def __iter__(self) -> Iterator[WatchEvent]:
-        failures = 0
+        self._failures = 0
+        clock = self.kube.clock
+        lost_at = 0.0
         while not self._done():
             try:
                 if self._rv is None:
@@ -823,20 +830,32 @@ class Watch:
                     yield WatchEvent("SYNC", tuple(listing.get("items") or []))
                 remaining = self.kube.deadline - self.kube.clock.monotonic()
                 if remaining <= 0:
+                    self._give_up(lost_at)
                     return
                 yield from self._follow(max(1, min(_WATCH_SECONDS, int(remaining) + 1)))
-                failures = 0
+                self._failures = 0
             except Cancelled:
                 return
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as e:
                 if self._done():
                     return
-                failures += 1
-                if failures >= _WATCH_FAILURES:
-                    raise ClusterError(
-                        f"Lost the watch on {self._where} {failures} times ({type(e).__name__})"
-                    ) from None
-                self._pause(min(_BACKOFF_CAP, _BACKOFF_START * 2**failures))
+                if self._failures == 0:
+                    lost_at = clock.monotonic()
+                self._failures += 1
+                self._lost = type(e).__name__
+                # An API server restart or a network blip is ridden out: retried (capped
+                # backoff) until the caller's deadline, then it is the caller's failure.
+                delay = min(_BACKOFF_CAP, _BACKOFF_START * 2 ** min(self._failures, 8))
+                self._pause(min(delay, max(0.0, self.kube.deadline - clock.monotonic())))
+
+    def _give_up(self, lost_at: float) -> None:
+        """At the deadline: a watch that was failing says so (one that works just ends)."""
+        if self._failures:
+            raise ClusterError(
+                f"Lost the watch on {self._where}: no answer for "
+                f"{self.kube.clock.monotonic() - lost_at:.0f} s ({self._failures} tries, "
+                f"{self._lost})"
+            )
 
     def _follow(self, seconds: int) -> Iterator[WatchEvent]:
         """One watch request from the last resourceVersion, until the server ends it."""
@@ -858,6 +877,7 @@ class Watch:
                 return
             self._rv = str((obj.get("metadata") or {}).get("resourceVersion") or self._rv)
             self._relists = 0
+            self._failures = 0  # the stream works: a later drop starts a new count
             if kind != "BOOKMARK":
                 yield WatchEvent(kind, (obj,))
         # A server that ends watches at once must not make us spin.

@@ -7,6 +7,7 @@
     ├── PushError              the push or the digest lookup failed
     │   └── RegistryAuthError  the registry refused the credentials (never retried)
     ├── ClusterError           the cluster could not be reached or refused a request
+    │   └── NamespaceLocked    another run held the namespace's Lease until our timeout
     ├── CredentialsError       cloud credentials (AWS, Google, Azure) missing or refused
     │   └── AccessDenied       401/403: names the verb and resource that were refused
     ├── RolloutError           a rollout failed (and was or was not rolled back)
@@ -36,6 +37,7 @@ __all__ = [
     "GitHubError",
     "InputProblem",
     "InternalError",
+    "NamespaceLocked",
     "PushError",
     "RegistryAuthError",
     "RolloutError",
@@ -106,6 +108,12 @@ class ClusterError(DeployerError):
     """The cluster could not be reached or refused a request."""
 
     title = "Kubernetes error"
+
+
+class NamespaceLocked(ClusterError):
+    """Another run held the namespace's Lease for as long as we could wait."""
+
+    title = "Another deploy holds the namespace"
 
 
 class CredentialsError(DeployerError):

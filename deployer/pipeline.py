@@ -113,22 +113,48 @@ def _cache_fields(line: str) -> list[tuple[str, str]]:
         return [(key.strip().lower(), value.strip().strip('"')) for key, _, value in fields]
 
 
-@contextmanager
-def cancellation(cancel: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM (the runner's cancel) set ``cancel`` and raise Cancelled, once."""
+class CancelScope:
+    """Where the runner's cancel (SIGINT, then SIGTERM) lands in the run.
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        first = not cancel.is_set()
-        cancel.set()
+    By default the first signal raises :class:`Cancelled` where the main thread
+    is (a build or a push ends at once). Inside :meth:`deferred` it only sets the
+    event: the rollout notices it within a tick, between two requests, so every
+    change it made is recorded and put back (issue 16: within 5 s).
+    """
+
+    def __init__(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.signal = ""  # SIGINT or SIGTERM, once one came
+        self._deferred = False
+
+    def handle(self, signum: int, _frame: FrameType | None) -> None:
+        first = not self.cancel.is_set()
+        self.cancel.set()
         if first:
-            raise Cancelled(f"Cancelled by {signal.Signals(signum).name}")
+            self.signal = signal.Signals(signum).name
+            if not self._deferred:
+                raise Cancelled(f"Cancelled by {self.signal}")
 
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Signals only set the event while the body runs."""
+        self._deferred = True
+        try:
+            yield
+        finally:
+            self._deferred = False
+
+
+@contextmanager
+def cancellation(cancel: threading.Event) -> Iterator[CancelScope]:
+    """SIGINT/SIGTERM (the runner's cancel) set ``cancel`` and raise Cancelled, once."""
+    scope = CancelScope(cancel)
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield scope
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, scope.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield scope
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
@@ -214,7 +240,7 @@ def _stages(
     config: Config,
     io: ActionsIO,
     report: RunReport,
-    cancel: threading.Event,
+    scope: CancelScope,
     make_docker: Callable[[Config], Any],
     make_deploy: Callable[[Config], Deploy],
 ) -> None:
@@ -225,10 +251,17 @@ def _stages(
     deploy = make_deploy(config)
     try:
         # The cluster is checked first: a wrong name or a missing right costs no build.
-        deploy.check(config, io, cancel)
+        deploy.check(config, io, scope.cancel)
         _build_and_push(config, io, report, make_docker)
-        report.rollout = deploy.roll_out(config, report.image, io, cancel)
+        with scope.deferred():  # a cancel is the rollout's to handle: it puts things back
+            report.rollout = deploy.roll_out(config, report.image, io, scope.cancel)
         report.status = report.rollout.status
+        if report.status == "cancelled":
+            why = f"Cancelled by {scope.signal}" if scope.signal else "Cancelled"
+            io.error(
+                f"{why} during the rollout; each workload's state is in the summary",
+                title="Cancelled",
+            )
     finally:
         deploy.close()
 
@@ -250,11 +283,11 @@ def run(
     config: Config | None = None
     try:
         mask_secrets(io, env)
-        with cancellation(cancel):
+        with cancellation(cancel) as scope:
             config = load_config(env)
             mask_file_secrets(io, config)
             say_notices(io, config)
-            _stages(config, io, report, cancel, make_docker, make_deploy)
+            _stages(config, io, report, scope, make_docker, make_deploy)
     except ConfigError as e:
         for problem in e.problems:
             io.error(problem.message(), title=f"Invalid input '{problem.input}'")

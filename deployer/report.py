@@ -518,6 +518,9 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     elif deployments and report.status != "planned":
         head += [*_lead(deployments), ""]
     head += _error_sections(errors)
+    for note in [str(n) for n in getattr(report.rollout, "notes", None) or ()][:TABLE_ROWS]:
+        # e.g. an earlier run that was killed mid-deploy; its words come from the cluster
+        head += ["> [!WARNING]", f"> {code(note, limit=4 * CELL_CHARS)}", ""]
     plan = report.rollout.plan if report.rollout else None
     if plan is not None and report.status == "planned":
         head += [plan.markdown(), ""]

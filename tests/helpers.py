@@ -133,8 +133,10 @@ class Run:
         }
         for key, value in inputs.items():
             env["INPUT_" + key.upper().replace("_", "-")] = value
-        env.update(environ or {})  # e.g. DEPLOYER_KUSTOMIZE, as the action image sets it
+        env.update(environ or {})  # e.g. DEPLOYER_KUSTOMIZE, or another GITHUB_RUN_ID
+        self.env = env
         self.config = load_config(env)
+        self.cancel = threading.Event()
         self.out = io.StringIO()
         summary = tmp_path / "summary.md"
         self.summary = summary
@@ -146,7 +148,7 @@ class Run:
     def __call__(self, image: str) -> RolloutResult:
         api, _ = connect(self.config)
         try:
-            return roll_out(self.config, image, api, self.io, threading.Event())
+            return roll_out(self.config, image, api, self.io, self.cancel)
         finally:
             api.close()
 

@@ -57,7 +57,7 @@ def _context(
 ) -> Context:
     transport: Transport = api if isinstance(api, Transport) else ApiTransport(api)
     budget = Budget(clock.monotonic(), config.timeout, config.rollback_on_failure)
-    kube = Kube(transport, cancel=cancel, deadline=budget.deadline, clock=clock)
+    kube = Kube(transport, cancel=cancel, deadline=budget.forward, clock=clock)
     namespace = default_namespace(config)
     return Context(config, image, namespace, kube, io, cancel, clock, budget)
 

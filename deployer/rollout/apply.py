@@ -2,8 +2,8 @@
 
 All or nothing without a release store: before applying, each object is read,
 so a failed run can put back what it found or delete what it created
-(:mod:`~deployer.rollout.restore`). A Job whose pod template changed is replaced,
-as its template is immutable (:mod:`~deployer.rollout.migrate` waits for it).
+(:mod:`~deployer.rollout.restore`). A Job that exists already is marked to be
+replaced (:mod:`~deployer.rollout.migrate` deletes it, then runs the new one).
 """
 
 from __future__ import annotations
@@ -18,13 +18,11 @@ from deployer.config import INPUTS
 from deployer.errors import ClusterError, ConfigError, InputProblem
 from deployer.manifests import Manifest
 
-__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet"]
+__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet", "delete"]
 
 FIELD_MANAGER = "deployer"
 # Applied before everything else: what the other documents live in or are made of.
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
-_GONE_SECONDS = 60.0
-_GONE_POLL = 0.25
 
 
 @dataclass
@@ -36,10 +34,11 @@ class Applied:
     namespace: str | None
     prior: dict[str, Any] | None = None  # None: absent (the run creates it)
     readable: bool = True  # False: could not read it, so it cannot be restored
-    done: bool = False  # applied by this run
-    replace: bool = False  # a Job whose template changed: delete, then create
+    done: bool = False  # sent by this run (it may have changed the object)
+    after: dict[str, Any] | None = None  # the object as our apply left it (its answer)
+    restored: bool = False  # the rollback put it back (or tried to)
+    replace: bool = False  # a Job of the same name exists: delete it, then create
     planned: dict[str, Any] | None = None  # the server's dry-run result of the apply
-    after: dict[str, Any] | None = None  # what the apply answered
 
     @property
     def label(self) -> str:
@@ -132,10 +131,12 @@ class ManifestSet:
                         )
             answer = self._apply(item, dry_run=True)
             item.planned = None if isinstance(answer, Response) else dict(answer)
+            # A Job runs on every run that applies it: one of the same name (Complete or
+            # Failed from an earlier run, or with another template) is replaced.
+            item.replace = item.is_job and item.prior is not None
             if isinstance(answer, Response):
                 message = str(answer.body.get("message", answer.status))
-                if item.is_job and item.prior is not None and "immutable" in message:
-                    item.replace = True
+                if item.replace and "immutable" in message:
                     continue
                 problems.append(
                     InputProblem(
@@ -169,47 +170,35 @@ class ManifestSet:
     # -- change ----------------------------------------------------------------------
 
     def apply(self, item: Applied) -> dict[str, Any]:
-        """Apply one document for real (a changed Job is replaced)."""
-        if item.replace:
-            self.delete(item, wait=True)
+        """Apply one document for real; it counts as changed from the moment it is sent."""
+        item.done = True  # an answer lost on the way must not make the restore skip it
         answer = self._apply(item, dry_run=False)
         if isinstance(answer, Response):
             raise ClusterError(
                 f"Applying {item.manifest.source} ({item.label}) was refused by the API "
                 f"server: {answer.body.get('message', answer.status)}"
             )
-        item.done = True
         item.after = dict(answer)
         self.io.info(f"Applied {item.label} ({item.manifest.source})")
         return item.after
 
-    def delete(self, item: Applied, *, wait: bool) -> None:
-        """Delete the object (and wait until it is gone when ``wait``)."""
-        assert item.resource is not None
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
-        self.kube.request(
-            "DELETE",
-            item.resource,
-            verb="delete",
-            namespace=item.namespace,
-            name=item.manifest.name,
-            body=body,
-            expect=frozenset({404}),
-        )
-        clock = self.kube.clock
-        until = clock.monotonic() + _GONE_SECONDS
-        while wait and clock.monotonic() < until:
-            found = self.kube.request(
-                "GET",
-                item.resource,
-                verb="get",
-                namespace=item.namespace,
-                name=item.manifest.name,
-                expect=frozenset({404}),
-            )
-            if isinstance(found, Response):
-                return
-            if clock.wait(self.kube.cancel, _GONE_POLL):
-                return
-        if wait:
-            raise ClusterError(f"{item.label} was not gone {_GONE_SECONDS:.0f} s after delete")
+
+def delete(kube: Kube, item: Applied, *, propagation: str, uid: str = "") -> Any:
+    """One DELETE of ``item``'s object; 404 and 409 (``uid`` precondition) are answers."""
+    assert item.resource is not None
+    body: dict[str, Any] = {
+        "kind": "DeleteOptions",
+        "apiVersion": "v1",
+        "propagationPolicy": propagation,
+    }
+    if uid:
+        body["preconditions"] = {"uid": uid}
+    return kube.request(
+        "DELETE",
+        item.resource,
+        verb="delete",
+        namespace=item.namespace,
+        name=item.manifest.name,
+        body=body,
+        expect=frozenset({404, 409}),
+    )

@@ -8,6 +8,7 @@ input into the deadlines each phase may use.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 
@@ -18,12 +19,15 @@ from deployer.config import Config
 from deployer.images import ImageSet
 from deployer.rollout.status import Policy
 
-__all__ = ["ANNOTATION_PREFIX", "Budget", "Context", "rollback_reserve"]
+__all__ = ["ANNOTATION_PREFIX", "CANCEL_SECONDS", "Budget", "Context", "rollback_reserve"]
 
 ANNOTATION_PREFIX = "deployer.dev/"
 _RESERVE_SHARE = 0.25  # of the timeout kept for the rollback when it is on ...
 _RESERVE_CAP = 60.0  # ... but never more than this
 _FINISH_SECONDS = 1.0  # kept at the end of the timeout for the diagnosis and the report
+# After SIGINT the runner sends SIGTERM at 7.5 s and kills at 10 s: the restores and undos
+# are issued within this, leaving time to write the outputs and the summary.
+CANCEL_SECONDS = 4.0
 
 
 def rollback_reserve(timeout: float) -> float:
@@ -78,6 +82,31 @@ class Context:
 
     def now(self) -> float:
         return self.clock.monotonic()
+
+    def restarted(self) -> Context:
+        """The same run with its budget starting now (once the namespace is ours)."""
+        budget = Budget(self.now(), self.budget.timeout, self.budget.rollback)
+        return dataclasses.replace(
+            self, budget=budget, kube=self.kube.with_deadline(budget.forward)
+        )
+
+    def for_rollback(self) -> Context:
+        """The same run with the rollback's budget: requests may use the reserve."""
+        return self._with(self.kube.with_deadline(self.budget.deadline))
+
+    def for_cancel(self) -> Context:
+        """After a cancel: a client the cancel does not stop, for :data:`CANCEL_SECONDS`."""
+        kube = Kube(
+            self.kube.transport,
+            cancel=threading.Event(),
+            deadline=self.now() + CANCEL_SECONDS,
+            backoff=self.kube.backoff,
+            clock=self.clock,
+        )
+        return self._with(kube)
+
+    def _with(self, kube: Kube) -> Context:
+        return dataclasses.replace(self, kube=kube)
 
     def spent(self) -> float:
         """Seconds since the run started."""

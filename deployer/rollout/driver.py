@@ -11,13 +11,15 @@ from __future__ import annotations
 import dataclasses
 
 from deployer.errors import Cancelled, ClusterError
+from deployer.manifests import Manifest
 from deployer.rollout.change import change
 from deployer.rollout.check import Plan, check, load
 from deployer.rollout.context import Context
 from deployer.rollout.dry_run import show_plan
 from deployer.rollout.extras import report_url
+from deployer.rollout.lease import Lease
 from deployer.rollout.result import RolloutResult, report_failures, result_of
-from deployer.rollout.rollback import after_failure, roll_back
+from deployer.rollout.rollback import after_failure, cancel_back, roll_back
 from deployer.rollout.state import RunState
 from deployer.rollout.watch import wait_for
 
@@ -31,21 +33,48 @@ def preflight(ctx: Context) -> Plan:
         return check(ctx, manifests, announce=False)
 
 
+def _namespaces(ctx: Context, manifests: list[Manifest]) -> list[str]:
+    named = {str(m.doc["metadata"].get("namespace") or "") for m in manifests}
+    return sorted({ctx.namespace, *named} - {""})
+
+
 def run(ctx: Context) -> RolloutResult:
     """The whole stage; returns a result, or raises for a problem before any change."""
     state = RunState()
-    try:
-        return _forward(ctx, state)
-    except Cancelled:
-        return _cancelled(ctx, state)
-    except ClusterError as e:
-        if not state.changed:
-            raise
-        return _broken(ctx, state, e)
-
-
-def _forward(ctx: Context, state: RunState) -> RolloutResult:
     manifests = load(ctx, warn=not ctx.checked)
+    lease = None if ctx.config.dry_run else Lease(ctx, _namespaces(ctx, manifests))
+    try:
+        try:
+            if lease is not None:  # one run at a time per namespace; its timeout starts now
+                lease.acquire(until=ctx.now() + ctx.config.timeout)
+                state.notes += lease.notes
+                ctx = ctx.restarted()
+            return _forward(ctx, state, manifests, lease)
+        except ClusterError as e:
+            if not state.changed:
+                raise
+            return _broken(ctx, state, e)
+    except Cancelled:  # also one during the rollback after an error
+        return _cancelled(ctx, state)
+    finally:
+        if lease is not None:
+            lease.release(ctx.for_cancel().kube)
+
+
+def _changes(ctx: Context, state: RunState) -> list[str]:
+    """What the run is about to change, in words, for a run that may take over."""
+    found = [f"{w.display} ({w.previous_image or 'new'} -> {ctx.image})" for w in state.workloads]
+    items = state.manifests.items if state.manifests else []
+    shown = {(w.kind.name, w.namespace, w.name) for w in state.workloads}
+    found += [
+        i.label for i in items if (i.manifest.kind, i.namespace, i.manifest.name) not in shown
+    ]
+    return found
+
+
+def _forward(
+    ctx: Context, state: RunState, manifests: list[Manifest], lease: Lease | None
+) -> RolloutResult:
     with ctx.io.group("Checking the cluster"):
         plan = check(ctx, manifests)
     state.workloads, state.manifests = plan.workloads, plan.applied
@@ -53,6 +82,8 @@ def _forward(ctx: Context, state: RunState) -> RolloutResult:
         return show_plan(ctx, plan, state)
     if ctx.cancel.is_set():
         raise Cancelled("cancelled")
+    if lease is not None:
+        lease.record(_changes(ctx, state))
     if change(ctx, state):
         wait_for(ctx, state.open(), ctx.budget.forward)
     after_failure(ctx, state)
@@ -64,9 +95,16 @@ def _forward(ctx: Context, state: RunState) -> RolloutResult:
 
 
 def _cancelled(ctx: Context, state: RunState) -> RolloutResult:
+    """SIGINT/SIGTERM: put back what the run changed at once (not verified), then report."""
     ctx.cancel.set()
+    if state.changed and ctx.config.rollback_on_failure:
+        try:
+            cancel_back(ctx.for_cancel(), state)
+        except ClusterError as e:
+            ctx.io.error(f"Putting back stopped: {e.message}", title="Rollback failed")
     for w in state.workloads:
-        w.cancel()
+        if not w.undo_source:
+            w.cancel()
     ctx.io.warning("Cancelled; " + "; ".join(f"{w.display}: {w.reason}" for w in state.workloads))
     return result_of(state, ctx.image, status="cancelled")
 
@@ -80,7 +118,7 @@ def _broken(ctx: Context, state: RunState, error: ClusterError) -> RolloutResult
     report_failures(ctx.io, failed)
     if ctx.config.rollback_on_failure:
         try:
-            roll_back(ctx, state, failed)
+            roll_back(ctx.for_rollback(), state, failed)
         except ClusterError as again:
             ctx.io.error(f"Rollback stopped: {again.message}", title="Rollback failed")
     return result_of(state, ctx.image)

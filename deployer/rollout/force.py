@@ -10,6 +10,7 @@ so the controller recreates them from the restored template.
 from __future__ import annotations
 
 from deployer.cluster import PODS
+from deployer.errors import ClusterError
 from deployer.rollout.context import Context
 from deployer.rollout.state import Workload
 from deployer.rollout.status import condition
@@ -29,13 +30,17 @@ def force_stuck_pods(ctx: Context, w: Workload) -> None:
         ready = condition(pod, "Ready") or {}
         if ready.get("status") == "True" or (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
-        w.deleted_pods.add(name)
         ctx.io.info(f"{w.display}: deleting pod {name}, stuck on the failed revision")
-        ctx.kube.request(
-            "DELETE",
-            PODS,
-            verb="delete",
-            namespace=w.namespace,
-            name=name,
-            expect=frozenset({404}),
-        )
+        try:
+            ctx.kube.request(
+                "DELETE",
+                PODS,
+                verb="delete",
+                namespace=w.namespace,
+                name=name,
+                expect=frozenset({404}),
+            )
+        except ClusterError as e:  # an API blip: tried again on the next tick
+            ctx.io.info(f"{w.display}: pod {name} not deleted yet: {e.message}")
+            continue
+        w.deleted_pods.add(name)

@@ -116,7 +116,9 @@ def judge(s: Snapshot, now: float, policy: Policy) -> Verdict:
     if status.state == "complete":
         return verdict("complete", status.message)
     if status.state == "failed":
-        if _fresh(s, "Progressing") is not None:
+        # A Deployment's ProgressDeadlineExceeded may be from before our change; a Job's
+        # Failed is its own (a Job runs once: it is new each run).
+        if s.kind is not DEPLOYMENT or _fresh(s, "Progressing") is not None:
             return verdict("failed", status.message, pod=unready(s))
         status = type(status)("waiting", "the progress deadline condition is from before")
     if s.kind is DEPLOYMENT and (s.obj.get("spec") or {}).get("paused"):

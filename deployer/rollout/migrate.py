@@ -1,25 +1,38 @@
 """Step 2, migrations: a Job in ``manifests`` runs to completion before any workload changes.
 
-The Job is applied (replaced when its template changed, as a Job's template is
-immutable) and waited for; its pods are judged like a workload's new pods. A
-failed Job stops the run: nothing after it is changed.
+A Job runs on every run that applies it, like ``helm`` hooks users know:
+
+1. a Job of the same name from an earlier run (Complete, Failed, or another
+   template: a Job's template is immutable) is deleted with ``Foreground``
+   propagation and waited for until it is gone, so its pods are gone first and
+   never overlap the new ones;
+2. the new Job is applied and watched from the version its creation returned
+   (:func:`~deployer.rollout.watch.wait_for`, the same loop as the workloads): a
+   ``ttlSecondsAfterFinished: 0`` Job deleted right after it completed is seen
+   complete, not missing;
+3. it is judged by its own conditions (``Complete``/``Failed``, so ``backoffLimit``
+   counts); its pods fail it early only for what no retry fixes (pull errors, a
+   missing ConfigMap); with ``restartPolicy: OnFailure`` a crashing container is
+   the Job controller's to count, not ours.
+
+A failed Job stops the run: nothing after it is changed. A Job that succeeded is
+not undone by a rollback (a migration cannot be un-run).
 """
 
 from __future__ import annotations
 
-from deployer.cluster import JOBS, PODS
-from deployer.errors import Cancelled
-from deployer.rollout.apply import Applied
+from deployer.cluster import Response
+from deployer.errors import Cancelled, ClusterError
+from deployer.rollout.apply import Applied, delete
 from deployer.rollout.context import Context
-from deployer.rollout.diagnose import Diagnosis, diagnose_pod
 from deployer.rollout.kinds import JOB, containers_of, template_of
 from deployer.rollout.state import RunState, Workload
-from deployer.rollout.status import job_status, pod_problem
+from deployer.rollout.status import job_status
+from deployer.rollout.watch import wait_for
 
 __all__ = ["run_job"]
 
-_JOB_POLL = 1.0
-_DIAGNOSIS_SECONDS = 10.0
+_GONE_POLL = 0.25
 
 
 def _job_workload(ctx: Context, item: Applied) -> Workload:
@@ -30,69 +43,59 @@ def _job_workload(ctx: Context, item: Applied) -> Workload:
         for c in containers_of(template)
     }
     images = {c: image for c, image in found.items() if image}
-    ns = item.namespace or ""
+    ns = item.namespace or ctx.namespace
     job = Workload(JOB, ns, item.manifest.name, tuple(images), item.prior, None, True)
     job.images = images
     return job
 
 
+def _replace(ctx: Context, item: Applied) -> None:
+    """Delete the Job of an earlier run, its pods first (Foreground), and wait until gone."""
+    state = job_status(item.prior or {})
+    ctx.io.info(f"Job {item.manifest.name}: replacing the one of an earlier run ({state.message})")
+    answer = delete(ctx.kube, item, propagation="Foreground")
+    if isinstance(answer, Response) and answer.status == 404:
+        return
+    assert item.resource is not None
+    while True:
+        found = ctx.kube.request(
+            "GET",
+            item.resource,
+            verb="get",
+            namespace=item.namespace,
+            name=item.manifest.name,
+            expect=frozenset({404}),
+        )
+        if isinstance(found, Response):
+            return
+        if ctx.now() >= ctx.kube.deadline:
+            raise ClusterError(
+                f"{item.label} of an earlier run was not gone (with its pods) before the "
+                "deadline; nothing else was changed"
+            )
+        if ctx.clock.wait(ctx.cancel, _GONE_POLL):
+            raise Cancelled("cancelled")
+
+
 def run_job(ctx: Context, state: RunState, item: Applied) -> bool:
-    """Apply one migration Job and wait for it; False when it failed (the run stops)."""
+    """Run one migration Job to its end; False when it failed (the run stops)."""
     assert state.manifests is not None
     job = _job_workload(ctx, item)
     state.jobs.append(job)
     with ctx.io.group(f"Job {job.name}"):
-        state.manifests.apply(item)
         state.changed = True
-        why, diagnosis = _wait_job(ctx, item)
-    if not why:
-        job.succeed()
+        if item.replace:
+            _replace(ctx, item)
+        created = state.manifests.apply(item)
+        job.live = created
+        job.watch_from = str((created.get("metadata") or {}).get("resourceVersion") or "")
+        wait_for(ctx, [job], ctx.budget.forward)
+    if job.open:  # the loop stopped without a verdict: only a cancel does that
+        raise Cancelled("cancelled")
+    if not job.failed:
+        ctx.io.info(f"Job {job.name}: completed")
         return True
-    job.migration_failed(why, diagnosis)
+    job.migration_failed()
     for w in state.workloads:
         w.not_changed(job.name)
     return False
-
-
-def _job_failed(
-    ctx: Context, ns: str, name: str, reason: str, pod: str, container: str
-) -> tuple[str, Diagnosis]:
-    kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
-    why = f"Job {name} failed: {reason}"
-    return why, diagnose_pod(kube, ns, why, pod, container, owners=(("Job", name),))
-
-
-def _wait_job(ctx: Context, item: Applied) -> tuple[str, Diagnosis | None]:
-    """Wait for a Job to complete; returns "" or the failure, with its diagnosis."""
-    name, ns = item.manifest.name, item.namespace or ctx.namespace
-    seen: dict[tuple[str, str, str], float] = {}
-    message = ""
-    while True:
-        job = ctx.kube.request("GET", JOBS, verb="get", namespace=ns, name=name)
-        status = job_status(job)
-        if status.state == "complete":
-            ctx.io.info(f"Job {name}: completed")
-            return "", None
-        query = [("labelSelector", f"job-name={name}")]
-        listing = ctx.kube.request("GET", PODS, verb="list", namespace=ns, query=query)
-        pods = listing.get("items") or []
-        now = ctx.now()
-        current = {}
-        for pod in pods:
-            found = pod_problem(pod, ctx.policy)
-            if found is not None:
-                current[found.key] = found
-                first = seen.setdefault(found.key, now)
-                if found.grace is not None and now - first >= found.grace:
-                    return _job_failed(ctx, ns, name, found.line(), found.pod, found.container)
-        seen = {k: v for k, v in seen.items() if k in current}
-        last = pods[-1]["metadata"]["name"] if pods else ""
-        if status.state == "failed":
-            return _job_failed(ctx, ns, name, status.message, last, "")
-        if status.message != message:
-            message = status.message
-            ctx.io.info(f"Job {name}: {message}")
-        if now >= ctx.kube.deadline:
-            return _job_failed(ctx, ns, name, f"not complete in time: {message}", last, "")
-        if ctx.clock.wait(ctx.cancel, _JOB_POLL):
-            raise Cancelled("cancelled")

@@ -32,9 +32,10 @@ def changed_at(w: Workload) -> str:
 def probe(ctx: Context, w: Workload) -> None:
     """Read the events that explain a stuck workload, every few seconds at most."""
     now = ctx.now()
-    if ctx.policy.tolerate or now - w.checked_events_at < PROBE_EVERY or w.live is None:
+    due = w.probed_at is None or now - w.probed_at >= PROBE_EVERY
+    if ctx.policy.tolerate or not due or w.live is None:
         return
-    w.checked_events_at = now
+    w.probed_at = now
     new = w.kind.new_pods(w.live, w.pods.values(), w.history.values())
     stuck = [p for p in new if (found := pod_problem(p)) and found.reason == "Unschedulable"]
     if stuck:

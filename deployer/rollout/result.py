@@ -58,6 +58,7 @@ class RolloutResult:
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
     url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
     plan: Plan | None = None  # a dry run's: every object compared with the live one
+    notes: tuple[str, ...] = ()  # what the user should know besides (an interrupted run)
 
     @property
     def revisions(self) -> dict[str, int | None]:
@@ -101,7 +102,7 @@ def result_of(state: RunState, image: str, status: str | None = None) -> Rollout
             status = "failed"
         else:
             status = "rolled-back"
-    return RolloutResult(status, tuple(results), tuple(state.restored))
+    return RolloutResult(status, tuple(results), tuple(state.restored), notes=tuple(state.notes))
 
 
 def report_failures(io: ActionsIO, failed: list[Workload]) -> None:

@@ -62,6 +62,7 @@ class Workload:
     reason: str = ""
     diagnosis: Diagnosis | None = None
     undo_reason: str = ""
+    undo_source: str = ""  # where its undo went back to, once issued
     superseded: bool = False  # someone else changed our containers' images after us
     culprit: bool = False  # failed for a reason of its own (not because another did)
     # the current wait
@@ -73,8 +74,9 @@ class Workload:
     progress: str = ""
     scale_up: bool = False
     create_failure: str = ""
-    checked_events_at: float = 0.0
+    probed_at: float | None = None  # when probe.py last read its events
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
+    watch_from: str = ""  # a Job: watch from the resourceVersion its creation returned
     # What the run sets: container → image (several with the ``images`` input), and for a
     # named workload a strategic-merge fragment of spec.template (annotations, pull secret).
     images: dict[str, str] = field(default_factory=dict)
@@ -139,7 +141,7 @@ class Workload:
         self.phase = Phase.ROLLING_BACK if undoing else Phase.WAITING
         self.outcome = Outcome.PENDING
         self.pods, self.seen, self.progress = {}, {}, ""
-        self.scale_up, self.create_failure, self.checked_events_at = False, "", 0.0
+        self.scale_up, self.create_failure, self.probed_at = False, "", None
         self.baseline = {}
 
     def succeed(self) -> None:
@@ -176,9 +178,9 @@ class Workload:
         self.fail(f"not changed: Job {job} failed")
         self.culprit = False
 
-    def migration_failed(self, why: str, diagnosis: Diagnosis | None) -> None:
-        """This migration Job failed; the workloads after it were not changed."""
-        self.fail(f"{why}; nothing else was changed", diagnosis)
+    def migration_failed(self) -> None:
+        """This migration Job failed (its reason is the judge's); nothing after it changed."""
+        self.reason = f"Job {self.name} failed: {self.reason}; nothing else was changed"
 
     def supersede(self, reason: str) -> None:
         self.superseded = True
@@ -196,14 +198,23 @@ class Workload:
 
     def prepare_undo(self, culprits: str) -> None:
         """It is to be rolled back: because it failed, or because ``culprits`` did."""
-        self.undo_reason = self.reason if self.failed else f"rolled back because {culprits} failed"
+        if self.failed:
+            self.undo_reason = self.reason
+        elif culprits:
+            self.undo_reason = f"rolled back because {culprits} failed"
+        else:
+            self.undo_reason = "put back because the run was cancelled"
 
     def superseded_before_undo(self) -> None:
         """Someone changed it after ours failed: their change stands, no undo."""
         self.reason = f"{self.undo_reason}; {self.reason}"
 
-    def start_undo(self, why: str) -> None:
-        self.undo_reason = why
+    def undo_issued(self, source: str) -> None:
+        """Its undo to ``source`` (``revision 3``) is in the cluster."""
+        self.undo_source = source
+
+    def start_undo(self) -> None:
+        """Wait for its undo."""
         self.start_wait(undoing=True)
 
     def not_undone(self, why: str) -> None:
@@ -215,6 +226,7 @@ class Workload:
         self.outcome, self.reason, self.phase = Outcome.PLANNED, "", Phase.DONE
 
     def cancel(self) -> None:
+        """Cancelled, and nothing put back: say where it stands and how to undo it."""
         if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK):
             return
         undo = f"; undo with {self.undo_hint}"
@@ -229,6 +241,15 @@ class Workload:
             )
         self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
 
+    def cancel_undone(self) -> None:
+        """Cancelled, and its undo was issued (not waited for)."""
+        where = {
+            Phase.ROLLING_BACK: "while rolling back",
+            Phase.WAITING: f"while waiting ({self.progress or 'just changed'})",
+        }.get(self.phase, "after its rollout")
+        self.reason = f"cancelled {where}; put back to {self.undo_source} (not waited for)"
+        self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
+
 
 @dataclass
 class RunState:
@@ -238,6 +259,7 @@ class RunState:
     jobs: list[Workload] = field(default_factory=list)  # migration Jobs, in run order
     manifests: ManifestSet | None = None
     restored: list[str] = field(default_factory=list)  # what the rollback did to the rest
+    notes: list[str] = field(default_factory=list)  # e.g. an earlier run that was interrupted
     changed: bool = False  # anything at all, so an error is an outcome, not a raise
 
     @property

@@ -21,6 +21,7 @@ __all__ = [
     "deployment_progress",
     "deployment_status",
     "job_status",
+    "partition_pending",
     "pod_problem",
     "rollout_status",
     "statefulset_status",
@@ -340,3 +341,28 @@ def _deepcopy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deepcopy(v) for v in value]
     return value
+
+
+def partition_pending(sts: Mapping[str, Any], pods: list[Mapping[str, Any]]) -> list[str]:
+    """Pods a partitioned StatefulSet's rollout covers that are not Ready at its revision.
+
+    After an undo, ``updatedReplicas`` counts the pods below the partition (they
+    never left the old revision), so kubectl's "partitioned roll out complete" comes
+    while a canary pod still runs the undone revision: these are the pods to wait for.
+    """
+    if on_delete(sts):
+        return []  # its pods change only when deleted: nothing to wait for
+    rolling = _strategy(sts).get("rollingUpdate") or {}
+    partition = _int(rolling.get("partition"))
+    revision = str((sts.get("status") or {}).get("updateRevision") or "")
+    name = str((sts.get("metadata") or {}).get("name", ""))
+    replicas = _int((sts.get("spec") or {}).get("replicas", 1))
+    current = set()
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        ready = (condition(pod, "Ready") or {}).get("status") == "True"
+        gone = (pod.get("metadata") or {}).get("deletionTimestamp")
+        if labels.get("controller-revision-hash") == revision and ready and not gone:
+            current.add(str((pod.get("metadata") or {}).get("name", "")))
+    # A pod being replaced is missing for a moment: it is pending too.
+    return [f"{name}-{i}" for i in range(partition, replicas) if f"{name}-{i}" not in current]

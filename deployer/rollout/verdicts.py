@@ -8,6 +8,7 @@ A workload whose image someone else replaced since our patch is superseded.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from deployer.rollout.force import force_stuck_pods
 from deployer.rollout.judge import Snapshot, judge, timed_out
 from deployer.rollout.kinds import (
     DEPLOYMENT,
+    JOB,
     STATEFULSET,
     containers_of,
     controlled_by,
@@ -26,19 +28,35 @@ from deployer.rollout.kinds import (
     uid_of,
 )
 from deployer.rollout.state import Workload
-from deployer.rollout.status import condition, template_without_hash
+from deployer.rollout.status import (
+    Policy,
+    condition,
+    partition_pending,
+    template_without_hash,
+)
 from deployer.rollout.undo import revision_of
 
-__all__ = ["judge_workload", "superseded", "time_out"]
+__all__ = ["judge_workload", "policy_for", "superseded", "time_out"]
 
 # Reading a failed pod's events and log may run this long past the deadline.
 _DIAGNOSIS_SECONDS = 10.0
+_NEVER = 2**31  # restarts: more than any container makes
 
 
 def snapshot(w: Workload) -> Snapshot:
     assert w.live is not None
     pods, history = tuple(w.pods.values()), tuple(w.history.values())
     return Snapshot(w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure, history)
+
+
+def policy_for(ctx: Context, w: Workload) -> Policy:
+    """The run's policy; a Job whose pods restart in place is left to its backoffLimit."""
+    spec = (template_of(w.live).get("spec") or {}) if w.kind is JOB else {}
+    if spec.get("restartPolicy") == "OnFailure":
+        # The Job controller counts these restarts against backoffLimit and fails the
+        # Job itself (Failed=True, BackoffLimitExceeded): its conditions decide.
+        return dataclasses.replace(ctx.policy, restarts=_NEVER)
+    return ctx.policy
 
 
 def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
@@ -68,11 +86,14 @@ def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
         return
     if undoing and w.kind is STATEFULSET:
         force_stuck_pods(ctx, w)
-    verdict = judge(snapshot(w), ctx.now(), ctx.policy)
+    verdict = judge(snapshot(w), ctx.now(), policy_for(ctx, w))
     w.seen = verdict.seen
-    if verdict.progress and verdict.progress != w.progress:
-        w.progress = verdict.progress
-        ctx.io.info(f"{w.display}: {verdict.progress}")
+    _progress(ctx, w, verdict.progress)
+    if verdict.state == "complete" and undoing and w.kind is STATEFULSET:
+        pending = partition_pending(live, list(w.pods.values()))
+        if pending:  # a canary pod may still run the revision we undid
+            _progress(ctx, w, f"waiting for pod {', '.join(pending)} at the restored revision")
+            return
     if verdict.state == "complete":
         w.succeed()
         revision = revision_of(live)
@@ -90,6 +111,12 @@ def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
             pod = verdict.pod
             name = pod["metadata"]["name"] if pod else ""
             fail_with_diagnosis(ctx, w, verdict.message, name, "")
+
+
+def _progress(ctx: Context, w: Workload, line: str) -> None:
+    if line and line != w.progress:
+        w.progress = line
+        ctx.io.info(f"{w.display}: {line}")
 
 
 def time_out(ctx: Context, w: Workload) -> None:

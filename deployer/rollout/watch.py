@@ -3,8 +3,9 @@
 The loop reads :class:`~deployer.rollout.events.Events` (a watch per namespace and
 kind, and one per workload's pods), folds each item into the workloads' state and
 hands every workload it touched to the judge
-(:func:`~deployer.rollout.verdicts.judge_workload`). On a tick without events it
-probes and judges every open workload, so graces run out without events. It ends
+(:func:`~deployer.rollout.verdicts.judge_workload`). On every tick of the clock
+(busy stream or not) it probes and judges every open workload, so graces run out
+and probes run on time. It ends
 when every workload is decided, at the deadline, or on cancel (raising
 :class:`~deployer.errors.Cancelled`). Nothing else in the rollout waits for the
 cluster.
@@ -17,8 +18,10 @@ from deployer.errors import Cancelled, ClusterError
 from deployer.rollout.context import Context
 from deployer.rollout.events import Events, Item
 from deployer.rollout.judge import baseline
+from deployer.rollout.kinds import JOB, Kind
 from deployer.rollout.probe import probe
 from deployer.rollout.state import Workload
+from deployer.rollout.status import job_status
 from deployer.rollout.verdicts import judge_workload, time_out
 
 __all__ = ["wait_for"]
@@ -27,12 +30,17 @@ TICK = 0.25  # how often the loop wakes without events: cancel and grace checks
 
 
 def _start(ctx: Context, events: Events, workloads: list[Workload]) -> None:
-    for ns, kind in dict.fromkeys((w.namespace, w.kind) for w in workloads):
-        events.watch(Watch(ctx.kube, kind.resource, ns), f"{kind.lower}/{ns}", "workload")
+    groups: dict[tuple[str, Kind], str | None] = {}
+    for w in workloads:  # one watch per namespace and kind; a Job's from its creation
+        groups.setdefault((w.namespace, w.kind), w.watch_from or None)
+    for (ns, kind), since in groups.items():
+        watch = Watch(ctx.kube, kind.resource, ns, since=since)
+        events.watch(watch, f"{kind.lower}/{ns}", "workload")
     for w in workloads:
         selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
         query = [("labelSelector", selector)]
-        events.watch(Watch(ctx.kube, PODS, w.namespace, query), w.key, "pods")
+        pods = Watch(ctx.kube, PODS, w.namespace, query, since=w.watch_from or None)
+        events.watch(pods, w.key, "pods")
         if w.kind.history != w.kind.resource:  # a Job has no revisions of its own
             # Its ReplicaSets/ControllerRevisions: which pods are of the new revision.
             history = Watch(ctx.kube, w.kind.history, w.namespace, query)
@@ -53,7 +61,13 @@ def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
         obj = named.get(w.name)
         uid = ((w.live or {}).get("metadata") or {}).get("uid")
         gone = obj is None or obj["metadata"].get("uid") != uid
-        if (what.type == "SYNC" and gone) or (obj is not None and what.type == "DELETED"):
+        if obj is not None and what.type == "DELETED" and w.kind is JOB:
+            if job_status(obj).state == "complete":  # ttlSecondsAfterFinished: it is done
+                w.live = dict(obj)
+                touched.append(w)
+            else:
+                w.fail(f"Job {w.namespace}/{w.name} was deleted before it completed")
+        elif (what.type == "SYNC" and gone) or (obj is not None and what.type == "DELETED"):
             w.fail(f"{w.kind.name} {w.namespace}/{w.name} was deleted during the rollout")
         elif obj is not None:
             w.live = dict(obj)
@@ -99,18 +113,11 @@ def _stop_early(ctx: Context, workloads: list[Workload], undoing: bool) -> bool:
     return True
 
 
-def _step(
-    ctx: Context, events: Events, workloads: list[Workload], until: float, undoing: bool
-) -> None:
-    """Wait for one item (or a tick) and judge what it changed."""
-    item = events.next(min(TICK, until - ctx.now()))
-    if item is None:
-        for w in workloads:
-            if w.open:
-                probe(ctx, w)
-                judge_workload(ctx, w, undoing)
-        return
-    for w in fold(item, workloads):
+def _judge_all(ctx: Context, workloads: list[Workload], undoing: bool) -> None:
+    """The clock's tick: probe what is due and judge every open workload (graces run out)."""
+    for w in workloads:
+        if w.open:
+            probe(ctx, w)
         if w.open:
             judge_workload(ctx, w, undoing)
 
@@ -118,20 +125,32 @@ def _step(
 def wait_for(
     ctx: Context, workloads: list[Workload], until: float, *, undoing: bool = False
 ) -> None:
-    """Watch ``workloads`` until each is decided or ``until`` (a value of the clock)."""
+    """Watch ``workloads`` until each is decided or ``until`` (a value of the clock).
+
+    Ticks are scheduled by the clock, not by silence: a busy event stream (an
+    autoscaler's events, a large rollout) never starves the probes or the graces.
+    """
     for w in workloads:
         w.start_wait(undoing=undoing)
         w.baseline = baseline(w.live)
     with Events(ctx.clock) as events:
         _start(ctx, events, workloads)
+        tick_at = ctx.now()
         while any(w.open for w in workloads):
             if ctx.cancel.is_set():
                 raise Cancelled("cancelled")
-            if until - ctx.now() <= 0:
+            now = ctx.now()
+            if now >= until:
                 for w in workloads:
                     if w.open:
                         time_out(ctx, w)
                 break
-            _step(ctx, events, workloads, until, undoing)
+            item = events.next(max(0.0, min(tick_at, until) - now))
+            for w in fold(item, workloads) if item is not None else ():
+                if w.open:
+                    judge_workload(ctx, w, undoing)
+            if ctx.now() >= tick_at:
+                _judge_all(ctx, workloads, undoing)
+                tick_at = ctx.now() + TICK
             if _stop_early(ctx, workloads, undoing):
                 break

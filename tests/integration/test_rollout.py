@@ -312,7 +312,9 @@ def test_cancel_returns_quickly_with_each_deployments_state(
     (web,) = result.deployments
     assert web.result == "cancelled"
     assert "cancelled while waiting" in web.reason
-    assert f"kubectl rollout undo deployment/web -n {namespace}" in web.reason
+    # Put back at once (issue 16), not left rolling on: the undo is issued, not waited for.
+    assert "put back to revision 1 (not waited for)" in web.reason, web.reason
+    assert image_of(read(admin, namespace, "web")) == ref("web", "v1")
     assert not [t for t in threading.enumerate() if t.name.startswith("watch-")]
 
 

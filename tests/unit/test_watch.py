@@ -68,13 +68,46 @@ def test_resumes_from_the_last_version_and_relists_on_410() -> None:
     assert kube.watched_from == ["1", "3", "9", "10"]
 
 
-def test_dropped_streams_are_retried_then_given_up() -> None:
+class StepClock:
+    """A clock whose waits pass at once and move time on by what was asked."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        self.now += seconds
+        return event.is_set()
+
+
+def test_dropped_streams_are_retried_until_the_deadline_then_given_up() -> None:
     drop = urllib3.exceptions.ProtocolError("connection reset")
-    kube = FakeKube(lists=[{"metadata": {"resourceVersion": "1"}, "items": []}], streams=[drop] * 8)
+    kube = FakeKube(
+        lists=[{"metadata": {"resourceVersion": "1"}, "items": []}], streams=[drop] * 40
+    )
+    kube.clock = StepClock()  # type: ignore[assignment]
+    kube.deadline = 100.0 + 25  # an outage longer than the old 8 tries (about 20 s)
     watch = Watch(kube, PODS, "ns")  # type: ignore[arg-type]
-    watch.stopped.wait = lambda timeout=None: False  # type: ignore[method-assign]
-    with pytest.raises(ClusterError, match="Lost the watch on pods in namespace ns 8 times"):
+    with pytest.raises(ClusterError, match=r"Lost the watch on pods in namespace ns: no answer"):
         list(watch)
+    assert kube.clock.now >= kube.deadline
+    assert len(kube.watched_from) > 8  # it did not give up after 8 drops
+
+
+def test_an_outage_shorter_than_the_deadline_is_ridden_out() -> None:
+    drop = urllib3.exceptions.ProtocolError("connection reset")
+    streams: list[Any] = [drop] * 10 + [[{"type": "ADDED", "object": pod("a", "2")}]]
+    kube = FakeKube(lists=[{"metadata": {"resourceVersion": "1"}, "items": []}], streams=streams)
+    kube.clock = StepClock()  # type: ignore[assignment]
+    kube.deadline = 100.0 + 120
+    events = [e.type for e in Watch(kube, PODS, "ns")]  # type: ignore[arg-type]
+    assert events == ["SYNC", "ADDED"]
+    assert kube.clock.now - 100 > 20  # about 25 s of dropped connections
 
 
 def test_a_refused_watch_is_an_error_naming_it() -> None:
