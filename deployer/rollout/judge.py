@@ -10,14 +10,21 @@ Rules, in order:
    ``ProgressDeadlineExceeded`` that was already there when we made our change
    is stale (an undo right after a timed-out rollout) and is not a failure.
 2. A Deployment paused during the rollout fails: it would wait forever.
-3. Unless failures are tolerated: a *new* ``ReplicaSetCreateError`` fails at
-   once (it is written while ``observedGeneration`` still lags, so this does not
-   wait for it), and a new ``ReplicaFailure`` (quota, PodSecurity, a missing
-   ServiceAccount, a webhook) or a StatefulSet/DaemonSet ``FailedCreate`` event
-   fails once it persisted ``replica_failure_grace``.
-4. Problems of the pods running the current template (:func:`pod_problem`), each
-   after its grace; an Unschedulable pod never fails while an autoscaler said a
-   node is coming.
+3. Unless failures are tolerated: a *new* ``ReplicaSetCreateError`` (the
+   Deployment controller could not create the new ReplicaSet: a webhook timing
+   out, a quota on ReplicaSets) and a create failure of the current revision's
+   pods fail once they persisted ``replica_failure_grace`` (the controllers retry
+   both). The create failure is the new ReplicaSet's own ``ReplicaFailure`` (the
+   Deployment's copy keeps the message of an earlier failure with the same reason,
+   ``SetDeploymentCondition``), else a new ``ReplicaFailure`` of the Deployment, or
+   a StatefulSet/DaemonSet ``FailedCreate`` event. An exceeded quota is not a
+   failure while a terminating pod of the workload may still be charged to it
+   (``maxSurge: 0`` at a quota: the new pod fits once the old one is gone); once
+   none is, the grace grows by as long as the wait was, since the ReplicaSet
+   controller's back-off (5 ms, doubling) puts its next try up to that far out.
+4. Problems of the pods of the current revision (:meth:`Kind.new_pods`,
+   :func:`pod_problem`), each after its grace; an Unschedulable pod never fails
+   while an autoscaler said a node is coming.
 """
 
 from __future__ import annotations
@@ -26,13 +33,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from deployer.rollout.kinds import DEPLOYMENT, Kind
+from deployer.rollout.kinds import DEPLOYMENT, Kind, new_replicaset
 from deployer.rollout.status import PodProblem, Policy, condition, pod_problem
 
-__all__ = ["Snapshot", "Verdict", "baseline", "judge", "timed_out", "unready"]
+__all__ = ["Snapshot", "Verdict", "baseline", "create_failure", "judge", "timed_out", "unready"]
 
 Seen = dict[tuple[str, str, str], float]
 _WORKLOAD = "(workload)"
+_CREATE_ERROR = (_WORKLOAD, "", "ReplicaSetCreateError")
+_CREATE_FAILURE = (_WORKLOAD, "", "ReplicaFailure")
+_QUOTA_HELD = (_WORKLOAD, "", "quota-held")
 
 
 def _fingerprint(cond: Mapping[str, Any]) -> str:
@@ -59,6 +69,9 @@ class Snapshot:
     seen: Mapping[tuple[str, str, str], float] = field(default_factory=dict)
     scale_up: bool = False  # a TriggeredScaleUp/Nominated event: a node is coming
     create_failure: str = ""  # a FailedCreate event of a StatefulSet/DaemonSet since our change
+    # The workload's ReplicaSets (Deployment) or ControllerRevisions (StatefulSet,
+    # DaemonSet), as a watch on ``kind.history`` with its selector sees them.
+    history: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ def _fresh(s: Snapshot, kind: str) -> Mapping[str, Any] | None:
 
 def unready(s: Snapshot) -> Mapping[str, Any] | None:
     """The first pod of the current template that is not Ready."""
-    for pod in s.kind.new_pods(s.obj, s.pods):
+    for pod in s.kind.new_pods(s.obj, s.pods, s.history):
         ready = condition(pod, "Ready")
         if ready is None or ready.get("status") != "True":
             return pod
@@ -113,21 +126,10 @@ def judge(s: Snapshot, now: float, policy: Policy) -> Verdict:
             f"paused during the rollout; resume it (kubectl rollout resume deployment/{name})",
         )
     if not policy.tolerate:
-        progressing = _fresh(s, "Progressing")
-        if progressing is not None and progressing.get("reason") == "ReplicaSetCreateError":
-            return verdict("failed", f"ReplicaSetCreateError: {progressing.get('message', '')}")
-        failure = _fresh(s, "ReplicaFailure")
-        text = ""
-        if failure is not None and failure.get("status") == "True":
-            text = f"{failure.get('reason') or 'ReplicaFailure'}: {failure.get('message', '')}"
-        elif s.create_failure:
-            text = f"FailedCreate: {s.create_failure}"
-        if text:
-            key = (_WORKLOAD, "", "ReplicaFailure")
-            first = seen[key] = s.seen.get(key, now)
-            if now - first >= policy.replica_failure_grace:
-                return verdict("failed", text.strip())
-    for pod in s.kind.new_pods(s.obj, s.pods):
+        failed = _create_failed(s, now, policy, seen)
+        if failed:
+            return verdict("failed", failed)
+    for pod in s.kind.new_pods(s.obj, s.pods, s.history):
         found = pod_problem(pod, policy)
         if found is None:
             continue
@@ -141,6 +143,64 @@ def judge(s: Snapshot, now: float, policy: Policy) -> Verdict:
     return verdict("waiting", status.message)
 
 
+def create_failure(s: Snapshot) -> str:
+    """Why the current revision's pods cannot be created ("" if they can), as text."""
+    if s.kind is DEPLOYMENT:
+        rs = new_replicaset(s.obj, s.history)
+        if rs is not None:  # its own condition, never the Deployment's copy of an old one
+            cond = condition(rs, "ReplicaFailure")
+            if cond is None or cond.get("status") != "True":
+                return ""
+            return f"{cond.get('reason') or 'ReplicaFailure'}: {cond.get('message', '')}".strip()
+    failure = _fresh(s, "ReplicaFailure")
+    if failure is not None and failure.get("status") == "True":
+        return f"{failure.get('reason') or 'ReplicaFailure'}: {failure.get('message', '')}".strip()
+    return f"FailedCreate: {s.create_failure}" if s.create_failure else ""
+
+
+def _terminating_charged(s: Snapshot, now: float, seen: Seen) -> bool:
+    """Whether a terminating pod of the workload may still count against a quota.
+
+    A quota charges a terminating pod until ``deletionTimestamp`` + its grace
+    (QuotaV1Pod), that is up to twice the grace after the delete; we count from when
+    we first saw it terminating, so no clock of ours is compared with the server's.
+    """
+    charged = False
+    for pod in s.pods:
+        meta = pod.get("metadata") or {}
+        if not meta.get("deletionTimestamp"):
+            continue
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        key = (str(meta.get("name", "")), "", "Terminating")
+        first = seen[key] = s.seen.get(key, now)
+        if now - first <= 2 * float(meta.get("deletionGracePeriodSeconds") or 0):
+            charged = True
+    return charged
+
+
+def _create_failed(s: Snapshot, now: float, policy: Policy, seen: Seen) -> str:
+    """Rule 3: the failure text once a create problem outlasted its grace, else ""."""
+    progressing = _fresh(s, "Progressing")
+    if progressing is not None and progressing.get("reason") == "ReplicaSetCreateError":
+        first = seen[_CREATE_ERROR] = s.seen.get(_CREATE_ERROR, now)
+        if now - first >= policy.replica_failure_grace:
+            return f"ReplicaSetCreateError: {progressing.get('message', '')}"
+        return ""
+    text = create_failure(s)
+    if not text:
+        return ""
+    if "exceeded quota" in text and _terminating_charged(s, now, seen):
+        seen[_QUOTA_HELD] = s.seen.get(_QUOTA_HELD, now)
+        return ""
+    first = seen[_CREATE_FAILURE] = s.seen.get(_CREATE_FAILURE, now)
+    grace = policy.replica_failure_grace
+    if _QUOTA_HELD in s.seen:
+        held_since = seen[_QUOTA_HELD] = s.seen[_QUOTA_HELD]
+        grace += first - held_since
+    return text if now - first >= grace else ""
+
+
 def timed_out(s: Snapshot, spent: float) -> tuple[str, Mapping[str, Any] | None]:
     """The reason (and the pod to diagnose) when the deadline came first."""
     status = s.kind.status(s.obj)
@@ -152,11 +212,10 @@ def timed_out(s: Snapshot, spent: float) -> tuple[str, Mapping[str, Any] | None]
         why = found.line() if found else ready.get("message") or ready.get("reason") or "not ready"
         reason += f"; pod {pod['metadata']['name']} never became ready ({why})"
     else:
-        for kind in ("ReplicaFailure", "Progressing"):
-            cond = condition(s.obj, kind) or {}
-            if cond.get("message") and (kind == "ReplicaFailure" or not s.pods):
-                reason += f"; {cond['message']}"
-                break
-        if s.create_failure:
-            reason += f"; {s.create_failure}"
+        failure = create_failure(s).partition(": ")[2]
+        progressing = (condition(s.obj, "Progressing") or {}).get("message")
+        if failure:
+            reason += f"; {failure}"
+        elif not s.pods and progressing:
+            reason += f"; {progressing}"
     return reason, pod

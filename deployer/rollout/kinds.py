@@ -2,7 +2,16 @@
 
 Each :class:`Kind` names its resource, where its history lives (ReplicaSets or
 ControllerRevisions), its ``kubectl rollout status`` judge, and how to tell the
-pods of its current template from the others.
+pods of its current template from the others — by the revision the controller
+stamped on them, never by image (a template change that keeps the digest, or a
+registry mirror that rewrites pods' images, would fool that):
+
+- Deployment: the pods of the new ReplicaSet (the one whose template is the
+  Deployment's, as the controller finds it), matched on ``pod-template-hash``;
+- StatefulSet: ``controller-revision-hash == status.updateRevision``, once the
+  controller has observed the current generation;
+- DaemonSet (its status has no updateRevision): the hash of the ControllerRevision
+  whose template is the DaemonSet's.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from deployer.rollout.status import (
     job_status,
     on_delete,
     statefulset_status,
+    template_without_hash,
 )
 
 __all__ = [
@@ -41,9 +51,14 @@ __all__ = [
     "controlled_by",
     "images",
     "kind_named",
+    "new_replicaset",
+    "revision_hash",
     "template_of",
     "uid_of",
 ]
+
+POD_TEMPLATE_HASH = "pod-template-hash"
+REVISION_HASH = "controller-revision-hash"
 
 
 def template_of(obj: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -83,6 +98,44 @@ def _status_progress(status: Callable[[Mapping[str, Any]], Status]) -> Callable[
     return lambda obj: status(obj).message
 
 
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (obj.get("metadata") or {}).get("labels") or {}
+
+
+def _observed(obj: Mapping[str, Any]) -> bool:
+    generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    return int((obj.get("status") or {}).get("observedGeneration") or 0) >= generation
+
+
+def new_replicaset(
+    deployment: Mapping[str, Any], replicasets: Iterable[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The Deployment's new ReplicaSet, as its controller finds it (FindNewReplicaSet).
+
+    Owned by the Deployment, with its pod template (``pod-template-hash`` aside); the
+    oldest such one when several are.
+    """
+    uid = uid_of(deployment)
+    current = template_without_hash(template_of(deployment))
+    found = [
+        rs
+        for rs in replicasets
+        if controlled_by(rs, uid) and template_without_hash(template_of(rs)) == current
+    ]
+    found.sort(key=lambda rs: str((rs.get("metadata") or {}).get("creationTimestamp", "")))
+    return found[0] if found else None
+
+
+def revision_hash(daemonset: Mapping[str, Any], revisions: Iterable[Mapping[str, Any]]) -> str:
+    """The ``controller-revision-hash`` of the DaemonSet's current template ("" if not seen yet)."""
+    uid = uid_of(daemonset)
+    current = template_without_hash(template_of(daemonset))
+    for rev in revisions:
+        if controlled_by(rev, uid) and template_without_hash(template_of(rev)) == current:
+            return str(_labels(rev).get(REVISION_HASH, ""))
+    return ""
+
+
 @dataclass(frozen=True)
 class Kind:
     """One workload kind."""
@@ -107,34 +160,62 @@ class Kind:
             )
         return self.judge_status(obj)
 
-    def owns_pod(self, obj: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
-        """Whether ``pod`` belongs to workload ``obj`` (Deployments own through a ReplicaSet)."""
+    def owns_pod(
+        self,
+        obj: Mapping[str, Any],
+        pod: Mapping[str, Any],
+        history: Iterable[Mapping[str, Any]] = (),
+    ) -> bool:
+        """Whether ``pod`` belongs to workload ``obj`` (Deployments own through a ReplicaSet).
+
+        For a Deployment, ``history`` (its ReplicaSets) makes this exact; without it the
+        ReplicaSet's name (``<deployment>-<hash>``) decides.
+        """
         if self.name != "Deployment":
             return controlled_by(pod, uid_of(obj))
-        prefix = f"{(obj.get('metadata') or {}).get('name', '')}-"
-        return any(
-            ref.get("controller")
-            and ref.get("kind") == "ReplicaSet"
-            and str(ref.get("name", "")).startswith(prefix)
-            for ref in (pod.get("metadata") or {}).get("ownerReferences") or []
-        )
+        owned = {uid_of(rs) for rs in history if controlled_by(rs, uid_of(obj))}
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+            if not ref.get("controller") or ref.get("kind") != "ReplicaSet":
+                continue
+            if owned:
+                if ref.get("uid") in owned:
+                    return True
+            elif str(ref.get("name", "")).rpartition("-")[0] == name:
+                return True
+        return False
 
     def new_pods(
-        self, obj: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]
+        self,
+        obj: Mapping[str, Any],
+        pods: Iterable[Mapping[str, Any]],
+        history: Iterable[Mapping[str, Any]] = (),
     ) -> list[Mapping[str, Any]]:
-        """The pods of ``obj`` that run its current template's images."""
-        wanted = images(template_of(obj))
-        found = []
-        for pod in pods:
-            if not self.owns_pod(obj, pod):
-                continue
-            running = {
-                str(c.get("name")): str(c.get("image", ""))
-                for c in containers_of({"spec": pod.get("spec") or {}})
-            }
-            if all(running.get(name) == image for name, image in wanted.items()):
-                found.append(pod)
-        return found
+        """The pods of ``obj``'s current revision (see the module docstring).
+
+        ``history`` is the workload's ReplicaSets (Deployment) or ControllerRevisions
+        (DaemonSet); without the one of the current template no pod is new yet.
+        """
+        history = list(history)
+        if self.name == "Job":  # a Job's template cannot change: all its pods are current
+            return [p for p in pods if controlled_by(p, uid_of(obj))]
+        if self.name == "Deployment":
+            rs = new_replicaset(obj, history)
+            if rs is None:
+                return []
+            key, wanted = POD_TEMPLATE_HASH, _labels(rs).get(POD_TEMPLATE_HASH)
+            owner = uid_of(rs)
+        elif self.name == "StatefulSet":
+            if not _observed(obj):
+                return []
+            key, wanted = REVISION_HASH, (obj.get("status") or {}).get("updateRevision")
+            owner = uid_of(obj)
+        else:
+            key, wanted = REVISION_HASH, revision_hash(obj, history)
+            owner = uid_of(obj)
+        if not wanted:
+            return []
+        return [p for p in pods if controlled_by(p, owner) and _labels(p).get(key) == wanted]
 
 
 DEPLOYMENT = Kind("Deployment", DEPLOYMENTS, REPLICASETS, deployment_status, deployment_progress)

@@ -66,6 +66,8 @@ class Workload:
     culprit: bool = False  # failed for a reason of its own (not because another did)
     # the current wait
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # its ReplicaSets / ControllerRevisions by name: which pods are of the new revision
+    history: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[tuple[str, str, str], float] = field(default_factory=dict)
     baseline: dict[str, str] = field(default_factory=dict)
     progress: str = ""

@@ -225,7 +225,14 @@ class PodProblem:
 
     @property
     def key(self) -> tuple[str, str, str]:
-        return (self.pod, self.container, self.reason.split(" ", 1)[0])
+        """What the grace is kept under: the same problem under another reason keeps it.
+
+        The kubelet flips ErrImagePull ↔ ImagePullBackOff (and RegistryUnavailable ↔
+        ImagePullBackOff) on every pull attempt; a crash shows as CrashLoopBackOff,
+        then Error or OOMKilled.
+        """
+        reason = self.reason.split(" ", 1)[0]
+        return (self.pod, self.container, _FAMILY.get(reason, reason))
 
     def line(self) -> str:
         where = f"pod {self.pod}" + (f", container {self.container}" if self.container else "")
@@ -233,17 +240,28 @@ class PodProblem:
         return f"{text}: {self.message}" if self.message else text
 
 
-_PERMANENT = {"InvalidImageName", "ErrImageNeverPull"}
-_PULL = {"ImagePullBackOff", "ErrImagePull"}
+_PERMANENT = {"InvalidImageName", "ErrImageNeverPull", "SignatureValidationFailed"}
+# The kubelet's image errors that a retry may heal: a registry 5xx/429, a mirror
+# behind our push, a registry that is down (RegistryUnavailable), an image store the
+# runtime could not inspect (ImageInspectError).
+_PULL = {"ImagePullBackOff", "ErrImagePull", "RegistryUnavailable", "ImageInspectError"}
 _CONFIG = {"CreateContainerConfigError", "CreateContainerError"}
+_FAMILY = {
+    **dict.fromkeys(_PULL, "image-pull"),
+    **dict.fromkeys(_CONFIG, "create-container"),
+    **dict.fromkeys(("CrashLoopBackOff", "Error", "OOMKilled"), "crash"),
+}
 
 
 def pod_problem(pod: Mapping[str, Any], policy: Policy = Policy()) -> PodProblem | None:
     """The first reason this pod will not become ready by waiting, with its grace.
 
-    - ``InvalidImageName``, ``ErrImageNeverPull``: at once (no retry fixes them).
-    - ``ErrImagePull``/``ImagePullBackOff``: after ``pull_grace`` (a registry 5xx/429
-      or a mirror lagging behind our push heals on the kubelet's next pull).
+    - ``InvalidImageName``, ``ErrImageNeverPull``, ``SignatureValidationFailed``: at
+      once (no retry fixes them).
+    - ``ErrImagePull``/``ImagePullBackOff``/``RegistryUnavailable``/``ImageInspectError``:
+      after ``pull_grace`` (a registry 5xx/429, a registry down for a moment or a
+      mirror lagging behind our push heals on the kubelet's next pull), counted from
+      the first of them: the kubelet's flips between them do not restart it.
     - ``CreateContainerConfigError``/``CreateContainerError``: after ``config_grace``.
     - ``CrashLoopBackOff``, or ``OOMKilled``/``Error`` termination: once the
       container has restarted more than ``restarts`` times.

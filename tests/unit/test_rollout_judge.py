@@ -14,12 +14,40 @@ P = Policy()
 NEW, OLD = "ghcr.io/acme/web@sha256:new", "ghcr.io/acme/web@sha256:old"
 
 
+def template(image: str, **labels: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": "web", **labels}},
+        "spec": {"containers": [{"name": "app", "image": image}]},
+    }
+
+
+def replicaset(hash_: str, image: str, **status: Any) -> dict[str, Any]:
+    """A ReplicaSet of Deployment ``web`` (uid d1) with pod-template-hash ``hash_``."""
+    return {
+        "metadata": {
+            "name": f"web-{hash_}",
+            "uid": f"rs-{hash_}",
+            "labels": {"app": "web", "pod-template-hash": hash_},
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "ownerReferences": [
+                {"kind": "Deployment", "name": "web", "uid": "d1", "controller": True}
+            ],
+        },
+        "spec": {"template": template(image, **{"pod-template-hash": hash_})},
+        "status": status,
+    }
+
+
+HISTORY = (replicaset("abc", NEW), replicaset("old", OLD))
+
+
 def deployment(*, updated: int = 0, available: int = 0, **extra: Any) -> dict[str, Any]:
     obj: dict[str, Any] = {
         "metadata": {"name": "web", "uid": "d1", "generation": 2},
         "spec": {
             "replicas": 2,
-            "template": {"spec": {"containers": [{"name": "app", "image": NEW}]}},
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": template(NEW),
         },
         "status": {
             "observedGeneration": 2,
@@ -64,15 +92,23 @@ def pod(
                 }
             ]
         }
-    ref = owner or {"kind": "ReplicaSet", "name": "web-abc", "controller": True}
+    hash_ = "abc" if image == NEW else "old"
+    ref = owner or {
+        "kind": "ReplicaSet",
+        "name": f"web-{hash_}",
+        "uid": f"rs-{hash_}",
+        "controller": True,
+    }
+    labels = {"app": "web", "pod-template-hash": hash_}
     return {
-        "metadata": {"name": name, "ownerReferences": [ref]},
+        "metadata": {"name": name, "ownerReferences": [ref], "labels": labels},
         "spec": {"containers": [{"name": "app", "image": image}]},
         "status": status,
     }
 
 
 def snap(obj: dict[str, Any], *pods: dict[str, Any], **kw: Any) -> Snapshot:
+    kw.setdefault("history", HISTORY)
     return Snapshot(DEPLOYMENT, obj, tuple(pods), **kw)
 
 
@@ -145,10 +181,12 @@ def rs_create_error(obj: dict[str, Any], when: str) -> dict[str, Any]:
     return obj
 
 
-def test_replicaset_create_error_fails_even_before_observed() -> None:  # fix 3
+def test_replicaset_create_error_fails_after_its_grace_even_before_observed() -> None:
     obj = rs_create_error(deployment(), "t2")
     obj["metadata"]["generation"] = 3  # observedGeneration still 2: written by a failed sync
-    verdict = judge(snap(obj, baseline={}), 0.0, P)
+    first = judge(snap(obj, baseline={}, history=()), 0.0, P)
+    assert first.state == "waiting"  # the controller tries again: a webhook timeout passes
+    verdict = judge(snap(obj, baseline={}, history=(), seen=first.seen), P.replica_failure_grace, P)
     assert verdict.state == "failed"
     assert verdict.message == 'ReplicaSetCreateError: exceeded quota: "compute"'
 
@@ -166,21 +204,48 @@ def test_a_condition_from_before_our_change_is_stale() -> None:  # fixes 3 and 8
     assert fresh.state == "failed" and "exceeded its progress deadline" in fresh.message
 
 
+SA_MESSAGE = (
+    'pods "web-abc-" is forbidden: error looking up service account web/robot: '
+    'serviceaccount "robot" not found'
+)
+
+
+def failing(cond_message: str) -> dict[str, Any]:
+    return {
+        "type": "ReplicaFailure",
+        "status": "True",
+        "reason": "FailedCreate",
+        "message": cond_message,
+    }
+
+
 def test_replica_failure_fails_after_its_grace_naming_the_cause() -> None:  # fix 4
-    obj = deployment()
-    message = (
-        'pods "web-abc-" is forbidden: error looking up service account web/robot: '
-        'serviceaccount "robot" not found'
-    )
-    obj["status"]["conditions"] = [
-        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": message}
-    ]
-    first = judge(snap(obj), 10.0, P)
+    history = (replicaset("abc", NEW, conditions=[failing(SA_MESSAGE)]), replicaset("old", OLD))
+    first = judge(snap(deployment(), history=history), 10.0, P)
     assert first.state == "waiting"
-    later = judge(snap(obj, seen=first.seen), 10.0 + P.replica_failure_grace, P)
+    later = judge(
+        snap(deployment(), history=history, seen=first.seen), 10.0 + P.replica_failure_grace, P
+    )
     assert later.state == "failed"
-    assert later.message == f"FailedCreate: {message}"
-    assert judge(snap(obj, seen=first.seen), 1e6, Policy(tolerate=True)).state == "waiting"
+    assert later.message == f"FailedCreate: {SA_MESSAGE}"
+    tolerated = snap(deployment(), history=history, seen=first.seen)
+    assert judge(tolerated, 1e6, Policy(tolerate=True)).state == "waiting"
+
+
+def test_the_new_replicasets_own_failure_counts_not_the_deployments_copy() -> None:  # item 9
+    obj = deployment()
+    obj["status"]["conditions"] = [failing("exceeded quota: compute")]  # from the old ReplicaSet
+    base = baseline(obj)
+    history = (replicaset("abc", NEW, conditions=[failing(SA_MESSAGE)]), replicaset("old", OLD))
+    first = judge(snap(obj, history=history, baseline=base), 0.0, P)
+    verdict = judge(snap(obj, history=history, baseline=base, seen=first.seen), 60.0, P)
+    assert verdict.message == f"FailedCreate: {SA_MESSAGE}"
+    # The new ReplicaSet creates its pods: the Deployment's (even fresh) copy does not matter.
+    fresh = judge(snap(obj, seen=first.seen), 60.0, P)
+    assert fresh.state == "waiting"
+    # Before the new ReplicaSet is known, a fresh condition of the Deployment is all there is.
+    unknown = snap(obj, history=())
+    assert judge(snap(obj, history=(), seen=judge(unknown, 0.0, P).seen), 60.0, P).state == "failed"
 
 
 def test_a_deployment_paused_during_the_rollout_fails() -> None:  # fix 10
@@ -197,15 +262,25 @@ def statefulset(ready: int = 1) -> dict[str, Any]:
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
             "template": {"spec": {"containers": [{"name": "app", "image": NEW}]}},
         },
-        "status": {"observedGeneration": 2, "readyReplicas": ready, "updatedReplicas": 1},
+        "status": {
+            "observedGeneration": 2,
+            "readyReplicas": ready,
+            "updatedReplicas": 1,
+            "currentRevision": "db-1111",
+            "updateRevision": "db-2222",
+        },
     }
 
 
-def test_statefulset_pods_are_judged_through_their_owner() -> None:
+def test_statefulset_pods_are_judged_through_their_owner_and_revision() -> None:
     owner = {"kind": "StatefulSet", "uid": "s1", "controller": True}
     crashing = pod("db-1", waiting="CrashLoopBackOff", restarts=5, owner=owner)
+    crashing["metadata"]["labels"] = {"controller-revision-hash": "db-2222"}
+    old = pod("db-0", waiting="CrashLoopBackOff", restarts=9, owner=owner)
+    old["metadata"]["labels"] = {"controller-revision-hash": "db-1111"}
     stranger = pod("other-1", waiting="InvalidImageName", owner={"uid": "x", "controller": True})
-    verdict = judge(Snapshot(STATEFULSET, statefulset(), (stranger, crashing)), 0.0, P)
+    stranger["metadata"]["labels"] = {"controller-revision-hash": "db-2222"}
+    verdict = judge(Snapshot(STATEFULSET, statefulset(), (stranger, old, crashing)), 0.0, P)
     assert verdict.state == "failed"
     assert verdict.message.startswith("pod db-1, container app: CrashLoopBackOff")
     assert verdict.progress == "Waiting for 1 pods to be ready"
