@@ -39,6 +39,7 @@ def _needed(workloads: list[Workload]) -> list[tuple[str, Resource, str, str]]:
         needed += [
             ("watch", kind.resource, ns, ""),
             ("list", kind.resource, ns, ""),  # a watch that expired is resumed by a list
+            ("watch", kind.history, ns, ""),  # which pods are of the new revision
             ("list", kind.history, ns, ""),
         ]
     for ns in dict.fromkeys(w.namespace for w in workloads):

@@ -22,7 +22,7 @@ def force_stuck_pods(ctx: Context, w: Workload) -> None:
     live = w.live or {}
     if (live.get("spec") or {}).get("podManagementPolicy", "OrderedReady") != "OrderedReady":
         return
-    current = set(map(id, w.kind.new_pods(live, w.pods.values())))
+    current = set(map(id, w.kind.new_pods(live, w.pods.values(), w.history.values())))
     for name, pod in list(w.pods.items()):
         if name in w.deleted_pods or id(pod) in current or not w.kind.owns_pod(live, pod):
             continue

@@ -35,7 +35,7 @@ def probe(ctx: Context, w: Workload) -> None:
     if ctx.policy.tolerate or now - w.checked_events_at < PROBE_EVERY or w.live is None:
         return
     w.checked_events_at = now
-    new = w.kind.new_pods(w.live, w.pods.values())
+    new = w.kind.new_pods(w.live, w.pods.values(), w.history.values())
     stuck = [p for p in new if (found := pod_problem(p)) and found.reason == "Unschedulable"]
     if stuck:
         w.scale_up = node_coming(ctx.kube, w.namespace, stuck[0])

@@ -37,8 +37,10 @@ _DIAGNOSIS_SECONDS = 10.0
 
 def snapshot(w: Workload) -> Snapshot:
     assert w.live is not None
-    pods = tuple(w.pods.values())
-    return Snapshot(w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure)
+    pods, history = tuple(w.pods.values()), tuple(w.history.values())
+    return Snapshot(
+        w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure, history
+    )
 
 
 def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:

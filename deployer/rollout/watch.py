@@ -33,6 +33,8 @@ def _start(ctx: Context, events: Events, workloads: list[Workload]) -> None:
         selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
         query = [("labelSelector", selector)]
         events.watch(Watch(ctx.kube, PODS, w.namespace, query), w.key, "pods")
+        # Its ReplicaSets/ControllerRevisions: which pods are of the new revision.
+        events.watch(Watch(ctx.kube, w.kind.history, w.namespace, query), w.key, "history")
 
 
 def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
@@ -58,18 +60,20 @@ def _fold_workloads(item: Item, workloads: list[Workload]) -> list[Workload]:
 
 
 def _fold_pods(item: Item, w: Workload) -> list[Workload]:
+    """A pods or history item: into ``w.pods`` or ``w.history`` (SYNC replaces)."""
     what = item.what
     if isinstance(what, ClusterError):
         if w.open:
             w.fail(what.message)
         return []
+    found = w.history if item.stream == "history" else w.pods
     if what.type == "SYNC":
-        w.pods = {p["metadata"]["name"]: p for p in what.objects}
-    for pod in what.objects if what.type != "SYNC" else ():
+        found.clear()
+    for obj in what.objects:
         if what.type == "DELETED":
-            w.pods.pop(pod["metadata"]["name"], None)
+            found.pop(obj["metadata"]["name"], None)
         else:
-            w.pods[pod["metadata"]["name"]] = pod
+            found[obj["metadata"]["name"]] = obj
     return [w]
 
 
