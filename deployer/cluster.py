@@ -39,6 +39,8 @@ from deployer.kubeconfig import (
 )
 
 __all__ = [
+    "ANALYSISRUNS",
+    "CANARIES",
     "CONTROLLERREVISIONS",
     "DAEMONSETS",
     "DEPLOYMENTS",
@@ -46,6 +48,7 @@ __all__ = [
     "JOBS",
     "PODS",
     "REPLICASETS",
+    "ROLLOUTS",
     "SSAR",
     "STATEFULSETS",
     "Kube",
@@ -261,6 +264,10 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
 SSAR = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", namespaced=False)
+# Progressive delivery controllers' resources (served only where their CRDs are installed).
+ROLLOUTS = Resource("argoproj.io", "v1alpha1", "rollouts")
+ANALYSISRUNS = Resource("argoproj.io", "v1alpha1", "analysisruns")
+CANARIES = Resource("flagger.app", "v1beta1", "canaries")
 
 
 @dataclass(frozen=True)

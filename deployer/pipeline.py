@@ -273,7 +273,7 @@ def run(
     report.duration = time.monotonic() - started
     _write_report(io, report, env)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
-    return 0 if report.status in ("succeeded", "planned") else 1
+    return 0 if report.status in ("succeeded", "planned", "paused") else 1
 
 
 def _debug_trace(io: ActionsIO, error: BaseException) -> None:

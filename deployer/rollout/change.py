@@ -17,7 +17,7 @@ from deployer.errors import ClusterError
 from deployer.rollout.apply import FIRST_KINDS, Applied
 from deployer.rollout.check import change_annotations, read_object
 from deployer.rollout.context import Context
-from deployer.rollout.kinds import containers_of, kind_named, template_of
+from deployer.rollout.kinds import Kind, containers_of, kind_named, template_of
 from deployer.rollout.migrate import run_job
 from deployer.rollout.state import Phase, RunState, Workload
 
@@ -100,41 +100,79 @@ def _image_patch(ctx: Context, w: Workload, live: dict[str, Any]) -> dict[str, A
     }
 
 
+def _json_image_patch(ctx: Context, w: Workload, live: dict[str, Any]) -> list[dict[str, Any]]:
+    """The image patch as a JSON patch: a custom resource (an Argo Rollout) takes no other."""
+    ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)}
+    ]
+    pod = template_of(live).get("spec") or {}
+    for field in ("initContainers", "containers"):
+        for index, c in enumerate(pod.get(field) or []):
+            if c.get("name") in w.containers:
+                path = f"/spec/template/spec/{field}/{index}/image"
+                ops.append({"op": "replace", "path": path, "value": ctx.image})
+    if (live.get("metadata") or {}).get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
+    for key, value in change_annotations(ctx).items():
+        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+        ops.append({"op": "add", "path": path, "value": value})
+    return ops
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _send_patch(ctx: Context, w: Workload, kind: Kind, name: str, live: dict[str, Any]) -> Any:
+    if kind.custom:
+        body: Any = _json_image_patch(ctx, w, live)
+        content_type = "application/json-patch+json"
+    else:
+        body, content_type = _image_patch(ctx, w, live), "application/strategic-merge-patch+json"
+    return ctx.kube.request(
+        "PATCH",
+        kind.resource,
+        verb="patch",
+        namespace=w.namespace,
+        name=name,
+        body=body,
+        content_type=content_type,
+        expect=frozenset({409}),
+    )
+
+
 def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
-    """Point ``w``'s containers at the image (resourceVersion-guarded, a conflict re-reads)."""
+    """Point ``w``'s containers at the image (resourceVersion-guarded, a conflict re-reads).
+
+    A ``workloadRef`` Rollout's template is in its Deployment: that is what is patched,
+    and the Rollout stays what is watched.
+    """
+    kind, name = (w.holder.kind, w.holder.name) if w.holder else (w.kind, w.name)
+    live = w.live if w.holder is None else read_object(ctx.kube, kind.resource, w.namespace, name)
     for _ in range(_CONFLICT_TRIES):
-        live = w.live
-        assert live is not None
+        if live is None:
+            raise ClusterError(f"{kind.name} {w.namespace}/{name} was deleted")
         now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
         if all(now.get(c) == ctx.image for c in w.containers):
             break
-        answer = ctx.kube.request(
-            "PATCH",
-            w.kind.resource,
-            verb="patch",
-            namespace=w.namespace,
-            name=w.name,
-            body=_image_patch(ctx, w, live),
-            content_type="application/strategic-merge-patch+json",
-            expect=frozenset({409}),
-        )
+        answer = _send_patch(ctx, w, kind, name, live)
         if isinstance(answer, Response):  # changed since we read it: patch the fresh one
-            w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name)
-            if w.live is None:
-                raise ClusterError(f"{w.kind.name} {w.namespace}/{w.name} was deleted")
+            live = read_object(ctx.kube, kind.resource, w.namespace, name)
             continue
-        w.live = dict(answer)
+        live = dict(answer)
         state.changed = True
         break
     else:
         raise ClusterError(
-            f"{w.kind.name} {w.namespace}/{w.name} kept changing; gave up after "
-            f"{_CONFLICT_TRIES} tries"
+            f"{kind.name} {w.namespace}/{name} kept changing; gave up after {_CONFLICT_TRIES} tries"
         )
-    assert w.live is not None
-    w.applied(w.live)
+    w.applied(live)
+    generation = (live.get("metadata") or {}).get("generation")
+    if w.holder is not None:
+        w.holder.generation = int(generation or 0)
+        w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name) or w.live
     if w.changed:
-        generation = (w.live.get("metadata") or {}).get("generation")
-        ctx.io.info(f"{w.display}: updated, generation {generation}")
+        via = f" (its template in {kind.lower}/{name})" if w.holder else ""
+        ctx.io.info(f"{w.display}: updated{via}, generation {generation}")
     else:
         ctx.io.info(f"{w.display}: already running {ctx.image}")

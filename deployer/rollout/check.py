@@ -20,8 +20,18 @@ from deployer.errors import ClusterError, ConfigError, InputProblem
 from deployer.manifests import Manifest, load_manifests, refuse_cluster_scoped, same_repository
 from deployer.rollout.access import check_access
 from deployer.rollout.apply import Applied, ManifestSet
+from deployer.rollout.argo import resolve_ref
 from deployer.rollout.context import ANNOTATION_PREFIX, Context
-from deployer.rollout.kinds import DEPLOYMENT, KINDS, Kind, containers_of, kind_named, template_of
+from deployer.rollout.flagger import attach_canaries
+from deployer.rollout.kinds import (
+    DEPLOYMENT,
+    KINDS,
+    ROLLOUT,
+    Kind,
+    containers_of,
+    kind_named,
+    template_of,
+)
 from deployer.rollout.state import Workload
 
 __all__ = [
@@ -120,7 +130,8 @@ def load(ctx: Context, *, warn: bool) -> list[Manifest]:
         if m.substituted and not verified:
             ctx.io.warning(
                 f"{m.kind} {m.name} ({m.source}) gets the new image but is not watched or "
-                "rolled back: only Deployments, StatefulSets, DaemonSets and Jobs are",
+                "rolled back: only Deployments, StatefulSets, DaemonSets, Argo Rollouts and "
+                "Jobs are",
                 title="Not verified",
             )
     if warn and not any(m.substituted for m in found):
@@ -222,13 +233,25 @@ def _workload(ctx: Context, target: _Target, item: Applied | None) -> Workload |
         return InputProblem(
             source,
             f"{kind.name} '{name}' in namespace {ns} is paused; resume it first "
-            f"(kubectl rollout resume {kind.lower}/{name} -n {ns})",
+            f"({kind.command(kind.resume_command, ns, name)})",
             INPUTS[source][1],
         )
+    holder = None
+    if kind is ROLLOUT and live is not None and item is None:
+        ref = resolve_ref(ctx.kube, ns, live)
+        if isinstance(ref, str):
+            return InputProblem(
+                source, f"Rollout '{name}' in namespace {ns}: {ref}", INPUTS[source][1]
+            )
+        if ref is not None:
+            holder, live = ref
+            doc = live
     found = resolve_containers(doc, ctx.config.container, ctx.config.image.repository, kind.name)
     if isinstance(found, InputProblem):
         return found
-    return Workload(kind, ns, name, found, live, live, from_manifest=item is not None)
+    w = Workload(kind, ns, name, found, live, live, from_manifest=item is not None)
+    w.holder = holder
+    return w
 
 
 def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> Plan:
@@ -246,6 +269,7 @@ def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> 
             plan.workloads.append(found)
     if problems:
         raise ConfigError(problems)
+    attach_canaries(ctx, plan.workloads, manifests)
     check_access(ctx.kube, ctx.io, plan.workloads, ctx.config.rollback_on_failure)
     for w in plan.workloads if announce else ():
         ctx.io.info(

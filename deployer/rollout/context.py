@@ -71,7 +71,9 @@ class Context:
     policy: Policy = field(init=False)
 
     def __post_init__(self) -> None:
-        self.policy = Policy(tolerate=self.config.tolerate_failures_until_deadline)
+        self.policy = Policy(
+            tolerate=self.config.tolerate_failures_until_deadline, on_pause=self.config.on_pause
+        )
 
     def now(self) -> float:
         return self.clock.monotonic()

@@ -2,7 +2,7 @@
 
 ::
 
-    CHECKED ─change→ WAITING ─judge→ DONE(succeeded | failed)
+    CHECKED ─change→ WAITING ─judge→ DONE(succeeded | failed | paused)
                         │                      │ rollback-on-failure
                         └──────────────→ ROLLING_BACK ─judge→ DONE(rolled-back | failed)
     any phase ─cancel→ DONE(cancelled)         CHECKED ─dry-run→ DONE(planned)
@@ -21,10 +21,11 @@ from typing import Any
 
 from deployer.rollout.apply import ManifestSet
 from deployer.rollout.diagnose import Diagnosis
+from deployer.rollout.flagger_status import Canary
 from deployer.rollout.kinds import Kind, images, template_of
 from deployer.rollout.status import template_without_hash
 
-__all__ = ["Outcome", "Phase", "RunState", "Workload"]
+__all__ = ["Outcome", "Phase", "RunState", "TemplateHolder", "Workload"]
 
 
 class Phase(enum.Enum):
@@ -43,6 +44,19 @@ class Outcome(enum.StrEnum):
     ROLLED_BACK = "rolled-back"
     CANCELLED = "cancelled"
     PLANNED = "planned"
+    PAUSED = "paused"  # waiting for a promotion (an Argo Rollouts pause step), on-pause: succeed
+
+
+@dataclass
+class TemplateHolder:
+    """Where a workload's pod template lives when not in itself: a workloadRef's Deployment.
+
+    The image patch and the undo go to it; the workload itself is what is judged.
+    """
+
+    kind: Kind
+    name: str
+    generation: int = 0  # its metadata.generation once our change is in
 
 
 @dataclass
@@ -75,6 +89,8 @@ class Workload:
     create_failure: str = ""
     checked_events_at: float = 0.0
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
+    holder: TemplateHolder | None = None  # a Rollout's workloadRef (``before`` has its template)
+    canary: Canary | None = None  # the Flagger Canary that judges this workload
 
     @property
     def key(self) -> str:
@@ -110,7 +126,7 @@ class Workload:
 
     @property
     def undo_hint(self) -> str:
-        return f"kubectl rollout undo {self.kind.lower}/{self.name} -n {self.namespace}"
+        return self.kind.command(self.kind.undo_command, self.namespace, self.name)
 
     # -- transitions ---------------------------------------------------------------
 
@@ -134,6 +150,10 @@ class Workload:
             self.outcome = Outcome.ROLLED_BACK
             self.reason = f"{self.undo_reason}; rolled back to the previous revision"
         self.phase = Phase.DONE
+
+    def pause(self, where: str) -> None:
+        """Paused for a promotion after every earlier step succeeded (``on-pause: succeed``)."""
+        self.outcome, self.reason, self.phase = Outcome.PAUSED, where, Phase.DONE
 
     def fail(self, reason: str, diagnosis: Diagnosis | None = None) -> None:
         """It failed for ``reason`` (while rolling back: the rollback failed)."""
@@ -201,7 +221,7 @@ class Workload:
         self.outcome, self.reason, self.phase = Outcome.PLANNED, "", Phase.DONE
 
     def cancel(self) -> None:
-        if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK):
+        if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK, Outcome.PAUSED):
             return
         undo = f"; undo with {self.undo_hint}"
         if self.phase is Phase.CHECKED and not self.changed:
