@@ -168,4 +168,4 @@ def explain_degraded(kube: Kube, w: Workload, message: str) -> tuple[str, Diagno
                 events += list(found.events)
                 log = found.log
     notes += _canary_pods(w)
-    return reason, Diagnosis(f"{w.display}: {reason}", tuple(events), log, tuple(notes))
+    return reason, Diagnosis(reason, tuple(events), log, tuple(notes))

@@ -193,7 +193,8 @@ def rollout_progress(ro: Mapping[str, Any]) -> str:
     """What a user wants to see change: phase, step and replica counts."""
     status = _status(ro)
     phase, _ = rollout_phase(ro)
-    step = current_step(ro)
+    # An abort sets the step index back to 0: its step is not where it stopped.
+    step = "" if phase == "Degraded" or status.get("abort") else current_step(ro)
     wanted = _spec(ro).get("replicas")
     wanted = 1 if wanted is None else int(wanted)
     line = f"{phase}" + (f", step {step}" if step else "")

@@ -119,7 +119,7 @@ def _diagnosis(ctx: Context, w: Workload, reason: str) -> tuple[str, Diagnosis]:
     telling = [e.split(": ", 2)[-1] for e in events if not any(g in e for g in _GENERIC)]
     if telling:
         reason += f" ({'; '.join(dict.fromkeys(telling[-2:]))})"
-    return reason, Diagnosis(f"{w.display}: {reason}", tuple(events), (), tuple(notes))
+    return reason, Diagnosis(reason, tuple(events), (), tuple(notes))
 
 
 def judge_canary(ctx: Context, w: Workload, undoing: bool) -> None:

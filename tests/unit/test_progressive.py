@@ -18,6 +18,7 @@ import pytest
 
 from deployer.actions import ActionsIO
 from deployer.config import load_config
+from deployer.errors import AccessDenied
 from deployer.rollout import RolloutResult, roll_out
 from tests.fakecluster import FakeCluster, deployment, rolled_out
 from tests.fakecluster.progressive import analysis_template, canary, install, rollout
@@ -297,3 +298,39 @@ def test_a_canary_that_succeeded_before_is_not_taken_for_this_run() -> None:
     )
     run = deploy(cluster, ref(REPO, 3), deployments="web")
     assert run.result.status == "rolled-back", run.log
+
+
+def test_credentials_that_may_not_list_canaries_stop_the_run_before_any_change() -> None:
+    cluster = flagger("/pass")
+    cluster.deny("list", "canaries", group="flagger.app")
+    with pytest.raises(AccessDenied) as caught:
+        deploy(cluster, ref(REPO, 2), deployments="web")
+    assert "Flagger is installed, and the credentials may not list canaries.flagger.app" in (
+        caught.value.message
+    )
+    assert "whether a Canary judges deployment/web" in caught.value.message
+    assert template_image(cluster, "Deployment") == ref(REPO, 1)
+    assert not cluster.requests_to("PATCH")
+
+
+def test_without_flagger_installed_a_deployment_is_judged_as_before() -> None:
+    cluster = FakeCluster()  # no canaries.flagger.app served
+    cluster.create(deployment("web", ref(REPO, 1), replicas=2))
+    assert cluster.run_until(lambda: rolled_out(cluster, "Deployment", "web"), 60)
+    run = deploy(cluster, ref(REPO, 2), deployments="web")
+    assert run.result.status == "succeeded", run.log
+    assert run.workload("Deployment").phase == ""
+    assert "phase" not in run.workload("Deployment").as_output()
+    assert not cluster.requests_to("GET", "canaries")
+
+
+def test_a_rollback_that_may_not_abort_warns_and_still_restores_the_template() -> None:
+    cluster = argo()
+    cluster.deny("patch", "rollouts/status", group="argoproj.io")
+    run = deploy(cluster, ref("reg.example/crash-loop-web", 2), workloads="rollout/web")
+    assert "::warning title=Rollback without abort::The credentials may not patch" in run.log
+    assert run.result.status == "rolled-back", run.log
+    (refused,) = cluster.requests_to("PATCH", "/rollouts/web/status")
+    assert refused.status == 403
+    assert template_image(cluster) == ref(REPO, 1)
+    assert healthy(cluster)
