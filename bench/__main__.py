@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bench.common import Figure
 
-MODULES = ["bench.build_push", "bench.cache", "bench.rollout", "bench.container"]
+MODULES = ["bench.build_push", "bench.cache", "bench.rollout", "bench.container", "bench.render"]
 
 
 def main() -> int:

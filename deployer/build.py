@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any
 
 from deployer import buildx
 from deployer.actions import ActionsIO
+from deployer.buildcontext import check_named_contexts, context_dockerfile
 from deployer.config import Config, cache_ref_registries, cache_type
 from deployer.errors import BuildError, EngineError, PushError, RegistryAuthError
 from deployer.registry import Transient, classify, with_retries
@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-_MAX_GIT_CONFIG = 1 << 20
+# Named build contexts need BuildKit 0.10; Docker Engine 23.0 (API 1.42) ships 0.11, 20.10
+# ships 0.8 ("unsupported frontend capability moby.buildkit.frontend.contexts").
+_NAMED_CONTEXTS_API = (1, 42)
 # What buildx and BuildKit say when pulling a base image was refused.
 _PULL_HINTS = (
     "failed to resolve source metadata",
@@ -61,8 +63,20 @@ class BuildResult:
     push_seconds: float = 0.0
 
 
-def builder_reasons(config: Config) -> list[str]:
-    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do."""
+def _api_older_than(version: str | None, minimum: tuple[int, int]) -> bool:
+    """Whether the engine's negotiated API version (``"1.41"``) is below ``minimum``."""
+    try:
+        major, minor = (int(part) for part in (version or "").split(".")[:2])
+    except ValueError:
+        return False  # unknown: assume a current engine
+    return (major, minor) < minimum
+
+
+def builder_reasons(config: Config, engine_api_version: str | None = None) -> list[str]:
+    """Why this build needs a docker-container builder; empty: the engine's BuildKit will do.
+
+    ``engine_api_version`` is the engine's negotiated API version, when known.
+    """
     reasons = []
     exports = sorted({cache_type(e) for e in config.cache_to} - {"inline"})
     if exports:
@@ -74,61 +88,14 @@ def builder_reasons(config: Config) -> list[str]:
         reasons.append(f"{len(config.platforms)} platforms")
     if config.wants_attestations:
         reasons.append("attestations (provenance/sbom)")
+    if config.annotations:  # seen: the docker driver pushes the image without them
+        reasons.append("annotations (the engine's image store keeps none)")
+    if config.build_contexts and _api_older_than(engine_api_version, _NAMED_CONTEXTS_API):
+        reasons.append(
+            f"build-contexts (engine API {engine_api_version}: its BuildKit predates named "
+            "contexts)"
+        )
     return reasons
-
-
-def _git_config_has_token(context: Path, workspace: Path) -> bool:
-    path = context / ".git" / "config"
-    try:
-        real = path.resolve()
-        real.relative_to(workspace)
-        if not real.is_file() or real.stat().st_size > _MAX_GIT_CONFIG:
-            return False
-        return "extraheader" in real.read_text(encoding="utf-8", errors="replace").lower()
-    except (OSError, ValueError, RuntimeError):
-        return False
-
-
-def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
-    """The Dockerfile to build with; a copy with its own ignore file when .git/config must go.
-
-    ``actions/checkout`` leaves the token in ``.git/config`` (``http.…extraheader``)
-    unless ``persist-credentials: false``; a ``COPY . .`` would bake it into the
-    image. If .dockerignore does not exclude that file, a copy of the Dockerfile
-    is built with ``<Dockerfile>.dockerignore`` beside it (which buildx prefers over
-    the context's .dockerignore): the same patterns plus ``.git/config``.
-    """
-    if not _git_config_has_token(config.context, config.workspace):
-        return config.dockerfile
-    from docker.utils.build import PatternMatcher
-
-    own = Path(f"{config.dockerfile}.dockerignore")
-    source = own if own.is_file() else config.context / ".dockerignore"
-    try:
-        text = source.read_text(encoding="utf-8") if source.is_file() else ""
-    except (OSError, UnicodeDecodeError):
-        text = ""
-    patterns = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-    excluded = False  # .dockerignore rules: the last pattern matching the file or a parent wins
-    for pattern in patterns:
-        matcher = PatternMatcher([pattern.lstrip("!")])
-        if matcher.matches(".git/config") or matcher.matches(".git"):
-            excluded = not pattern.startswith("!")
-    if excluded:
-        return config.dockerfile
-    folder = workdir / "dockerfile"
-    folder.mkdir(mode=0o700)
-    copy = folder / "Dockerfile"
-    shutil.copyfile(config.dockerfile, copy)
-    (folder / "Dockerfile.dockerignore").write_text(text.rstrip("\n") + "\n.git/config\n")
-    io.warning(
-        "The build context holds .git/config with a credential header (actions/checkout "
-        "without persist-credentials: false) and .dockerignore does not exclude it: it was "
-        "left out of the build context. Add `.git` to .dockerignore, or check out with "
-        "`persist-credentials: false`",
-        title="Credentials in the build context",
-    )
-    return copy
 
 
 def build_argv(
@@ -171,6 +138,7 @@ def build_argv(
     argv += [f"--cache-to={entry}" for entry in config.cache_to]
     for name, path in workdir.secret_files.items():
         argv.append(f"--secret=id={name},src={path}")
+    argv += _forwarded_argv(config, workdir)
     if config.no_cache:
         argv.append("--no-cache")
     if config.pull:
@@ -185,6 +153,19 @@ def build_argv(
         argv.append("--load")  # a docker-container builder keeps results to itself otherwise
     argv.append(str(config.context))
     return argv, env
+
+
+def _forwarded_argv(config: Config, workdir: buildx.Workdir) -> list[str]:
+    """build-push-action's further inputs as buildx flags: named contexts, SSH, no-cache
+    filters, annotations. Each is one ``--flag=value`` argument, so no value can become a
+    flag of its own; SSH keys are the private copies, the agent is SSH_AUTH_SOCK's socket."""
+    argv = [f"--build-context={c.name}={c.source}" for c in config.build_contexts]
+    for forward in config.ssh:
+        paths = [str(p) for p in workdir.ssh_keys.get(forward.id, [])]
+        argv.append(f"--ssh={forward.id}={forward.agent or ','.join(paths)}")
+    argv += [f"--no-cache-filter={stage}" for stage in config.no_cache_filters]
+    argv += [f"--annotation={annotation}" for annotation in config.annotations]
+    return argv
 
 
 def _failure(config: Config, run: buildx.BuildxRun) -> Exception:
@@ -273,11 +254,12 @@ def build_image(
     """Build ``config.context`` with BuildKit; push every tag when ``push``."""
     _require_buildx(config)
     references = config.tag_references
-    reasons = builder_reasons(config)
+    reasons = builder_reasons(config, getattr(engine, "api_version", None))
     started = time.monotonic()
     with buildx.private_workdir(config) as workdir:
         env = workdir.env(config)
         dockerfile = context_dockerfile(config, workdir.path, io)
+        check_named_contexts(config)
         builder = buildx.new_builder_name() if reasons else None
         try:
             description = _announce_builder(config, io, reasons, builder, push)

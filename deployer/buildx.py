@@ -4,8 +4,9 @@ Everything a build needs that must not be on the command line lives in one
 private temporary directory (mode 0700) made per run and removed at the end:
 the docker config with the registry login (``DOCKER_CONFIG``, which buildx reads
 for the push and for pulling a private base image), the build secrets (one file
-each, passed as ``--secret id=…,src=…``), the buildkitd config and the metadata
-file. buildx's own state (the builder's record) lives there too, so a run never
+each, passed as ``--secret id=…,src=…``: ``secrets``, ``secret-envs`` and copies of
+``secret-files``), copies of the SSH keys (``--ssh id=…``), the buildkitd config and
+the metadata file. buildx's own state (the builder's record) lives there too, so a run never
 touches the runner's ``~/.docker``.
 
 The log is read in bounded chunks and split in linear time: a line longer than
@@ -300,24 +301,35 @@ class Workdir:
         self.docker_config.mkdir(mode=0o700)
         self.metadata = self.path / "metadata.json"
         self.secret_files: dict[str, Path] = {}
+        self.ssh_keys: dict[str, list[Path]] = {}
         auths: dict[str, Any] = {}
         if config.registry_username and config.registry_password:
             pair = f"{config.registry_username}:{config.registry_password.get_secret_value()}"
             auths[_auth_key(config.registry)] = {"auth": base64.b64encode(pair.encode()).decode()}
         self._private(self.docker_config / "config.json", json.dumps({"auths": auths}))
-        if config.build_secrets:
+        values = {k: v.get_secret_value().encode() for k, v in config.build_secrets.items()}
+        values.update({k: v.get_secret_value() for k, v in config.secret_files.items()})
+        if values:
             folder = self.path / "secrets"
             folder.mkdir(mode=0o700)
-            for number, (name, value) in enumerate(config.build_secrets.items()):
+            for number, (name, value) in enumerate(values.items()):
                 path = folder / f"s{number}"
-                self._private(path, value.get_secret_value())
+                self._private(path, value)
                 self.secret_files[name] = path
+        if any(forward.keys for forward in config.ssh):
+            folder = self.path / "ssh"
+            folder.mkdir(mode=0o700)
+            for number, forward in enumerate(config.ssh):
+                for key_number, key in enumerate(forward.keys):
+                    path = folder / f"k{number}-{key_number}"
+                    self._private(path, key.get_secret_value())
+                    self.ssh_keys.setdefault(forward.id, []).append(path)
 
     @staticmethod
-    def _private(path: Path, text: str) -> None:
+    def _private(path: Path, data: str | bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
 
     def buildkitd_config(self, registries: set[str]) -> Path | None:
         """A buildkitd.toml marking loopback registries plain HTTP, or None if there are none."""

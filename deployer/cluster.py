@@ -56,6 +56,7 @@ __all__ = [
     "Response",
     "Watch",
     "WatchEvent",
+    "cluster_server",
     "connect",
     "default_namespace",
     "describe",
@@ -142,6 +143,21 @@ def default_namespace(config: Config) -> str:
     if config.kubeconfig_path:
         return _file_context_namespace(config.kubeconfig_path) or "default"
     return _read_namespace_file() or "default"
+
+
+def cluster_server(config: Config) -> str:
+    """The API server URL of the kubeconfig in effect, without credentials ("" in-cluster)."""
+    try:
+        if config.kubeconfig is not None:
+            kubeconfig = parse_kubeconfig(config.kubeconfig.get_secret_value())
+        elif config.kubeconfig_path:
+            kubeconfig, _ = read_kubeconfig_files(config.kubeconfig_path)
+        else:
+            return ""
+    except ValueError:
+        return ""
+    _, cluster = kubeconfig.current_cluster()
+    return _without_userinfo(str(cluster.get("server") or ""))
 
 
 def _without_userinfo(server: str) -> str:

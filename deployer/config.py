@@ -17,8 +17,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretBytes, SecretStr, ValidationError
 
+from deployer.buildinputs import (
+    NamedContext,
+    SshForward,
+    file_roots,
+    parse_annotations,
+    parse_build_contexts,
+    parse_no_cache_filters,
+    parse_secret_envs,
+    parse_secret_files,
+    parse_ssh,
+)
 from deployer.cloud import CloudEnv
 from deployer.errors import ConfigError, InputProblem
 from deployer.gitmeta import commit_time
@@ -33,6 +44,7 @@ __all__ = [
     "cache_ref_registries",
     "cache_type",
     "find_buildx",
+    "find_tool",
     "input_env_name",
     "load_config",
     "parse_duration",
@@ -47,6 +59,7 @@ INPUTS: dict[str, tuple[str, str]] = {
     "tags": ("", "v1.2.3,latest"),
     "context": (".", "."),
     "dockerfile": ("", "docker/Dockerfile"),
+    "file": ("", "docker/Dockerfile"),  # build-push-action's name for dockerfile
     "build-args": ("", "VERSION=1.2.3"),
     "labels": ("", "org.example.team=web"),
     "target": ("", "runtime"),
@@ -67,7 +80,18 @@ INPUTS: dict[str, tuple[str, str]] = {
     "tolerate-failures-until-deadline": ("false", "false"),
     "on-pause": ("wait", "succeed"),
     "dry-run": ("false", "false"),
+    "comment-on-pr": ("false", "true"),
+    "github-token": ("", "${{ github.token }}"),
     "allow-cluster-scoped": ("false", "true"),
+    # rendered manifests, several images, pull secrets, config changes (issue 18)
+    "kustomize": ("", "k8s/overlays/production"),
+    "helm-chart": ("", "charts/web"),
+    "helm-values": ("", "charts/web/values-production.yaml"),
+    "helm-set": ("", "replicaCount=3"),
+    "helm-release": ("", "web"),
+    "images": ("", "ghcr.io/acme/worker@sha256:<64 hex digits>"),
+    "image-pull-secret": ("", "ghcr-pull"),
+    "restart-on-config-change": ("true", "true"),
     # build-push-action's names and syntax
     "cache-from": ("", "type=registry,ref=ghcr.io/acme/web:buildcache"),
     "cache-to": ("", "type=registry,ref=ghcr.io/acme/web:buildcache,mode=max"),
@@ -77,6 +101,12 @@ INPUTS: dict[str, tuple[str, str]] = {
     "pull": ("false", "false"),
     "provenance": ("", "mode=max"),
     "sbom": ("", "true"),
+    "build-contexts": ("", "assets=./assets"),
+    "no-cache-filters": ("", "deps"),
+    "ssh": ("", "default"),
+    "secret-files": ("", "npmrc=.npmrc"),
+    "secret-envs": ("", "npm_token=NPM_TOKEN"),
+    "annotations": ("", "org.opencontainers.image.description=The web app"),
 }
 
 # Environment the runner gives a container action for the Actions cache (type=gha);
@@ -86,6 +116,18 @@ GHA_ENV = (
     "ACTIONS_CACHE_URL",
     "ACTIONS_RESULTS_URL",
     "ACTIONS_CACHE_SERVICE_V2",
+)
+# The job's network settings, handed to the one renderer step that uses the network
+# (pulling an OCI chart); trusted, like the rest of the job's environment.
+_PROXY_ENV = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 )
 # The BuildKit image of a docker-container builder (a buildx-stable release), pinned by digest.
 DEFAULT_BUILDKIT_IMAGE = (
@@ -225,6 +267,11 @@ class GitHubContext(BaseModel):
     run_attempt: str = ""
     workflow: str = ""
     actor: str = ""
+    job: str = ""  # the job's id in the workflow (GITHUB_JOB)
+    action: str = ""  # the step's id, or __owner_repo[_N] (GITHUB_ACTION)
+    event_name: str = ""
+    event_path: str = ""  # the event's JSON payload, written by the runner
+    api_url: str = "https://api.github.com"
 
     @property
     def source_url(self) -> str:
@@ -272,6 +319,16 @@ class Config(BaseModel):
     on_pause: str = "wait"  # an Argo Rollout paused for a promotion: "wait" | "succeed"
     dry_run: bool
     allow_cluster_scoped: bool = False
+    kustomize: str | None = None  # a directory in the workspace, as given
+    helm_chart: str | None = None  # a directory in the workspace, or oci://…:version
+    helm_values: tuple[str, ...] = ()
+    helm_set: tuple[tuple[str, str], ...] = ()  # in order: a later one wins, as in helm
+    helm_release: str = ""
+    images: tuple[str, ...] = ()  # more repo@sha256:… to substitute (the ``images`` input)
+    image_pull_secret: str | None = None
+    restart_on_config_change: bool = True
+    comment_on_pr: bool = False
+    github_token: SecretStr | None = None
     workspace: Path
     docker_host: str | None
     kubeconfig_path: str | None = Field(default=None, description="KUBECONFIG from the env")
@@ -283,7 +340,16 @@ class Config(BaseModel):
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
-    build_secrets: dict[str, SecretStr] = Field(default_factory=dict)
+    build_secrets: dict[str, SecretStr] = Field(default_factory=dict)  # secrets, secret-envs
+    secret_files: dict[str, SecretBytes] = Field(default_factory=dict)
+    build_contexts: tuple[NamedContext, ...] = ()
+    no_cache_filters: tuple[str, ...] = ()
+    ssh: tuple[SshForward, ...] = ()
+    annotations: tuple[str, ...] = ()  # buildx --annotation values, levels spelt out
+    # Files of the job's credentials the inputs name (secret-files, SSH keys, the agent's
+    # socket): left out of the build context like the auth actions' files.
+    credential_paths: tuple[Path, ...] = ()
+    notices: tuple[str, ...] = ()  # said once the inputs are valid (e.g. an image lower-cased)
     no_cache: bool = False
     pull: bool = False
     provenance: str | None = None
@@ -292,6 +358,27 @@ class Config(BaseModel):
     buildkit_image: str = DEFAULT_BUILDKIT_IMAGE
     gha_env: dict[str, SecretStr] = Field(default_factory=dict)
     path_env: str = ""
+    proxy_env: dict[str, str] = Field(default_factory=dict, description="HTTPS_PROXY, ...")
+    kustomize_binary: str | None = Field(default=None, description="kustomize found")
+    helm_binary: str | None = Field(default=None, description="helm found")
+
+    @property
+    def deploys(self) -> bool:
+        """Whether the run has a deploy stage (workloads named, or manifests to apply)."""
+        return bool(
+            self.deployments
+            or self.workloads
+            or self.manifests
+            or self.kustomize
+            or self.helm_chart
+        )
+
+    @property
+    def manifest_input(self) -> str:
+        """The input the run's manifests come from: manifests, kustomize or helm-chart."""
+        if self.kustomize:
+            return "kustomize"
+        return "helm-chart" if self.helm_chart else "manifests"
 
     @property
     def tag_references(self) -> list[str]:
@@ -511,6 +598,14 @@ _PLUGIN_DIRS = (
 )
 
 
+def find_tool(env: Mapping[str, str], variable: str, name: str) -> str | None:
+    """``variable`` (an absolute path, as the action image sets it), else ``name`` on PATH."""
+    given = env.get(variable, "").strip()
+    if given:
+        return given if Path(given).is_absolute() else None
+    return shutil.which(name, path=env.get("PATH", os.defpath))
+
+
 def find_buildx(env: Mapping[str, str]) -> str | None:
     """DEPLOYER_BUILDX if set, else the docker-buildx CLI plugin, else ``buildx`` on PATH."""
     if env.get("DEPLOYER_BUILDX"):
@@ -541,9 +636,9 @@ class _Collector:
     def __init__(self) -> None:
         self.problems: list[InputProblem] = []
 
-    def take(self, name: str, parse: Any, *args: Any) -> Any:
+    def take(self, name: str, parse: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return parse(*args)
+            return parse(*args, **kwargs)
         except ValueError as e:
             self.fail(name, str(e))
             return None
@@ -560,15 +655,35 @@ def _is(kind: str, path: Path) -> bool:
         return False
 
 
+def _dockerfile_input(check: _Collector, workspace: Path, raw: Mapping[str, str]) -> str:
+    """The input that names the Dockerfile: ``dockerfile``, or build-push-action's ``file``.
+
+    Both may be given when they name the same file (a workflow moved over from
+    build-push-action keeps its ``file:`` line).
+    """
+    dockerfile, file = raw["dockerfile"].strip(), raw["file"].strip()
+    if not file:
+        return "dockerfile"
+    same = os.path.normpath(workspace / dockerfile) == os.path.normpath(workspace / file)
+    if dockerfile and not same:
+        check.fail(
+            "file",
+            f"'{_shown(file)}' and dockerfile '{_shown(dockerfile)}' name different files; "
+            "give one of them (file is build-push-action's name for dockerfile)",
+        )
+    return "dockerfile" if dockerfile else "file"
+
+
 def _build_files(
     check: _Collector, workspace: Path, raw: Mapping[str, str], building: bool
 ) -> tuple[Path, Path]:
     """Resolve ``context`` and ``dockerfile``; they must exist inside the workspace."""
-    for name in ("context", "dockerfile"):
+    for name in ("context", "dockerfile", "file"):
         if "\0" in raw[name]:  # Path.resolve raises ValueError on it
             check.fail(name, "contains a NUL character")
             return workspace, workspace / "Dockerfile"
-    dockerfile_text = raw["dockerfile"].strip()
+    file_input = _dockerfile_input(check, workspace, raw)
+    dockerfile_text = raw[file_input].strip()
     try:
         context = (workspace / raw["context"].strip()).resolve()
         dockerfile = (
@@ -588,12 +703,12 @@ def _build_files(
         return workspace, dockerfile
     if not _is("file", dockerfile):
         check.fail(
-            "dockerfile",
+            file_input,
             f"'{_shown(dockerfile_text) or 'Dockerfile'}' is not a file "
             + ("(paths are relative to the workspace)" if dockerfile_text else "in the context"),
         )
     elif not _inside(dockerfile, workspace):
-        check.fail("dockerfile", f"'{_shown(dockerfile_text)}' lies outside the workspace")
+        check.fail(file_input, f"'{_shown(dockerfile_text)}' lies outside the workspace")
 
     return context, dockerfile
 
@@ -607,6 +722,8 @@ _FLAGS = (
     "no-cache",
     "pull",
     "tolerate-failures-until-deadline",
+    "restart-on-config-change",
+    "comment-on-pr",
 )
 
 
@@ -620,6 +737,11 @@ def _github(env: Mapping[str, str]) -> GitHubContext:
         run_attempt=env.get("GITHUB_RUN_ATTEMPT", ""),
         workflow=env.get("GITHUB_WORKFLOW", ""),
         actor=env.get("GITHUB_ACTOR", ""),
+        job=env.get("GITHUB_JOB", ""),
+        action=env.get("GITHUB_ACTION", ""),
+        event_name=env.get("GITHUB_EVENT_NAME", ""),
+        event_path=env.get("GITHUB_EVENT_PATH", ""),
+        api_url=env.get("GITHUB_API_URL", "") or "https://api.github.com",
     )
 
 
@@ -637,18 +759,23 @@ def _image_inputs(
     check: _Collector, raw: Mapping[str, str], github: GitHubContext, building: bool
 ) -> dict[str, Any]:
     """``image`` and ``tags``."""
-    parsed_image = check.take("image", parse_image, raw["image"].strip())
+    image_text, notices = _lower_cased(raw["image"].strip())
+    parsed_image = check.take("image", parse_image, image_text)
     image, image_digest = parsed_image if parsed_image else (None, None)
     tag_text = raw["tags"] or (f"sha-{github.sha[:7]}" if github.sha else "latest")
-    tags = _split_list(tag_text)
-    for tag in tags:
+    tags, entries = [], _split_list(tag_text)
+    for entry in entries:
+        tag = check.take("tags", _tag_of, entry, image) if _is_reference(entry) else entry
+        if tag is None:
+            continue
+        tags.append(tag)
         if not _TAG_RE.match(tag):
             check.fail(
                 "tags",
                 f"'{_shown(tag)}' is not a valid tag (letters, digits, '_', '.', '-'; "
                 "at most 128; not starting with '.' or '-')",
             )
-    if not tags:
+    if not entries:
         check.fail("tags", "no tag given")
     if image_digest and building:
         check.fail(
@@ -658,7 +785,62 @@ def _image_inputs(
         )
     if image_digest and raw["tags"].strip():
         check.fail("tags", "cannot be used with an image given by digest (repo@sha256:…)")
-    return {"image": image, "image_digest": image_digest, "tags": tuple(dict.fromkeys(tags))}
+    return {
+        "image": image,
+        "image_digest": image_digest,
+        "tags": tuple(dict.fromkeys(tags)),
+        "notices": tuple(notices),
+    }
+
+
+def _lower_cased(image: str) -> tuple[str, list[str]]:
+    """``image`` with its repository lower-cased, as docker/metadata-action does, and the
+    notice saying so: ``ghcr.io/${{ github.repository_owner }}/web`` has the owner's case,
+    which no image reference may have."""
+    repository, at, digest = image.partition("@")
+    if repository == repository.lower():
+        return image, []
+    lowered = repository.lower()
+    return lowered + at + digest, [
+        f"Image '{_shown(repository, 200)}' has upper-case letters, which image references "
+        f"cannot have: using '{_shown(lowered, 200)}' (as docker/metadata-action does)"
+    ]
+
+
+def _is_reference(entry: str) -> bool:
+    """Whether a ``tags`` entry is a full reference (a tag has no '/', ':' or '@')."""
+    return any(c in entry for c in "/:@")
+
+
+def _tag_of(entry: str, image: ImageName | None) -> str:
+    """The tag of ``entry``, a full reference (docker/metadata-action's ``tags`` output,
+    build-push-action's ``tags``) that must name the image's own repository."""
+    name, at, _ = entry.partition("@")
+    if at:
+        raise ValueError(
+            f"'{_shown(entry, 100)}' names a digest; give tags (v1.2.3) or references with "
+            "a tag (ghcr.io/acme/web:v1.2.3)"
+        )
+    slash, colon = name.rfind("/"), name.rfind(":")
+    repository, tag = (name[:colon], name[colon + 1 :]) if colon > slash else (name, "latest")
+    try:
+        other = split_image(repository.lower())
+    except ValueError as e:
+        raise ValueError(f"'{_shown(entry, 100)}' is not an image reference: {e}") from None
+    if image is not None and _hub_path(other) != _hub_path(image):
+        raise ValueError(
+            f"'{_shown(entry, 100)}' is in repository {other.repository}, not in the image's "
+            f"{image.repository}: the action pushes one repository, the one it deploys. "
+            "Give bare tags (v1.2.3), or push to another repository in a step of its own"
+        )
+    return tag
+
+
+def _hub_path(image: ImageName) -> tuple[str, str]:
+    """(registry, path) with Docker Hub's ``library/`` spelt one way."""
+    if image.registry == DOCKER_HUB:
+        return image.registry, image.path.removeprefix("library/")
+    return image.registry, image.path
 
 
 def _build_inputs(
@@ -692,6 +874,51 @@ def _build_inputs(
         "build_args": check.take("build-args", _parse_pairs, raw["build-args"]) or {},
         "labels": check.take("labels", _parse_pairs, raw["labels"]) or {},
         "target": target,
+    }
+
+
+def _forwarded_inputs(
+    check: _Collector,
+    raw: Mapping[str, str],
+    env: Mapping[str, str],
+    workspace: Path,
+    fields: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What else build-push-action hands buildx: named contexts, SSH, secret files and
+    variables, annotations, no-cache filters (deployer/buildinputs.py). Not read when
+    nothing is built: no file or agent is needed then."""
+    if not fields["build"]:
+        return {}
+    roots = file_roots(workspace, env)
+    secret_envs = check.take("secret-envs", parse_secret_envs, raw["secret-envs"], env) or {}
+    files, file_paths = check.take(
+        "secret-files", parse_secret_files, raw["secret-files"], roots
+    ) or ({}, ())
+    taken = set(fields["build_secrets"])
+    for name, ids in (("secret-envs", secret_envs), ("secret-files", files)):
+        for secret_id in sorted(taken & set(ids)):
+            check.fail(name, f"repeats the id '{secret_id}' of another secret input")
+        taken |= set(ids)
+    ssh = check.take("ssh", parse_ssh, raw["ssh"], env, roots) or ()
+    index = len(fields["platforms"]) > 1 or any(
+        v is not None and v != "false" for v in (fields["provenance"], fields["sbom"])
+    )
+    agents = [Path(s.agent) for s in ssh if s.agent]
+    return {
+        "build_secrets": {**fields["build_secrets"], **secret_envs},
+        "secret_files": files,
+        "build_contexts": check.take(
+            "build-contexts", parse_build_contexts, raw["build-contexts"], workspace
+        )
+        or (),
+        "no_cache_filters": check.take(
+            "no-cache-filters", parse_no_cache_filters, raw["no-cache-filters"]
+        )
+        or (),
+        "ssh": ssh,
+        "annotations": check.take("annotations", parse_annotations, raw["annotations"], index=index)
+        or (),
+        "credential_paths": (*file_paths, *(p for s in ssh for p in s.key_paths), *agents),
     }
 
 
@@ -790,6 +1017,154 @@ def _cluster_inputs(
     }
 
 
+_KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_OCI_CHART_RE = re.compile(
+    rf"^oci://(?P<host>{_DOMAIN})/(?P<path>{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.+-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+_HELM_KEY_RE = re.compile(r"^[A-Za-z0-9_.\-\[\]\\/]{1,253}$")
+_RELEASE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _workspace_path(workspace: Path, text: str) -> Path:
+    """``text`` resolved (links followed) inside the workspace; ValueError otherwise."""
+    if "\0" in text or len(text) > 1024:
+        raise ValueError("is not a usable path (a NUL character, or too long)")
+    if "://" in text:
+        raise ValueError(f"'{_shown(text)}' is a URL; give a path inside the workspace")
+    if Path(text).is_absolute():
+        raise ValueError(f"'{_shown(text)}' is absolute; give a path relative to the workspace")
+    try:
+        path = (workspace / text).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise ValueError(f"'{_shown(text)}' does not exist in the workspace") from None
+    if not _inside(path, workspace):
+        raise ValueError(f"'{_shown(text)}' leads outside the workspace")
+    return path
+
+
+def _parse_kustomize(text: str, workspace: Path) -> str:
+    path = _workspace_path(workspace, text)
+    if not _is("dir", path):
+        raise ValueError(f"'{_shown(text)}' is not a directory holding a kustomization")
+    if not any(_is("file", path / name) for name in _KUSTOMIZATION_FILES):
+        raise ValueError(f"'{_shown(text)}' holds no kustomization.yaml")
+    return text
+
+
+def _parse_helm_chart(text: str, workspace: Path) -> str:
+    """A chart directory in the workspace, or ``oci://host/path/chart:version`` (or @digest)."""
+    if text.startswith("oci://"):
+        match = _OCI_CHART_RE.match(text)
+        if not match:
+            raise ValueError(f"'{_shown(text, 100)}' is not an OCI chart reference")
+        if not match["tag"] and not match["digest"]:
+            raise ValueError(
+                f"'{_shown(text, 100)}' has no version; pin it: oci://host/path/chart:1.2.3 "
+                "(or @sha256:…)"
+            )
+        return text
+    if re.match(r"^[a-z][a-z0-9+.-]*://", text):
+        raise ValueError(
+            f"'{_shown(text, 100)}' is a chart repository URL; deployer renders a chart from "
+            "the workspace or from an OCI registry (oci://…), never a repository index"
+        )
+    path = _workspace_path(workspace, text)
+    if not _is("file", path / "Chart.yaml"):
+        raise ValueError(f"'{_shown(text)}' is not a chart directory (no Chart.yaml in it)")
+    return text
+
+
+def _parse_helm_values(text: str, workspace: Path) -> list[str]:
+    files = [line.strip() for line in text.splitlines() if line.strip()]
+    for name in files:
+        if not _is("file", _workspace_path(workspace, name)):
+            raise ValueError(f"'{_shown(name)}' is not a file")
+    return files
+
+
+def _parse_helm_set(text: str) -> list[tuple[str, str]]:
+    """``key=value`` lines in helm's ``--set`` syntax; problems name the line only."""
+    pairs: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not _HELM_KEY_RE.match(key.strip()):
+            raise ValueError(
+                f"line {number} is not key=value with a key of letters, digits and . _ - [ ] / "
+                "(helm's --set syntax)"
+            )
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def _parse_release(text: str) -> str:
+    if len(text) > 53 or not _RELEASE_RE.match(text):
+        raise ValueError(
+            f"'{_shown(text)}' is not a release name (lower-case letters, digits, '-', '.'; "
+            "at most 53)"
+        )
+    return text
+
+
+def _parse_images(text: str, image: ImageName | None) -> list[str]:
+    """``repo@sha256:…`` references, one a line (or comma separated), repositories distinct."""
+    found: dict[str, str] = {}
+    for entry in _split_list(text):
+        name, digest = parse_image(entry) if "@" in entry else (None, None)
+        if name is None or digest is None:
+            raise ValueError(
+                f"'{_shown(entry, 100)}' has no digest; give repo@sha256:<64 hex digits> "
+                "(e.g. an earlier build step's digest output)"
+            )
+        if image is not None and name.repository == image.repository:
+            raise ValueError(f"'{_shown(entry, 100)}' is the repository of input 'image'")
+        if name.repository in found and found[name.repository] != entry:
+            raise ValueError(f"names repository {name.repository} twice")
+        found[name.repository] = entry
+    return list(found.values())
+
+
+def _render_inputs(
+    check: _Collector, raw: Mapping[str, str], workspace: Path, fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Where the manifests come from (manifests | kustomize | helm-chart) and what the
+    rollout adds to workloads: more images, a pull secret."""
+    kustomize = raw["kustomize"].strip()
+    chart = raw["helm-chart"].strip()
+    sources = [n for n, v in (("manifests", fields["manifests"]), ("kustomize", kustomize)) if v]
+    for name, value in (("kustomize", kustomize), ("helm-chart", chart)):
+        if value and sources and sources[0] != name:
+            check.fail(name, f"cannot be used with '{sources[0]}'; give one source of manifests")
+    if kustomize:
+        kustomize = check.take("kustomize", _parse_kustomize, kustomize, workspace) or ""
+    if chart:
+        chart = check.take("helm-chart", _parse_helm_chart, chart, workspace) or ""
+    for name in ("helm-values", "helm-set", "helm-release"):
+        if raw[name].strip() and not raw["helm-chart"].strip():
+            check.fail(name, "has no effect without helm-chart")
+    image: ImageName | None = fields["image"]
+    release = raw["helm-release"].strip() or (
+        image.path.rsplit("/", 1)[-1][:53].strip(".-") if image else ""
+    )
+    secret = raw["image-pull-secret"].strip() or None
+    if secret and (len(secret) > 253 or not _DNS_SUBDOMAIN_RE.match(secret)):
+        check.fail("image-pull-secret", f"'{_shown(secret, 70)}' is not a valid Secret name")
+    return {
+        "kustomize": kustomize or None,
+        "helm_chart": chart or None,
+        "helm_values": tuple(
+            check.take("helm-values", _parse_helm_values, raw["helm-values"], workspace) or ()
+        ),
+        "helm_set": tuple(check.take("helm-set", _parse_helm_set, raw["helm-set"]) or ()),
+        "helm_release": (check.take("helm-release", _parse_release, release) if chart else None)
+        or release,
+        "images": tuple(check.take("images", _parse_images, raw["images"], image) or ()),
+        "image_pull_secret": secret,
+    }
+
+
 def _job_environment(env: Mapping[str, str], workspace: Path) -> dict[str, Any]:
     """What the run takes from the job's environment rather than from inputs."""
     return {
@@ -801,6 +1176,9 @@ def _job_environment(env: Mapping[str, str], workspace: Path) -> dict[str, Any]:
         "buildkit_image": env.get("DEPLOYER_BUILDKIT_IMAGE", "").strip() or DEFAULT_BUILDKIT_IMAGE,
         "gha_env": {k: SecretStr(env[k]) for k in GHA_ENV if env.get(k)},
         "path_env": env.get("PATH", os.defpath),
+        "proxy_env": {k: env[k] for k in _PROXY_ENV if env.get(k)},
+        "kustomize_binary": find_tool(env, "DEPLOYER_KUSTOMIZE", "kustomize"),
+        "helm_binary": find_tool(env, "DEPLOYER_HELM", "helm"),
     }
 
 
@@ -819,16 +1197,31 @@ def load_config(env: Mapping[str, str]) -> Config:
         "tolerate_failures_until_deadline": flags["tolerate-failures-until-deadline"],
         "dry_run": flags["dry-run"],
         "allow_cluster_scoped": flags["allow-cluster-scoped"],
+        "restart_on_config_change": flags["restart-on-config-change"],
+        "comment_on_pr": flags["comment-on-pr"],
+        "github_token": SecretStr(raw["github-token"].strip())
+        if raw["github-token"].strip()
+        else None,
         "no_cache": flags["no-cache"],
         "pull": flags["pull"],
         **_image_inputs(check, raw, github, flags["build"]),
     }
     fields.update(_build_inputs(check, raw, env, workspace, flags["build"]))
+    fields.update(_forwarded_inputs(check, raw, env, workspace, fields))
     fields.update(_registry_inputs(check, raw, fields["image"]))
     fields.update(_cluster_inputs(check, raw, env))
-    deploying = fields["deployments"] or fields["workloads"] or fields["manifests"]
+    fields.update(_render_inputs(check, raw, workspace, fields))
+    deploying = (
+        fields["deployments"] or fields["workloads"] or fields["manifests"] or fields["kustomize"]
+    ) or fields["helm_chart"]
     if deploying and not flags["push"] and flags["build"]:
         check.fail("push", "is false, but a cluster can only run an image that was pushed")
+    if flags["comment-on-pr"] and not raw["github-token"].strip():
+        check.fail(
+            "github-token",
+            "is empty, but comment-on-pr is true; pass the job's token and give the job "
+            "permissions: pull-requests: write",
+        )
     if check.problems:
         raise ConfigError(check.problems)
     fields.update(_job_environment(env, workspace))

@@ -11,6 +11,7 @@
     │   └── AccessDenied       401/403: names the verb and resource that were refused
     ├── RolloutError           a rollout failed (and was or was not rolled back)
     ├── Cancelled              SIGINT/SIGTERM arrived (the runner's cancel)
+    ├── GitHubError            the pull request comment could not be written (only a warning)
     └── InternalError          anything else: a bug; reported like the others, never a traceback
 
 Library exceptions (docker, kubernetes, urllib3) are translated into these where
@@ -32,6 +33,7 @@ __all__ = [
     "CredentialsError",
     "DeployerError",
     "EngineError",
+    "GitHubError",
     "InputProblem",
     "InternalError",
     "PushError",
@@ -128,6 +130,16 @@ class Cancelled(DeployerError):
     """The run was cancelled by SIGINT or SIGTERM."""
 
     title = "Cancelled"
+
+
+class GitHubError(DeployerError):
+    """The GitHub API refused a request or did not answer; ``status`` 0 when no answer came."""
+
+    title = "GitHub API error"
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class InternalError(DeployerError):

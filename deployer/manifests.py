@@ -17,26 +17,32 @@ import glob
 import itertools
 import os
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deployer.errors import ConfigError, InputProblem
-from deployer.safeyaml import check_events, construct
+from deployer.images import ImageSet, repository_of, same_repository
+from deployer.safeyaml import check_events, construct_located
 
 __all__ = [
     "CLUSTER_SCOPED_KINDS",
+    "MAX_FILE_BYTES",
+    "MAX_TOTAL_BYTES",
     "Manifest",
-    "cluster_scoped_note",
     "load_manifests",
+    "read_inside",
+    "read_regular_file",
+    "read_text_file",
     "refuse_cluster_scoped",
+    "rendered_manifests",
     "repository_of",
     "same_repository",
 ]
 
 _EXAMPLE = "k8s/*.yaml"
-_HUB = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+_EXAMPLES = {"kustomize": "k8s/overlays/production", "helm-chart": "charts/web"}
 _SUFFIXES = (".yaml", ".yml", ".json")
 _MIB = 1024 * 1024
 MAX_FILE_BYTES = 4 * _MIB  # an object is at most ~1.5 MiB in etcd; a file may hold several
@@ -89,29 +95,6 @@ CLUSTER_SCOPED_KINDS = frozenset(
 )
 
 
-def repository_of(reference: str) -> str:
-    """``host/path:tag@sha256:…`` → ``host/path``."""
-    name = reference.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name = name[:colon]
-    return name
-
-
-def _normalised(repository: str) -> str:
-    for prefix in _HUB:
-        if repository.startswith(prefix):
-            repository = repository[len(prefix) :]
-            break
-    return repository.removeprefix("library/")
-
-
-def same_repository(reference: str, repository: str) -> bool:
-    """Whether ``reference`` is an image of ``repository`` (Docker Hub spellings equal)."""
-    return _normalised(repository_of(reference)) == _normalised(repository)
-
-
 @dataclass
 class Manifest:
     """One document of a manifest file, with the image already substituted."""
@@ -120,6 +103,8 @@ class Manifest:
     doc: dict[str, Any]
     substituted: int
     cluster_scoped: bool | None = None  # None: not known before the cluster's discovery
+    origin: str = "manifests"  # the input it came from: manifests, kustomize or helm-chart
+    images: dict[str, int] | None = None  # image → times substituted into this document
 
     @property
     def kind(self) -> str:
@@ -135,21 +120,6 @@ class Manifest:
 
     def namespace(self, default: str) -> str:
         return str(self.doc["metadata"].get("namespace") or default)
-
-
-def _substitute(node: Any, repository: str, image: str) -> int:
-    count = 0
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "image" and isinstance(value, str) and same_repository(value, repository):
-                node[key] = image
-                count += 1
-            else:
-                count += _substitute(value, repository, image)
-    elif isinstance(node, list):
-        for item in node:
-            count += _substitute(item, repository, image)
-    return count
 
 
 def _problem(text: str) -> InputProblem:
@@ -255,12 +225,13 @@ def _files(workspace: Path, pattern: str, problems: list[InputProblem]) -> list[
     return found
 
 
-def _read(path: Path, shown: str, budget: int) -> str:
-    """The text of a regular file of at most ``min(MAX_FILE_BYTES, budget)`` bytes.
+def read_regular_file(path: Path, shown: str, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of ``path``, a regular file (more than ``limit``: too big).
 
-    Raises ValueError saying what is wrong. The file is opened without following a
-    last link (it was resolved already) and without blocking (a FIFO), then checked
-    on the open descriptor, so what is read is what was checked.
+    Raises ValueError saying what is wrong, never quoting the file. It is opened
+    without following a last link (callers resolve links first and check where they
+    lead) and without blocking (a FIFO), then checked on the open descriptor, so
+    what is read is what was checked.
     """
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     try:
@@ -271,8 +242,42 @@ def _read(path: Path, shown: str, budget: int) -> str:
         info = os.fstat(fh.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"'{shown}' is not a regular file")
-        limit = min(MAX_FILE_BYTES, budget)
-        data = fh.read(limit + 1)
+        return fh.read(limit + 1)
+
+
+def read_inside(
+    path: Path, roots: Sequence[Path], shown: str, limit: int, where: str = "the workspace"
+) -> bytes:
+    """The bytes of ``path``: a regular file of at most ``limit`` bytes that, every link
+    followed, lies inside one of ``roots`` (``where`` names them in messages).
+
+    Raises FileNotFoundError when there is no such file, ValueError saying what else
+    is wrong (never quoting the file).
+    """
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ValueError(f"'{shown}' is a dangling link") from None
+        raise
+    except (OSError, RuntimeError, ValueError):  # a loop, a name too long, a NUL
+        raise ValueError(f"'{shown}' cannot be resolved (a looping link?)") from None
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise ValueError(f"'{shown}' leads outside {where}; only files inside it are read")
+    data = read_regular_file(real, shown, limit)
+    if len(data) > limit:
+        size = f"{limit // _MIB} MiB" if limit >= _MIB else f"{limit // 1024} KiB"
+        raise ValueError(f"'{shown}' is larger than {size}")
+    return data
+
+
+def _read(path: Path, shown: str, budget: int) -> str:
+    """The text of a regular file of at most ``min(MAX_FILE_BYTES, budget)`` bytes.
+
+    Raises ValueError saying what is wrong (see :func:`read_regular_file`).
+    """
+    limit = min(MAX_FILE_BYTES, budget)
+    data = read_regular_file(path, shown, limit)
     if len(data) > limit:
         if limit < MAX_FILE_BYTES:
             raise ValueError(
@@ -291,17 +296,22 @@ def _parse(text: str, shown: str) -> list[Any]:
     Raises ValueError saying what is wrong, never quoting the file (a Secret's
     ``stringData`` may be in it).
     """
+    return [doc for _line, doc in _parse_located(text, shown, MAX_EVENTS)]
+
+
+def _parse_located(text: str, shown: str, max_events: int) -> list[tuple[int, Any]]:
+    """:func:`_parse`, each document with the line its content starts on."""
     import yaml
 
     try:
         check_events(
             text,
             max_depth=MAX_DEPTH,
-            max_events=MAX_EVENTS,
+            max_events=max_events,
             aliases="deployer does not accept in manifests; write the repeated part out",
             verdict="too much for a manifest file",
         )
-        return [_json_value(doc) for doc in construct(text, documents=True)]
+        return [(line, _json_value(doc)) for line, doc in construct_located(text)]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -343,11 +353,58 @@ def _documents(data: Any) -> Iterator[Any]:
         yield data
 
 
+def _to_manifests(
+    loaded: list[Any],
+    shown: str,
+    images: ImageSet,
+    origin: str,
+    problems: list[InputProblem],
+    *,
+    numbered: bool = True,
+) -> Iterator[Manifest]:
+    """The Kubernetes objects among the YAML documents of one file, images substituted.
+
+    Each is ``shown (document N)``; with ``numbered`` off, a lone object is ``shown``.
+    """
+    docs = [doc for data in loaded if data is not None for doc in _documents(data)]
+    for number, doc in enumerate(docs, start=1):
+        source = f"{shown} (document {number})" if numbered or len(docs) > 1 else shown
+        meta = doc.get("metadata") if isinstance(doc, dict) else None
+        if (
+            not isinstance(doc, dict)
+            or not doc.get("apiVersion")
+            or not doc.get("kind")
+            or not isinstance(meta, dict)
+            or not meta.get("name")
+        ):
+            problems.append(
+                InputProblem(
+                    origin,
+                    f"{source} needs apiVersion, kind and metadata.name",
+                    _EXAMPLES.get(origin, _EXAMPLE),
+                )
+            )
+            continue
+        counts = images.substitute(doc)
+        scoped = True if _builtin_cluster_scoped(doc) else None
+        yield Manifest(source, doc, sum(counts.values()), scoped, origin, counts)
+
+
 def load_manifests(
-    workspace: Path, patterns: tuple[str, ...], repository: str, image: str
+    workspace: Path,
+    patterns: tuple[str, ...],
+    repository: str,
+    image: str,
+    *,
+    images: ImageSet | None = None,
 ) -> list[Manifest]:
-    """Read, validate and substitute; raises :class:`ConfigError` on input 'manifests'."""
+    """Read, validate and substitute; raises :class:`ConfigError` on input 'manifests'.
+
+    ``images`` (``repository`` → ``image`` and the ``images`` input) replaces the
+    single pair when given.
+    """
     workspace = workspace.resolve()
+    images = images or ImageSet(repository, image)
     problems: list[InputProblem] = []
     manifests: list[Manifest] = []
     seen: set[Path] = set()
@@ -364,31 +421,48 @@ def load_manifests(
             except ValueError as e:
                 problems.append(_problem(str(e)))
                 continue
-            number = 0
-            for data in loaded:
-                if data is None:
-                    continue
-                for doc in _documents(data):
-                    number += 1
-                    source = f"{shown} (document {number})"
-                    meta = doc.get("metadata") if isinstance(doc, dict) else None
-                    if (
-                        not isinstance(doc, dict)
-                        or not doc.get("apiVersion")
-                        or not doc.get("kind")
-                        or not isinstance(meta, dict)
-                        or not meta.get("name")
-                    ):
-                        problems.append(
-                            _problem(f"{source} needs apiVersion, kind and metadata.name")
-                        )
-                        continue
-                    count = _substitute(doc, repository, image)
-                    scoped = True if _builtin_cluster_scoped(doc) else None
-                    manifests.append(Manifest(source, doc, count, scoped))
+            manifests.extend(_to_manifests(loaded, shown, images, "manifests", problems))
     if problems:
         raise ConfigError(problems)
     return manifests
+
+
+def rendered_manifests(
+    text: str,
+    images: ImageSet,
+    *,
+    origin: str,
+    example: str,
+    source: Callable[[int], str],
+) -> list[Manifest]:
+    """Objects from a renderer's output (all of it, as one YAML stream: one parse is half
+    the time of one per document), with the limits of all manifest files together;
+    ``source(line)`` names the document starting on that line (0-based).
+
+    Raises :class:`ConfigError` on input ``origin`` (kustomize, helm-chart).
+    """
+    problems: list[InputProblem] = []
+    manifests: list[Manifest] = []
+    shown = f"the {origin} output"
+    try:
+        if len(text.encode()) > MAX_TOTAL_BYTES:
+            raise ValueError(f"{shown} is larger than {MAX_TOTAL_BYTES // _MIB} MiB")
+        located = _parse_located(text, shown, MAX_EVENTS * (MAX_TOTAL_BYTES // MAX_FILE_BYTES))
+    except ValueError as e:
+        raise ConfigError([InputProblem(origin, str(e), example)]) from None
+    for line, data in located:
+        manifests.extend(
+            _to_manifests([data], source(line), images, origin, problems, numbered=False)
+        )
+    if problems:
+        raise ConfigError(problems)
+    return manifests
+
+
+def read_text_file(path: Path, shown: str) -> str:
+    """A regular UTF-8 file of at most :data:`MAX_FILE_BYTES`, read as :func:`load_manifests`
+    reads one (the last link not followed: resolve first); ValueError says what is wrong."""
+    return _read(path, shown, MAX_FILE_BYTES)
 
 
 def _builtin_cluster_scoped(doc: Mapping[str, Any]) -> bool:
@@ -441,26 +515,13 @@ def refuse_cluster_scoped(
         raise ConfigError(
             [
                 InputProblem(
-                    "manifests",
+                    m.origin,
                     f"{m.source} ({m.kind} {m.name}) is cluster-scoped: it would change the "
                     f"whole cluster, not only namespace {namespace}; remove it, or set "
                     "allow-cluster-scoped: true if this workflow should apply it",
-                    _EXAMPLE,
+                    _EXAMPLES.get(m.origin, _EXAMPLE),
                 )
                 for m in scoped
             ]
         )
     return scoped
-
-
-def cluster_scoped_note(manifests: list[Manifest]) -> str:
-    """Markdown for the dry-run plan: the cluster-scoped objects a run would apply."""
-    scoped = [m for m in manifests if m.cluster_scoped]
-    if not scoped:
-        return ""
-
-    def code(text: str) -> str:  # a file name may hold a backtick: it cannot end the span
-        return "`" + text.replace("`", "'").replace("\n", " ") + "`"
-
-    items = "\n".join(f"- {code(m.kind)} {code(m.name)} from {code(m.source)}" for m in scoped)
-    return f"\n\nCluster-scoped objects (allowed by `allow-cluster-scoped`):\n\n{items}"

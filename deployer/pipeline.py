@@ -33,6 +33,7 @@ from deployer.errors import (
     PushError,
 )
 from deployer.kubeconfig import credentials_in, read_kubeconfig_files
+from deployer.render.helm import looks_secret
 from deployer.report import RunReport, outputs, summary
 
 if TYPE_CHECKING:
@@ -56,6 +57,18 @@ ENGINE_READ_TIMEOUT = 120  # seconds for one engine API call (ping, inspect, rem
 _TRACE_FRAMES = 12  # innermost frames of an unexpected exception shown in the debug log
 
 
+def mask_file_secrets(io: ActionsIO, config: Config) -> None:
+    """Mask what the inputs' files hold (secret-files, SSH keys), once they were read."""
+    contents = [*config.secret_files.values(), *(k for s in config.ssh for k in s.keys)]
+    for secret in contents:
+        io.mask(secret.get_secret_value().decode("utf-8", "replace"))
+
+
+def say_notices(io: ActionsIO, config: Config) -> None:
+    for notice in config.notices:
+        io.notice(notice, title="Input adjusted")
+
+
 def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
     """Mask every credential in the raw inputs, before anything else can print."""
     inputs = raw_inputs(env)
@@ -77,8 +90,15 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
                 io.mask(secret)
     for name in SECRET_ENV:
         io.mask(env.get(name))
+    io.mask(inputs["github-token"].strip())  # the pull request comment's
     for line in inputs["secrets"].splitlines():  # build secrets: id=value
         io.mask(line.partition("=")[2])
+    for line in inputs["helm-set"].splitlines():  # key=value; masked when it looks secret
+        key, _, value = line.partition("=")
+        if looks_secret(key.strip(), value):
+            io.mask(value)
+    for line in inputs["secret-envs"].splitlines():  # build secrets: id=ENVVAR
+        io.mask(env.get(line.partition("=")[2].strip()))
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
         for field in line.split(","):  # a cache entry may carry its own token=…, secret=…
@@ -175,11 +195,12 @@ def _build_and_push(
 ) -> None:
     from deployer.build import BuildResult, build_image
     from deployer.cloud.registry import registry_login
-    from deployer.push import resolve_digest, verify_push
+    from deployer.push import resolve_digest, verify_images, verify_push
 
     config = registry_login(config, io.mask)  # ECR / Artifact Registry without a password
     engine = make_docker(config)
     try:
+        verify_images(config, engine, io)  # before the build: a missing digest costs nothing
         if config.build:
             push = config.push and not config.dry_run
             if config.dry_run:
@@ -210,7 +231,7 @@ def _stages(
     make_docker: Callable[[Config], Any],
     make_deploy: Callable[[Config], Deploy],
 ) -> None:
-    if not (config.deployments or config.workloads or config.manifests):
+    if not config.deploys:
         _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return
@@ -239,10 +260,13 @@ def run(
         make_deploy = functools.partial(KubernetesDeploy, io=io)
     report = RunReport()
     cancel = threading.Event()
+    config: Config | None = None
     try:
         mask_secrets(io, env)
         with cancellation(cancel):
             config = load_config(env)
+            mask_file_secrets(io, config)
+            say_notices(io, config)
             _stages(config, io, report, cancel, make_docker, make_deploy)
     except ConfigError as e:
         for problem in e.problems:
@@ -272,6 +296,8 @@ def run(
         report.status = "failed"
     report.duration = time.monotonic() - started
     _write_report(io, report, env)
+    if config is not None and config.comment_on_pr and report.status != "cancelled":
+        _comment_on_pull_request(io, config, report, cancel)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned", "paused") else 1
 
@@ -317,6 +343,45 @@ def _write_report(io: ActionsIO, report: RunReport, env: Mapping[str, str]) -> N
                 title=f"No {what}",
             )
             _debug_trace(io, e)
+
+
+_NOTHING_TO_PLAN = (
+    "Nothing to deploy: no `deployments`, `workloads` or `manifests`; this run only builds "
+    "the image."
+)
+
+
+def _comment_on_pull_request(
+    io: ActionsIO, config: Config, report: RunReport, cancel: threading.Event
+) -> None:
+    """The plan (or why there is none) in the job's comment on the pull request."""
+    from deployer.cluster import cluster_server, default_namespace
+    from deployer.github import comment_plan
+
+    if not config.dry_run:
+        io.notice(
+            "comment-on-pr posts the plan of a dry run (dry-run: true); this run deploys, so "
+            "no comment is written",
+            title="No plan comment",
+        )
+        return
+    token = config.github_token.get_secret_value() if config.github_token else ""
+    target = " ".join([cluster_server(config), default_namespace(config), config.image.repository])
+    errors = [f"{e.title}: {e.message}" for e in report.errors]
+    failure = "" if report.status == "planned" else (errors[0] if errors else report.status)
+    try:
+        with cancellation(cancel):
+            comment_plan(
+                io,
+                config.github,
+                token,
+                target=target,
+                plan=outputs(report, redact=io.redact)["plan"] or _NOTHING_TO_PLAN,
+                failure=io.redact(failure),
+                cancel=cancel,
+            )
+    except Cancelled:
+        io.warning("Cancelled while writing the plan comment", title="No plan comment")
 
 
 def main() -> int:

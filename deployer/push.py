@@ -30,6 +30,7 @@ __all__ = [
     "DockerPushAPI",
     "PushResult",
     "resolve_digest",
+    "verify_images",
     "verify_push",
 ]
 
@@ -176,3 +177,33 @@ def resolve_digest(
         pushed=False,
         media_type=media_type,
     )
+
+
+def verify_images(
+    config: Config,
+    docker: DockerPushAPI,
+    io: ActionsIO,
+    *,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
+    """Each ``images`` entry must be in its registry, as an image, with that digest.
+
+    Read through the engine like the pushed image, with the configured credentials
+    only when the image is on their registry (else anonymously: a credential never
+    goes to another registry). Raises :class:`PushError` for the first that is not.
+    """
+    from deployer.config import split_image
+
+    for reference in config.images:
+        repository, _, digest = reference.partition("@")
+        registry = split_image(repository).registry
+        scoped = config
+        if registry != config.registry:
+            scoped = config.model_copy(
+                update={"registry": registry, "registry_username": None, "registry_password": None}
+            )
+        action = f"checking that the registry holds {reference} (input 'images')"
+        found, _media = _read_back_with_retries(scoped, docker, io, reference, action, sleep)
+        if found != digest:
+            raise PushError(f"Registry {registry} answered {found} for {reference}")
+        io.info(f"The registry holds {reference} (input 'images')")

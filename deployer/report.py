@@ -23,7 +23,6 @@ import copy
 import dataclasses
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,14 @@ from typing import TYPE_CHECKING, Any
 from deployer.actions import cut_markdown
 from deployer.build import BuildResult
 from deployer.errors import DeployerError, InputProblem
+from deployer.markdown import (
+    FIELD_CHARS,
+    clip,
+    clip_middle,
+    code,
+    fenced,
+    short_image,
+)
 from deployer.push import PushResult
 
 if TYPE_CHECKING:
@@ -41,11 +48,6 @@ __all__ = ["SUMMARY_BUDGET", "RunReport", "code", "fenced", "outputs", "short_im
 Redact = Callable[[str], str]
 
 SUMMARY_BUDGET = 256 * 1024  # bytes of Markdown; the runner's limit is 1 MiB per step
-FIELD_CHARS = 2_000  # one message or reason
-LINE_CHARS = 400  # one line of untrusted text in a fenced block, before wrapping
-WRAP_COLUMNS = 100  # fenced lines are wrapped so the block never scrolls sideways
-SECTION_LINES = 60  # lines of one fenced block
-FENCE_INPUT = 64 * 1024  # characters of a fenced block's text looked at (head; 3x that of its end)
 CELL_CHARS = 40  # a table cell (one line: GitHub's tables do not wrap)
 OUTPUT_REASON_CHARS = 4_000  # a reason in the ``deployments`` output
 LEAD_LINES = 10  # answer lines under the title
@@ -144,9 +146,10 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
     for entry in workloads:  # outputs have a 1 MB limit per job; a pod message has none
         reason = entry.get("reason")
         if isinstance(reason, str):
-            entry["reason"] = _clip(reason, OUTPUT_REASON_CHARS)
+            entry["reason"] = clip(reason, OUTPUT_REASON_CHARS)
     deployments = [w for w in workloads if w.get("kind") == "Deployment"]
     revisions = report.rollout.revisions if report.rollout else {}
+    plan = report.rollout.plan if report.rollout else None
     references: list[str] = []
     if report.push:
         references = list(report.push.references)
@@ -162,127 +165,10 @@ def outputs(report: RunReport, *, redact: Redact) -> dict[str, str]:
         "deployments": json.dumps(deployments),
         "workloads": json.dumps(workloads),
         "duration": f"{report.duration:.1f}",
+        "url": report.rollout.url if report.rollout else "",
+        "plan": plan.markdown() if plan else "",
+        "changes": plan.changes_json() if plan else "[]",
     }
-
-
-# -- inert Markdown ----------------------------------------------------------------------------
-
-# ANSI escape sequences (colours in build and pod logs) and other control characters.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _clip_middle(text: str, limit: int) -> str:
-    """Names keep both ends: ``deployment/payments-c…-eu-west-1b-2`` tells two apart."""
-    if len(text) <= limit:
-        return text
-    tail = (limit - 1) // 2
-    return text[: limit - 1 - tail] + "…" + text[-tail:]
-
-
-def code(text: str, *, limit: int = FIELD_CHARS, cell: bool = False) -> str:
-    """``text`` as one inline code span: shown literally, never a link, image or HTML.
-
-    In a table cell (``cell``) a ``|`` would end the cell even inside a code span:
-    it is escaped, and backslashes right before it doubled so the escape holds.
-    """
-    text = _clip(" ".join(_CONTROL.sub("", text[: limit * 2]).split()), limit)
-    if not text:
-        return ""
-    if cell and "|" in text:
-        text = re.sub(r"(\\*)\|", lambda m: m.group(1) * 2 + "\\|", text)
-    ticks = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{ticks}{pad}{text}{pad}{ticks}"
-
-
-def _width(char: str) -> int:
-    return 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-
-
-def _wrapped(line: str, columns: int) -> list[str]:
-    """``line`` cut into pieces of at most ``columns`` display columns, at a space if near."""
-    if len(line) <= columns // 2 or (len(line) <= columns and line.isascii()):
-        return [line]
-    pieces: list[str] = []
-    current: list[str] = []
-    used = 0
-    for char in line:
-        w = _width(char)
-        if used + w > columns:
-            text = "".join(current)
-            cut = text.rfind(" ", columns // 2)
-            rest = text[cut + 1 :] if cut > 0 else ""
-            pieces.append(text[:cut] if cut > 0 else text)
-            current, used = ["↳ ", *rest], 2 + sum(_width(c) for c in rest)
-        current.append(char)
-        used += w
-    pieces.append("".join(current))
-    return pieces
-
-
-def fenced(text: str, *, max_lines: int = SECTION_LINES) -> str:
-    """``text`` in a fenced code block that nothing inside can close.
-
-    Lines are capped at :data:`LINE_CHARS` and wrapped at :data:`WRAP_COLUMNS`, the
-    block at ``max_lines`` (its first third and its end are kept: a log's last lines
-    matter most).
-    """
-    if len(text) > 4 * FENCE_INPUT:  # only its head and its end can be shown
-        text = text[:FENCE_INPUT] + "\n…\n" + text[-3 * FENCE_INPUT :]
-    given = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    dropped = 0  # lines never looked at: more than the block could show anyway
-    if len(given) > 4 * max_lines:
-        dropped = len(given) - 4 * max_lines
-        given = given[:max_lines] + given[-3 * max_lines :]
-    lines: list[str] = []
-    for line in given:
-        line = _clip(_CONTROL.sub("", line.expandtabs(4)).rstrip(), LINE_CHARS)
-        lines.extend(_wrapped(line, WRAP_COLUMNS))
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if len(lines) > max_lines:
-        head = max_lines // 3
-        tail = max_lines - head - 1
-        left_out = len(lines) - head - tail + dropped
-        lines = [*lines[:head], f"… ({left_out} lines left out) …", *lines[-tail:]]
-    body = "\n".join(lines)
-    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", body)), default=0) + 1)
-    return f"{ticks}text\n{body}\n{ticks}"
-
-
-# -- what to call things -----------------------------------------------------------------------
-
-_DIGEST = re.compile(r"^(?P<repo>.+)@(?P<algo>[a-z0-9]+):(?P<hex>[0-9a-fA-F]{12,})$")
-
-
-def _short_repository(repository: str, limit: int = 32) -> str:
-    if len(repository) <= limit:
-        return repository
-    tail = repository[-(limit - 1) :]
-    if "/" in tail[1:]:
-        tail = tail[tail.index("/", 1) :]
-    return "…" + tail
-
-
-def short_image(reference: str) -> str:
-    """``repo@sha256:e2ec6d4e…`` (and long repositories and tags cut), for tables."""
-    parts = []
-    for ref in reference.split(", "):
-        found = _DIGEST.match(ref)
-        if found:
-            repo = _short_repository(found["repo"])
-            parts.append(f"{repo}@{found['algo']}:{found['hex'][:8]}…")
-            continue
-        repo, sep, tag = ref.rpartition(":")
-        if sep and "/" not in tag:
-            parts.append(f"{_short_repository(repo)}:{_clip(tag, 24)}")
-        else:
-            parts.append(_short_repository(ref))
-    return ", ".join(parts)
 
 
 def _kind(d: DeploymentResult) -> str:
@@ -292,7 +178,7 @@ def _kind(d: DeploymentResult) -> str:
 def _workload(d: DeploymentResult, limit: int = 0) -> str:
     """``deployment/web``: the name kubectl takes (cut in the middle to ``limit``)."""
     name = f"{_kind(d).lower()}/{d.name}"
-    return _clip_middle(name, limit) if limit else name
+    return clip_middle(name, limit) if limit else name
 
 
 def _kubectl(d: DeploymentResult, *args: str) -> str:
@@ -502,7 +388,8 @@ def _success_line(report: RunReport) -> list[str]:
     if not image:
         return []
     if report.status == "planned":
-        return [f"Built {code(short_image(image))}; nothing was pushed and no workload changed."]
+        found = "Built" if report.build else "Found"  # build: false looked the image up
+        return [f"{found} {code(short_image(image))}; nothing was pushed and no workload changed."]
     if deployments:
         names = ", ".join(code(_workload(d)) for d in deployments[:LEAD_LINES])
         more = f" and {len(deployments) - LEAD_LINES} more" if len(deployments) > LEAD_LINES else ""
@@ -560,7 +447,7 @@ def _plan(deployments: Sequence[DeploymentResult]) -> list[str]:
             before = befores[i] if i < len(befores) else ""
             lines.append(
                 f"| {code(_workload(d, CELL_CHARS), cell=True)} "
-                f"| {code(_clip_middle(container, CELL_CHARS), cell=True)} "
+                f"| {code(clip_middle(container, CELL_CHARS), cell=True)} "
                 f"| {code(short_image(before), limit=2 * CELL_CHARS, cell=True) or 'new'} |"
             )
     total = sum(len(d.containers) for d in deployments)
@@ -576,7 +463,7 @@ def _workload_section(d: DeploymentResult) -> list[str]:
         f"{code(d.namespace, limit=2 * CELL_CHARS)}: {RESULT_WORDS.get(d.result, d.result)}"
     )
     diagnosis = d.diagnosis or ""
-    reason = _clip(d.reason, FIELD_CHARS)
+    reason = clip(d.reason, FIELD_CHARS)
     first = diagnosis.split("\n", 1)[0].strip()
     if first and reason.startswith(first):
         # The diagnosis starts with the reason; show only what the reason adds (the undo).
@@ -594,7 +481,7 @@ def _collapsed(summary_line: str, body: list[str]) -> list[str]:
 def _follower_section(d: DeploymentResult) -> list[str]:
     return _collapsed(
         f"{STATUS_ICON.get(d.result, '')} {_workload_text(d)}: {RESULT_WORDS.get(d.result, '')}",
-        [fenced(_clip(d.reason, FIELD_CHARS))],
+        [fenced(clip(d.reason, FIELD_CHARS))],
     )
 
 
@@ -659,7 +546,7 @@ def _error_sections(errors: Sequence[_Error]) -> list[str]:
                 lines.append(f"- … and {len(error.problems) - MAX_PROBLEMS} more in the log")
             lines.append("")
             continue
-        lines += [fenced(_clip(error.message, FIELD_CHARS * 4), max_lines=20), ""]
+        lines += [fenced(clip(error.message, FIELD_CHARS * 4), max_lines=20), ""]
         if error.details:
             lines += ["Last lines of the log:", "", fenced(error.details), ""]
     return lines
@@ -677,7 +564,10 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     elif deployments and report.status != "planned":
         head += [*_lead(deployments), ""]
     head += _error_sections(errors)
-    if deployments and report.status == "planned":
+    plan = report.rollout.plan if report.rollout else None
+    if plan is not None and report.status == "planned":
+        head += [plan.markdown(), ""]
+    elif deployments and report.status == "planned":
         head += [*_plan(deployments), ""]
     elif deployments:
         head += [*_table(deployments), ""]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check_events", "construct", "safe_loader"]
+__all__ = ["check_events", "construct", "construct_located", "safe_loader"]
 
 
 def safe_loader() -> Any:
@@ -64,3 +64,25 @@ def construct(text: str, *, documents: bool = False) -> Any:
         raise ValueError(
             "has a value YAML cannot read (a bad date, number or tag); quote it"
         ) from None
+
+
+def construct_located(text: str) -> list[tuple[int, Any]]:
+    """Every document of ``text`` with the line (0-based) its content starts on, after
+    :func:`check_events`; errors as :func:`construct`."""
+    import yaml
+
+    loader = safe_loader()(text)
+    found: list[tuple[int, Any]] = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            found.append((node.start_mark.line, loader.construct_document(node)))
+    except yaml.YAMLError:
+        raise
+    except Exception:  # any constructor failure is the text's fault
+        raise ValueError(
+            "has a value YAML cannot read (a bad date, number or tag); quote it"
+        ) from None
+    finally:
+        loader.dispose()
+    return found

@@ -150,6 +150,22 @@ def _local_repositories(uses: set[str], actions: Mapping[str, Path]) -> list[str
     return args
 
 
+def _called_workflows_uses(uses: set[str], actions: Mapping[str, Path]) -> set[str]:
+    """What the reusable workflows among ``uses`` (local copies in ``actions``) use in turn.
+
+    act maps those with the same ``--local-repository`` arguments; one level deep, as
+    GitHub allows a called workflow to call others (up to four) but the examples do not.
+    """
+    found: set[str] = set()
+    for ref in uses:
+        match = _USES.match(ref)
+        path = (match["path"] or "") if match else ""
+        if match and path.endswith((".yml", ".yaml")) and match["repo"] in actions:
+            called = actions[match["repo"]] / path.lstrip("/")
+            found |= remote_actions(yaml.safe_load(called.read_text()) or {})
+    return found
+
+
 def _dotenv(path: Path, values: Mapping[str, str]) -> Path:
     """Write ``NAME="value"`` lines (act reads them with godotenv), mode 600."""
     path.touch(mode=0o600)
@@ -169,7 +185,9 @@ def run_workflow(
     env: Mapping[str, str] | None = None,
     variables: Mapping[str, str] | None = None,
     job: str | None = None,
+    actor: str | None = None,
     actions: Mapping[str, Path] | None = None,
+    cache_server: bool = False,
     on_host: bool = False,
     timeout: float = 900,
 ) -> ActResult:
@@ -177,7 +195,9 @@ def run_workflow(
 
     ``payload`` is the event's JSON (act makes a minimal one otherwise);
     ``inputs`` are workflow_dispatch inputs; ``env`` is added to every job's
-    environment; ``actions`` maps ``owner/repo`` to a directory holding that
+    environment; ``actor`` is ``github.actor`` (act's default: nektos/act);
+    ``cache_server`` runs act's Actions cache service on loopback (ACTIONS_CACHE_URL,
+    what ``type=gha`` build caches use); ``actions`` maps ``owner/repo`` to a directory holding that
     action (it wins over a stand-in). ``on_host`` runs the steps on this host
     instead of in the runner image: faster, the host's tools, but a Docker
     container action then fails (act hands its container the host's paths).
@@ -187,6 +207,7 @@ def run_workflow(
     testenv = read_testenv()
     workflow_path = repo / workflow
     uses = remote_actions(yaml.safe_load(workflow_path.read_text()) or {})
+    uses |= _called_workflows_uses(uses, actions or {})
     local = _local_repositories(uses, actions or {})
     with tempfile.TemporaryDirectory(prefix="act-") as tmp:
         private = Path(tmp)
@@ -199,7 +220,12 @@ def run_workflow(
             "--env-file", str(_dotenv(private / "env", env or {})),
             "--var-file", str(_dotenv(private / "vars", variables or {})),
             "--input-file", str(_dotenv(private / "inputs", inputs or {})),
-            "--no-cache-server",  # actions/cache has no use here and would listen on a LAN address
+            # act's cache service, only when asked for: on loopback, not its LAN default
+            *(
+                ["--cache-server-addr", "127.0.0.1", "--cache-server-path", str(private / "cache-server")]
+                if cache_server
+                else ["--no-cache-server"]
+            ),
             "--pull=false",  # nothing can be pulled; local images only
         ]  # fmt: skip
         if payload is not None:
@@ -207,6 +233,8 @@ def run_workflow(
             argv += ["-e", str(private / "event.json")]
         if job:
             argv += ["-j", job]
+        if actor:
+            argv += ["--actor", actor]
         process_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(private / "home"),

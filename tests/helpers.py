@@ -113,7 +113,14 @@ def wait_complete(admin: k8s.ApiClient, namespace: str, name: str, timeout: floa
 class Run:
     """One roll_out call with captured output."""
 
-    def __init__(self, tmp_path: Path, kubeconfig: str, **inputs: str) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        kubeconfig: str,
+        *,
+        environ: dict[str, str] | None = None,
+        **inputs: str,
+    ) -> None:
         env = {
             "INPUT_IMAGE": f"{REGISTRY}/web",
             "INPUT_BUILD": "false",
@@ -126,6 +133,7 @@ class Run:
         }
         for key, value in inputs.items():
             env["INPUT_" + key.upper().replace("_", "-")] = value
+        env.update(environ or {})  # e.g. DEPLOYER_KUSTOMIZE, as the action image sets it
         self.config = load_config(env)
         self.out = io.StringIO()
         summary = tmp_path / "summary.md"

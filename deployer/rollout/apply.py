@@ -38,6 +38,8 @@ class Applied:
     readable: bool = True  # False: could not read it, so it cannot be restored
     done: bool = False  # applied by this run
     replace: bool = False  # a Job whose template changed: delete, then create
+    planned: dict[str, Any] | None = None  # the server's dry-run result of the apply
+    after: dict[str, Any] | None = None  # what the apply answered
 
     @property
     def label(self) -> str:
@@ -129,6 +131,7 @@ class ManifestSet:
                             "owns it"
                         )
             answer = self._apply(item, dry_run=True)
+            item.planned = None if isinstance(answer, Response) else dict(answer)
             if isinstance(answer, Response):
                 message = str(answer.body.get("message", answer.status))
                 if item.is_job and item.prior is not None and "immutable" in message:
@@ -136,10 +139,10 @@ class ManifestSet:
                     continue
                 problems.append(
                     InputProblem(
-                        "manifests",
+                        item.manifest.origin,
                         f"{item.manifest.source} ({item.manifest.kind} {item.manifest.name}) was "
                         f"refused by the API server: {message}",
-                        INPUTS["manifests"][1],
+                        INPUTS[item.manifest.origin][1],
                     )
                 )
         if problems:
@@ -176,8 +179,9 @@ class ManifestSet:
                 f"server: {answer.body.get('message', answer.status)}"
             )
         item.done = True
+        item.after = dict(answer)
         self.io.info(f"Applied {item.label} ({item.manifest.source})")
-        return dict(answer)
+        return item.after
 
     def delete(self, item: Applied, *, wait: bool) -> None:
         """Delete the object (and wait until it is gone when ``wait``)."""

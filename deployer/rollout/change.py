@@ -17,7 +17,8 @@ from deployer.errors import ClusterError
 from deployer.rollout.apply import FIRST_KINDS, Applied
 from deployer.rollout.check import change_annotations, read_object
 from deployer.rollout.context import Context
-from deployer.rollout.kinds import Kind, containers_of, kind_named, template_of
+from deployer.rollout.extras import template_patch
+from deployer.rollout.kinds import Kind, kind_named, template_of
 from deployer.rollout.migrate import run_job
 from deployer.rollout.state import Phase, RunState, Workload
 
@@ -82,53 +83,71 @@ def change(ctx: Context, state: RunState) -> bool:
     return True
 
 
-def _image_patch(ctx: Context, w: Workload, live: dict[str, Any]) -> dict[str, Any]:
-    regular = {str(c.get("name")) for c in containers_of(template_of(live), init=False)}
-    spec: dict[str, Any] = {}
-    containers = [{"name": c, "image": ctx.image} for c in w.containers if c in regular]
-    init = [{"name": c, "image": ctx.image} for c in w.containers if c not in regular]
-    if containers:
-        spec["containers"] = containers
-    if init:
-        spec["initContainers"] = init
+def _image_patch(ctx: Context, live: dict[str, Any], template: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {
             "resourceVersion": live["metadata"]["resourceVersion"],
             "annotations": change_annotations(ctx),
         },
-        "spec": {"template": {"spec": spec}},
+        "spec": {"template": template},
     }
 
 
-def _json_image_patch(ctx: Context, w: Workload, live: dict[str, Any]) -> list[dict[str, Any]]:
-    """The image patch as a JSON patch: a custom resource (an Argo Rollout) takes no other."""
+def _annotation_ops(path: str, have: Any, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    """JSON patch ops that set ``wanted`` keys in the annotations map at ``path``."""
+    if not wanted:
+        return []
+    if have is None:
+        return [{"op": "add", "path": path, "value": dict(wanted)}]
+    return [
+        {"op": "add", "path": f"{path}/" + k.replace("~", "~0").replace("/", "~1"), "value": v}
+        for k, v in wanted.items()
+    ]
+
+
+def _json_image_patch(
+    ctx: Context, live: dict[str, Any], template: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The image patch as a JSON patch: a custom resource (an Argo Rollout) takes no
+    strategic merge. ``template`` is the strategic fragment :func:`template_patch` made."""
     ops: list[dict[str, Any]] = [
         {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)}
     ]
-    pod = template_of(live).get("spec") or {}
+    now = template_of(live)
+    pod, wanted = now.get("spec") or {}, template.get("spec") or {}
     for field in ("initContainers", "containers"):
+        images = {str(c["name"]): c["image"] for c in wanted.get(field) or []}
         for index, c in enumerate(pod.get(field) or []):
-            if c.get("name") in w.containers:
+            if c.get("name") in images:
                 path = f"/spec/template/spec/{field}/{index}/image"
-                ops.append({"op": "replace", "path": path, "value": ctx.image})
-    if (live.get("metadata") or {}).get("annotations") is None:
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": {}})
-    for key, value in change_annotations(ctx).items():
-        path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
-        ops.append({"op": "add", "path": path, "value": value})
-    return ops
+                ops.append({"op": "replace", "path": path, "value": images[str(c["name"])]})
+    secrets = list(pod.get("imagePullSecrets") or [])
+    extra = [s for s in wanted.get("imagePullSecrets") or [] if s not in secrets]
+    if extra:
+        path = "/spec/template/spec/imagePullSecrets"
+        ops.append({"op": "add", "path": path, "value": secrets + extra})
+    have = (now.get("metadata") or {}).get("annotations")
+    wanted_annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if now.get("metadata") is None and wanted_annotations:
+        ops.append({"op": "add", "path": "/spec/template/metadata", "value": {}})
+    ops += _annotation_ops("/spec/template/metadata/annotations", have, wanted_annotations)
+    have = (live.get("metadata") or {}).get("annotations")
+    return ops + _annotation_ops("/metadata/annotations", have, change_annotations(ctx))
 
 
 def _rv(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
-def _send_patch(ctx: Context, w: Workload, kind: Kind, name: str, live: dict[str, Any]) -> Any:
+def _send_patch(
+    ctx: Context, w: Workload, kind: Kind, name: str, live: dict[str, Any], template: Any
+) -> Any:
     if kind.custom:
-        body: Any = _json_image_patch(ctx, w, live)
+        body: Any = _json_image_patch(ctx, live, template)
         content_type = "application/json-patch+json"
     else:
-        body, content_type = _image_patch(ctx, w, live), "application/strategic-merge-patch+json"
+        body = _image_patch(ctx, live, template)
+        content_type = "application/strategic-merge-patch+json"
     return ctx.kube.request(
         "PATCH",
         kind.resource,
@@ -152,10 +171,11 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
     for _ in range(_CONFLICT_TRIES):
         if live is None:
             raise ClusterError(f"{kind.name} {w.namespace}/{name} was deleted")
-        now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-        if all(now.get(c) == ctx.image for c in w.containers):
+        # each container's image (several with ``images``), the config hash, the pull secret
+        template = template_patch(w, live, ctx.image)
+        if template is None:
             break
-        answer = _send_patch(ctx, w, kind, name, live)
+        answer = _send_patch(ctx, w, kind, name, live, template)
         if isinstance(answer, Response):  # changed since we read it: patch the fresh one
             live = read_object(ctx.kube, kind.resource, w.namespace, name)
             continue
@@ -175,4 +195,4 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
         via = f" (its template in {kind.lower}/{name})" if w.holder else ""
         ctx.io.info(f"{w.display}: updated{via}, generation {generation}")
     else:
-        ctx.io.info(f"{w.display}: already running {ctx.image}")
+        ctx.io.info(f"{w.display}: already running {w.new_images(ctx.image)}")

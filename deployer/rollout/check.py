@@ -17,11 +17,14 @@ from typing import Any
 from deployer.cluster import Kube, Resource, Response, discover
 from deployer.config import INPUTS
 from deployer.errors import ClusterError, ConfigError, InputProblem
-from deployer.manifests import Manifest, load_manifests, refuse_cluster_scoped, same_repository
+from deployer.images import ImageSet
+from deployer.manifests import Manifest, refuse_cluster_scoped, same_repository
+from deployer.render.sources import render_manifests
 from deployer.rollout.access import check_access
 from deployer.rollout.apply import Applied, ManifestSet
 from deployer.rollout.argo import resolve_ref
 from deployer.rollout.context import ANNOTATION_PREFIX, Context
+from deployer.rollout.extras import prepare_templates, target_images
 from deployer.rollout.flagger import attach_canaries
 from deployer.rollout.kinds import (
     DEPLOYMENT,
@@ -65,9 +68,18 @@ def read_object(kube: Kube, resource: Resource, namespace: str, name: str) -> di
 
 
 def resolve_containers(
-    obj: Mapping[str, Any], wanted: str | None, repository: str, kind: str = "Deployment"
+    obj: Mapping[str, Any],
+    wanted: str | None,
+    repository: str | ImageSet,
+    kind: str = "Deployment",
 ) -> tuple[str, ...] | InputProblem:
-    """The (init) containers to update, or the problem with the ``container`` input."""
+    """The (init) containers to update, or the problem with the ``container`` input.
+
+    Without ``container``: those running ``repository`` (an ImageSet: any of the run's
+    repositories, ``image``'s and the ``images`` input's), else the only container.
+    """
+    repositories = (repository,) if isinstance(repository, str) else repository.repositories
+    repository = repositories[0]
     name = (obj.get("metadata") or {}).get("name", "")
     template = template_of(obj)
     names = [str(c.get("name")) for c in containers_of(template, init=False)]
@@ -84,7 +96,7 @@ def resolve_containers(
     matching = tuple(
         str(c.get("name"))
         for c in containers_of(template)
-        if same_repository(str(c.get("image", "")), repository)
+        if any(same_repository(str(c.get("image", "")), r) for r in repositories)
     )
     if matching:
         return matching
@@ -118,11 +130,12 @@ def change_annotations(ctx: Context) -> dict[str, str]:
 
 
 def load(ctx: Context, *, warn: bool) -> list[Manifest]:
-    """The ``manifests`` input, read, with the image substituted (warnings once)."""
+    """The run's objects from ``manifests``, ``kustomize`` or ``helm-chart``
+    (:func:`deployer.render.sources.render_manifests`), images substituted (warnings once)."""
     config = ctx.config
-    if not config.manifests:
+    found = render_manifests(config, ctx.images, ctx.kube, ctx.namespace, ctx.cancel)
+    if not found:
         return []
-    found = load_manifests(config.workspace, config.manifests, config.image.repository, ctx.image)
     for m in found if warn else ():
         verified = kind_named(m.api_version, m.kind) is not None or (
             m.kind == "Job" and m.api_version == "batch/v1"
@@ -159,11 +172,11 @@ def _refuse_misplaced(ctx: Context, manifests: list[Manifest]) -> None:
             # As kubectl apply -n refuses it: a manifest never silently goes elsewhere.
             problems.append(
                 InputProblem(
-                    "manifests",
+                    manifest.origin,
                     f"{manifest.source} ({manifest.kind} {manifest.name}) is in namespace "
                     f"{own}, but the namespace input is {wanted}; remove "
                     "its metadata.namespace or make the two agree",
-                    INPUTS["manifests"][1],
+                    INPUTS[manifest.origin][1],
                 )
             )
     if problems:
@@ -202,7 +215,7 @@ def _targets(ctx: Context, documents: dict[tuple[str, str, str], Applied]) -> li
         if item.manifest.substituted and (KINDS[lower], ns, name) not in [
             (k, n, m) for _, k, n, m in found
         ]:
-            found.append(("manifests", KINDS[lower], ns, name))
+            found.append((item.manifest.origin, KINDS[lower], ns, name))
     return found
 
 
@@ -246,10 +259,11 @@ def _workload(ctx: Context, target: _Target, item: Applied | None) -> Workload |
         if ref is not None:
             holder, live = ref
             doc = live
-    found = resolve_containers(doc, ctx.config.container, ctx.config.image.repository, kind.name)
+    found = resolve_containers(doc, ctx.config.container, ctx.images, kind.name)
     if isinstance(found, InputProblem):
         return found
     w = Workload(kind, ns, name, found, live, live, from_manifest=item is not None)
+    w.images = target_images(template_of(doc), found, ctx.images)
     w.holder = holder
     return w
 
@@ -270,10 +284,11 @@ def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> 
     if problems:
         raise ConfigError(problems)
     attach_canaries(ctx, plan.workloads, manifests)
+    prepare_templates(ctx.kube, ctx.config, plan.workloads, applied, ctx.io, announce)
     check_access(ctx.kube, ctx.io, plan.workloads, ctx.config.rollback_on_failure)
     for w in plan.workloads if announce else ():
         ctx.io.info(
             f"{w.display} ({w.namespace}): {', '.join(w.containers)}: "
-            f"{w.previous_image or '(new)'} -> {ctx.image}"
+            f"{w.previous_image or '(new)'} -> {w.new_images(ctx.image)}"
         )
     return plan

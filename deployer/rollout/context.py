@@ -15,6 +15,7 @@ from deployer.actions import ActionsIO
 from deployer.clock import Clock
 from deployer.cluster import Kube
 from deployer.config import Config
+from deployer.images import ImageSet
 from deployer.rollout.status import Policy
 
 __all__ = ["ANNOTATION_PREFIX", "Budget", "Context", "rollback_reserve"]
@@ -69,11 +70,13 @@ class Context:
     budget: Budget
     checked: bool = False  # check_cluster ran before the build and warned already
     policy: Policy = field(init=False)
+    images: ImageSet = field(init=False)  # ``image`` and the ``images`` input
 
     def __post_init__(self) -> None:
         self.policy = Policy(
             tolerate=self.config.tolerate_failures_until_deadline, on_pause=self.config.on_pause
         )
+        self.images = ImageSet(self.config.image.repository, self.image, self.config.images)
 
     def now(self) -> float:
         return self.clock.monotonic()

@@ -8,11 +8,14 @@ changed, every outcome (a failure, an API error, a cancel) is a result.
 
 from __future__ import annotations
 
+import dataclasses
+
 from deployer.errors import Cancelled, ClusterError
 from deployer.rollout.change import change
 from deployer.rollout.check import Plan, check, load
 from deployer.rollout.context import Context
 from deployer.rollout.dry_run import show_plan
+from deployer.rollout.extras import report_url
 from deployer.rollout.result import RolloutResult, report_failures, result_of
 from deployer.rollout.rollback import after_failure, roll_back
 from deployer.rollout.state import RunState
@@ -53,7 +56,11 @@ def _forward(ctx: Context, state: RunState) -> RolloutResult:
     if change(ctx, state):
         wait_for(ctx, state.open(), ctx.budget.forward)
     after_failure(ctx, state)
-    return result_of(state, ctx.image)
+    result = result_of(state, ctx.image)
+    if result.status != "succeeded":
+        return result
+    items = state.manifests.items if state.manifests else []
+    return dataclasses.replace(result, url=report_url(ctx.kube, ctx.io, items, state.workloads))
 
 
 def _cancelled(ctx: Context, state: RunState) -> RolloutResult:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from deployer.cluster import JOBS, PODS
 from deployer.errors import Cancelled
-from deployer.manifests import same_repository
 from deployer.rollout.apply import Applied
 from deployer.rollout.context import Context
 from deployer.rollout.diagnose import Diagnosis, diagnose_pod
@@ -24,14 +23,17 @@ _DIAGNOSIS_SECONDS = 10.0
 
 
 def _job_workload(ctx: Context, item: Applied) -> Workload:
+    """The Job as a workload: its containers that run one of the run's images, each its own."""
     template = template_of(item.manifest.doc)
-    containers = tuple(
-        str(c.get("name"))
+    found = {
+        str(c.get("name")): ctx.images.target(str(c.get("image", "")))
         for c in containers_of(template)
-        if same_repository(str(c.get("image", "")), ctx.config.image.repository)
-    )
+    }
+    images = {c: image for c, image in found.items() if image}
     ns = item.namespace or ""
-    return Workload(JOB, ns, item.manifest.name, containers, item.prior, None, True)
+    job = Workload(JOB, ns, item.manifest.name, tuple(images), item.prior, None, True)
+    job.images = images
+    return job
 
 
 def run_job(ctx: Context, state: RunState, item: Applied) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer.actions import ActionsIO
+from deployer.plan import Plan
 from deployer.rollout.argo_status import current_step, rollout_phase
 from deployer.rollout.kinds import JOB, ROLLOUT
 from deployer.rollout.state import Outcome, RunState, Workload
@@ -31,6 +32,7 @@ class DeploymentResult:
     reason: str
     diagnosis: str = ""
     kind: str = "Deployment"
+    images: tuple[tuple[str, str], ...] = ()  # container → the image the run set
     # Where its progressive delivery controller left it: an Argo Rollout's phase and
     # step, a Flagger Canary's phase ('' for the other kinds).
     phase: str = ""
@@ -44,6 +46,7 @@ class DeploymentResult:
             "containers": list(self.containers),
             "previous-image": self.previous_image,
             "new-image": self.new_image,
+            "images": dict(self.images) or {c: self.new_image for c in self.containers},
             "revision": self.revision,
             "result": self.result,
             "reason": self.reason,
@@ -60,6 +63,8 @@ class RolloutResult:
     status: str  # succeeded | failed | rolled-back | cancelled | planned | paused
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
+    url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
+    plan: Plan | None = None  # a dry run's: every object compared with the live one
 
     @property
     def revisions(self) -> dict[str, int | None]:
@@ -87,13 +92,14 @@ def _one(w: Workload, image: str) -> DeploymentResult:
     outcome = w.outcome.value or "failed"
     reason = w.reason
     if w.outcome is Outcome.SUCCEEDED and not w.changed and w.kind is not JOB:
-        reason = f"already running {image}"
+        reason = f"already running {w.new_images(image)}"
     return DeploymentResult(
         namespace=w.namespace,
         name=w.name,
         containers=w.containers,
         previous_image=w.previous_image,
-        new_image=image,
+        new_image=w.new_images(image),
+        images=tuple(w.target_images(image).items()),
         revision=revision_of(w.live) if w.kind is not JOB else None,
         result=outcome,
         reason=reason,

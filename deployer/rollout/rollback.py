@@ -44,7 +44,8 @@ def _undo(ctx: Context, w: Workload) -> bool:
     if superseded(ctx, w, live):  # changed by someone else after ours failed
         w.superseded_before_undo()
         return False
-    plan, now = undo(ctx.kube, w.kind, w.namespace, w.name, w.before, ctx.image, w.containers)
+    target = w.target_images(ctx.image)
+    plan, now = undo(ctx.kube, w.kind, w.namespace, w.name, w.before, target, w.containers)
     w.live = now
     if plan is None:
         w.not_undone("no rollout history found: nothing to roll back to")

@@ -91,6 +91,20 @@ class Workload:
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
     holder: TemplateHolder | None = None  # a Rollout's workloadRef (``before`` has its template)
     canary: Canary | None = None  # the Flagger Canary that judges this workload
+    # What the run sets: container → image (several with the ``images`` input), and for a
+    # named workload a strategic-merge fragment of spec.template (annotations, pull secret).
+    images: dict[str, str] = field(default_factory=dict)
+    template_patch: dict[str, Any] = field(default_factory=dict)
+
+    def image_for(self, container: str, default: str) -> str:
+        return self.images.get(container, default)
+
+    def target_images(self, default: str) -> dict[str, str]:
+        """Container → the image the run sets (``default``: the ``image`` input's)."""
+        return {c: self.image_for(c, default) for c in self.containers}
+
+    def new_images(self, default: str) -> str:
+        return ", ".join(dict.fromkeys(self.target_images(default).values()))
 
     @property
     def key(self) -> str:

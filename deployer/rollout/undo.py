@@ -108,7 +108,7 @@ def _target(
     live: Mapping[str, Any],
     history: Iterable[Mapping[str, Any]],
     before: Mapping[str, Any] | None,
-    image: str,
+    image: str | Mapping[str, str],
     containers: tuple[str, ...],
 ) -> Mapping[str, Any] | None:
     uid = uid_of(live)
@@ -124,9 +124,10 @@ def _target(
         for h in earlier:
             if template_without_hash(template_of(h)) == found:
                 return h
+    ours = {c: image if isinstance(image, str) else image.get(c) for c in containers}
     for h in earlier:
         running = images(template_of(h))
-        if not any(running.get(c) == image for c in containers):
+        if not any(running.get(c) == ours[c] for c in containers):
             return h
     return None
 
@@ -170,7 +171,7 @@ def plan_undo(
     live: Mapping[str, Any],
     history: Iterable[Mapping[str, Any]],
     before: Mapping[str, Any] | None,
-    image: str,
+    image: str | Mapping[str, str],
     containers: tuple[str, ...],
 ) -> UndoPlan | None:
     """The undo of ``live`` (see the module docstring); None when there is nothing to undo."""
@@ -232,7 +233,7 @@ def undo(
     namespace: str,
     name: str,
     before: Mapping[str, Any] | None,
-    image: str,
+    image: str | Mapping[str, str],
     containers: tuple[str, ...],
 ) -> tuple[UndoPlan | None, dict[str, Any]]:
     """Patch the workload back; returns the plan (None: nothing to undo) and the live object.
@@ -269,7 +270,7 @@ def _undo_template(
     namespace: str,
     name: str,
     before: Mapping[str, Any] | None,
-    image: str,
+    image: str | Mapping[str, str],
     containers: tuple[str, ...],
 ) -> tuple[UndoPlan | None, dict[str, Any]]:
     """The undo of one object that holds its pod template (kubectl's, made safe)."""

@@ -65,7 +65,7 @@ def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
     now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
     if not now:  # a workloadRef Rollout: its template is in the Deployment we patched
         return False
-    others = {name: now.get(name) for name in w.containers if now.get(name) != ctx.image}
+    others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, ctx.image)}
     if not others:
         return False
     running = ", ".join(f"container {name}: {image}" for name, image in others.items())

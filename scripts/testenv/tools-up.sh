@@ -35,7 +35,9 @@ log "kustomize, helm, act: ready in $((SECONDS - t))s"
 # --- act's runner image --------------------------------------------------------
 # Jobs run by act (tests/act.py) run in this container, as on a hosted runner's
 # VM: the action's base (Debian, bash, python3) plus the docker CLI, on the host
-# network with the engine's socket. Rebuilt when the base or the CLI changes.
+# network with the engine's socket, and stand-ins for the cloud CLIs a hosted
+# runner has (testenv/act/bin/: `aws eks update-kubeconfig`). Rebuilt when the
+# base, the CLI or a stand-in changes.
 [ -f "$testenv/docker.env" ] || die "no $testenv/docker.env: run scripts/testenv/docker-up.sh first"
 # shellcheck disable=SC1091
 . "$testenv/docker.env"
@@ -44,13 +46,15 @@ RUNNER_IMAGE=deployer-act-runner:local
 t=$SECONDS
 bash scripts/base-image.sh
 docker_cli="$(command -v docker)" || die "the docker CLI is needed"
-runner_key="$( (docker image inspect -f '{{.Id}}' deployer-base:bookworm; sha256sum <"$docker_cli") \
-  | sha256sum | cut -c1-16)"
+runner_key="$( (docker image inspect -f '{{.Id}}' deployer-base:bookworm; sha256sum <"$docker_cli"
+  cd testenv/act/bin && sha256sum -- *) | sha256sum | cut -c1-16)"
 if [ "$(docker image inspect -f '{{index .Config.Labels "org.deployer.runner-key"}}' "$RUNNER_IMAGE" \
   2>/dev/null)" != "$runner_key" ]; then
   ctx="$(mktemp -d)"
   cp "$docker_cli" "$ctx/docker"
+  cp -r testenv/act/bin "$ctx/standins"
   printf '%s\n' "FROM deployer-base:bookworm" "COPY docker /usr/local/bin/docker" \
+    "COPY standins/ /usr/local/bin/" \
     "LABEL org.deployer.runner-key=$runner_key" >"$ctx/Dockerfile"
   timeout 300 docker build -q -t "$RUNNER_IMAGE" "$ctx" >/dev/null 2>&1 \
     || { rm -rf "$ctx"; die "building $RUNNER_IMAGE failed"; }

@@ -47,7 +47,8 @@ NEEDLES = {
     "succeeded": ("Succeeded: deployed", "now run"),
     "rolled-back": ("Rolled back", "CrashLoopBackOff"),
     "dry-run": ("Dry run: nothing was pushed", "sidecar"),
-    "input-error": ("Invalid input", "has upper-case letters"),
+    "plan": ("Dry run: nothing was pushed", "3 to change"),
+    "input-error": ("Invalid input", "contains a tag"),
     "build-failed": ("Build failed", "RUN pip install"),
     "long-names": ("Rolled back", "OOMKilled"),
 }

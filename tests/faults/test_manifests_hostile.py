@@ -21,6 +21,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from deployer.errors import AccessDenied, ClusterError, ConfigError
+from deployer.report import RunReport, summary
 from tests.helpers import (
     REGISTRY,
     Run,
@@ -307,10 +308,14 @@ def test_allowed_cluster_scoped_objects_are_listed_in_the_dry_run_plan(
     )
     result = run(ref("web", "v2"))
     assert result.status == "planned", run.log
-    assert f"apply ClusterRoleBinding {binding} (cluster-scoped) from k8s.yaml (document 2)" in (
+    assert f"create ClusterRoleBinding/{binding} (cluster-scoped) (k8s.yaml (document 2))" in (
         run.log
     )
-    summary = run.summary.read_text()
-    assert "Cluster-scoped objects (allowed by `allow-cluster-scoped`)" in summary
-    assert f"- `ClusterRoleBinding` `{binding}` from `k8s.yaml (document 2)`" in summary
+    text = summary(RunReport(status=result.status, rollout=result), redact=lambda t: t)
+    assert (
+        "Cluster-scoped objects (allowed by `allow-cluster-scoped`): "
+        f"`ClusterRoleBinding` `{binding}`." in text
+    )
+    assert f"#### create: `ClusterRoleBinding` `{binding}` (cluster-scoped)" in text
+    assert "From `k8s.yaml (document 2)`." in text
     assert not binding_exists(admin, binding)  # a dry run

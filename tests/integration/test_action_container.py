@@ -200,7 +200,7 @@ def test_bad_input_is_one_error_and_builds_nothing(
 ) -> None:
     result = runner.run(
         {
-            "image": f"{settings['TEST_REGISTRY']}/Acme/Web",
+            "image": f"{settings['TEST_REGISTRY']}/acme/web:v1",
             "registry-username": settings["TEST_REGISTRY_USERNAME"],
             "registry-password": settings["TEST_REGISTRY_PASSWORD"],
         },
@@ -210,11 +210,11 @@ def test_bad_input_is_one_error_and_builds_nothing(
     assert result.code == 1, result.log
     found = errors(result.commands)
     assert len(found) == 1, result.log
-    assert "image" in found[0] and "upper-case" in found[0]
+    assert "image" in found[0] and "contains a tag" in found[0]
     assert "Traceback" not in result.log
     assert result.outputs["status"] == "failed"
     assert result.outputs["image"] == "" and result.outputs["digest"] == ""
-    assert "upper-case" in result.summary
+    assert "contains a tag" in result.summary
     assert "Build log" not in result.log
     # Nothing built: no image in the engine carries this run's commit.
     images = subprocess.run(
@@ -252,13 +252,13 @@ def test_a_workflow_setting_path_does_not_break_the_action(
         tmp_path, docker_host=settings["DOCKER_HOST"], image=action_image, github={"PATH": path}
     )
     (runner.workspace / "Dockerfile").write_text("FROM scratch\n")
-    result = runner.run({"image": f"{settings['TEST_REGISTRY']}/Acme/Web"}, timeout=120)
+    result = runner.run({"image": f"{settings['TEST_REGISTRY']}/acme/web:v1"}, timeout=120)
 
     assert f"PATH={path}" in result.argv
     assert result.code == 1, result.log
     found = errors(result.commands)
     assert len(found) == 1, result.log
-    assert "image" in found[0] and "upper-case" in found[0]
+    assert "image" in found[0] and "contains a tag" in found[0]
     assert "Traceback" not in result.log
     assert result.outputs["status"] == "failed"
 

@@ -205,7 +205,8 @@ def test_dry_run_changes_nothing(
     assert result.deployments[0].result == "planned"
     assert f"{ref('web', 'v1')} -> {REGISTRY}/web:v2" in run.log
     plan = summary(RunReport(status=result.status, rollout=result), redact=lambda text: text)
-    assert "The plan:" in plan and "`deployment/web`" in plan
+    assert "**Plan:** 0 to create, 1 to change, 0 unchanged." in plan
+    assert "| `deployment/web` | `app` | `127.0.0.1:5000/web@sha256:" in plan
     after = read(admin, namespace, "web")
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
 

@@ -49,7 +49,13 @@ for arg in argv:  # what buildx would read from the private directory, while it 
     if arg.startswith("--secret="):
         fields = dict(f.split("=", 1) for f in arg[len("--secret="):].split(","))
         src = Path(fields["src"])
-        seen["secrets"][fields["id"]] = [src.read_text(), oct(src.stat().st_mode & 0o777), oct(src.parent.stat().st_mode & 0o777)]
+        seen["secrets"][fields["id"]] = [src.read_bytes().decode("latin-1"), oct(src.stat().st_mode & 0o777), oct(src.parent.stat().st_mode & 0o777)]
+    if arg.startswith("--ssh="):  # an agent's socket, or key files (their text)
+        ssh_id, _, paths = arg[len("--ssh="):].partition("=")
+        seen.setdefault("ssh", {{}})[ssh_id] = [
+            "socket" if Path(p).is_socket() else [Path(p).read_text(), oct(Path(p).stat().st_mode & 0o777)]
+            for p in paths.split(",")
+        ]
     if arg.startswith("--file="):
         ignore = Path(arg[len("--file="):] + ".dockerignore")
         seen["dockerignore"] = ignore.read_text() if ignore.is_file() else None

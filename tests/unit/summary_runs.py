@@ -11,6 +11,7 @@ import io
 from pathlib import Path
 
 from deployer.pipeline import run
+from deployer.plan import Plan, compare
 from deployer.rollout import DeploymentResult, RolloutResult
 from tests.unit.fake_buildx import SUCCESS, install
 from tests.unit.test_actions import runner_outputs
@@ -130,6 +131,52 @@ def planned(image: str) -> RolloutResult:
     )
 
 
+def with_plan(image: str) -> RolloutResult:
+    """A dry run of manifests: each object compared with the live one (deployer.plan)."""
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "checkout-web", "namespace": NAMESPACE},
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "app", "image": OLD_IMAGE}]}},
+        },
+    }
+    planned = {**live, "spec": {**live["spec"], "replicas": 4}}
+    planned["spec"]["template"] = {"spec": {"containers": [{"name": "app", "image": image}]}}
+    settings = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "checkout-web-settings", "namespace": NAMESPACE},
+        "data": {"PAYMENTS_API_URL": "https://payments.internal.example.com/v2", "TIMEOUT": "5s"},
+    }
+    new_settings = {**settings, "data": {**settings["data"], "TIMEOUT": "10s"}}
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "checkout-web-credentials", "namespace": NAMESPACE},
+        "data": {"PAYMENTS_API_KEY": "c2stbGl2ZS0xMjM0NTY3ODkw"},
+    }
+    new_secret = {**secret, "data": {"PAYMENTS_API_KEY": "c2stbGl2ZS0wOTg3NjU0MzIx"}}
+    source = "deploy/overlays/production/manifests.yaml"
+    objects = (
+        compare(live, planned, source=f"{source} (document 1)", namespace=NAMESPACE),
+        compare(settings, new_settings, source=f"{source} (document 2)", namespace=NAMESPACE),
+        compare(secret, new_secret, source=f"{source} (document 3)", namespace=NAMESPACE),
+        compare(
+            None,
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "checkout-web"}},
+            source=f"{source} (document 4)",
+            namespace=NAMESPACE,
+        ),
+    )
+    return RolloutResult(
+        "planned",
+        (result("checkout-web", "planned", new=image),),
+        plan=Plan(image, objects),
+    )
+
+
 PIP_ERROR = "ERROR: No matching distribution found for payments-sdk==9.9.9"
 RUN_ERROR = (
     'process "/bin/sh -c pip install -r requirements.txt" did not complete successfully: '
@@ -222,8 +269,12 @@ def summaries(tmp_path: Path) -> dict[str, str]:
     env = runner_env(tmp_path / "dry-run")
     env["INPUT_DRY-RUN"] = "true"
     found["dry-run"] = go(env, planned(f"{REPO}:sha-0123456"))[3]
+    env = runner_env(tmp_path / "plan")
+    env["INPUT_DRY-RUN"] = "true"
+    env["INPUT_BUILD"] = "false"
+    found["plan"] = go(env, with_plan(NEW_IMAGE))[3]
     env = runner_env(tmp_path / "input-error")
-    env["INPUT_IMAGE"] = "ghcr.io/Acme/Checkout-Web"
+    env["INPUT_IMAGE"] = "ghcr.io/acme/checkout-web:v1"
     env["INPUT_TIMEOUT"] = "5 minutes"
     found["input-error"] = go(env, None)[3]
     broken = FakeEngine([{"lines": FAILED_BUILD, "code": 1}])

@@ -144,9 +144,18 @@ def test_any_text_in_any_input_ends_the_run_cleanly(
     if code == 1:
         assert errors, log[-2000:]
     # The hostile value cannot issue a command, and it cannot add or replace an output.
+    # (Our notice, e.g. an image lower-cased, quotes the value escaped, after its title.)
     for command in commands(log):
         assert command.startswith(
-            ("::add-mask::", "::error ", "::error::", "::warning", "::group::", "::endgroup::")
+            (
+                "::add-mask::",
+                "::error ",
+                "::error::",
+                "::warning",
+                "::notice title=",
+                "::group::",
+                "::endgroup::",
+            )
         ), command
     outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
     assert set(outputs) == ACTION_OUTPUTS

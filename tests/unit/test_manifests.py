@@ -18,7 +18,6 @@ from deployer.manifests import (
     MAX_FILE_BYTES,
     MAX_TOTAL_BYTES,
     Manifest,
-    cluster_scoped_note,
     load_manifests,
     refuse_cluster_scoped,
 )
@@ -194,10 +193,6 @@ def test_discovery_decides_for_custom_kinds_and_allowing_lists_them(
     assert asked == ["ConfigMap", "Tenant", "Widget"]
     scoped = refuse_cluster_scoped(manifests, namespaced, allowed=True, namespace="prod")
     assert [m.name for m in scoped] == ["t"]
-    assert cluster_scoped_note(manifests).endswith(
-        "- `Tenant` `t` from `k8s/all.yaml (document 2)`"
-    )
-    assert cluster_scoped_note(manifests[:1]) == ""
 
 
 @pytest.mark.parametrize(
@@ -313,15 +308,6 @@ def test_a_realistic_file_just_under_the_cap_loads(layout: tuple[Path, Path]) ->
     assert MAX_FILE_BYTES - 64 * 1024 < len(text) < MAX_FILE_BYTES
     (workspace / "k8s" / "bundle.yaml").write_text(text)
     assert len(load(workspace, "k8s")) == number
-
-
-def test_the_plan_note_keeps_a_file_name_inside_its_code_span(layout: tuple[Path, Path]) -> None:
-    workspace, _ = layout
-    (workspace / "k8s" / "a`[x](https:evil)`.yaml").write_text(CLUSTER_ADMIN)
-    manifests = load(workspace, "k8s")
-    refuse_cluster_scoped(manifests, never_asked, allowed=True, namespace="p")
-    note = cluster_scoped_note(manifests)
-    assert "from `k8s/a'[x](https:evil)'.yaml (document 1)`" in note
 
 
 def test_a_kind_defined_by_a_crd_among_the_manifests_takes_its_scope_from_it(

@@ -164,7 +164,7 @@ def test_build_and_push(runner_env: dict[str, str]) -> None:
 
 def test_bad_input_builds_nothing(runner_env: dict[str, str]) -> None:
     engine = FakeEngine()
-    runner_env["INPUT_IMAGE"] = "ghcr.io/Acme/web"
+    runner_env["INPUT_IMAGE"] = "ghcr.io/acme/web:v1"
     code, log, outputs, summary = go(runner_env, engine)
     assert code == 1
     assert engine.names() == []
@@ -603,7 +603,7 @@ def test_git_config_with_a_token_header_is_left_out_of_the_context(
     warning = next(c for c in commands(log) if c.startswith("::warning"))
     assert ".git/config" in warning and "persist-credentials: false" in warning
     [call] = engine.buildx_calls()
-    assert call["dockerignore"] == "node_modules\n.git/config\n"
+    assert call["dockerignore"] == "node_modules\n.git\n"  # all of .git (issue 17.5)
     dockerfile = next(a for a in call["argv"] if a.startswith("--file=")).split("=", 1)[1]
     assert dockerfile != str(workspace / "Dockerfile")
     # excluded by the user already: nothing to do, no warning

@@ -135,12 +135,22 @@ def test_dry_run_shows_the_plan_as_a_table(summaries: dict[str, str]) -> None:
     assert row in text
 
 
+def test_a_dry_run_with_a_plan_shows_it_instead_of_the_table(summaries: dict[str, str]) -> None:
+    text = summaries["plan"]
+    assert text.startswith("## 📝 Dry run: nothing was pushed or changed\n")
+    assert "Found `…/payments/checkout-web@sha256:e2ec6d4e…`; nothing was pushed" in text
+    assert "**Plan:** 1 to create, 3 to change, 0 unchanged." in text
+    assert "+  PAYMENTS_API_KEY: (hidden, changed)" in text
+    assert "c2stbGl2ZS0" not in text  # the Secret's values, in base64 as the API has them
+    assert "| Workload | Container | Now |\n" not in text
+
+
 def test_an_input_error_names_the_input_what_is_wrong_and_a_right_example(
     summaries: dict[str, str],
 ) -> None:
     text = summaries["input-error"]
     assert text.startswith("## ❌ Invalid input\n\nNothing was built, pushed or changed.")
-    assert "- Input **`image`**: `'ghcr.io/Acme/Checkout-Web' has upper-case letters" in text
+    assert "- Input **`image`**: `'ghcr.io/acme/checkout-web:v1' contains a tag" in text
     assert "  Example: `image: ghcr.io/acme/web`" in text
     assert "- Input **`timeout`**:" in text
     assert "<details>" not in text  # nothing was built: no empty details

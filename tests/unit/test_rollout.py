@@ -127,6 +127,7 @@ def test_results_as_outputs_and_revisions() -> None:
         "containers": ["web"],
         "previous-image": "a",
         "new-image": "b",
+        "images": {"web": "b"},
         "revision": 4,
         "result": "succeeded",
         "reason": "",

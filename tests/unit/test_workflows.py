@@ -250,3 +250,33 @@ def test_the_readme_and_examples_check_out_without_persisting_the_token() -> Non
         for step in steps:
             persisted = (step.get("with") or {}).get("persist-credentials")
             assert persisted is False, f"{name}: set persist-credentials: false on {step['uses']}"
+
+
+def readme_table(heading: str) -> dict[str, list[str]]:
+    """The rows of the table under README.md's ``## <heading>``: first cell → the others."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, list[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+        found = re.fullmatch(r"`([a-z0-9-]+)`", cells[0]) if line.startswith("|") else None
+        if found:
+            assert found[1] not in rows, f"README.md lists {found[1]} twice"
+            rows[found[1]] = cells[1:]
+    return rows
+
+
+def test_the_readme_inputs_table_is_action_yml_and_the_code_one_to_one(
+    action: dict[str, Any],
+) -> None:
+    table = readme_table("Inputs")
+    assert list(table) == list(action["inputs"]) == list(INPUTS)
+    for name, (default, meaning) in table.items():
+        declared = INPUTS[name][0]
+        if declared:
+            assert f"`{declared}`" in default, f"README default of {name}: {default!r}"
+        assert meaning, f"README.md says nothing about input {name}"
+
+
+def test_the_readme_outputs_table_is_action_yml_one_to_one(action: dict[str, Any]) -> None:
+    assert list(readme_table("Outputs")) == list(action["outputs"])
