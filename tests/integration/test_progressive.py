@@ -119,22 +119,40 @@ def image(obj: dict[str, Any]) -> str:
 # -- Argo Rollouts -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("check", ["check:1", "job-fail-check:1"], ids=["passes", "fails"])
-def test_a_canary_from_manifests_with_weights_a_pause_and_a_job_analysis(
-    admin: k8s.ApiClient, namespace: str, argo: dict[str, str], tmp_path: Path, check: str
+@pytest.mark.parametrize(
+    ("check", "source"),
+    [("check:1", "manifests"), ("job-fail-check:1", "kustomize")],
+    ids=["passes-manifests", "fails-kustomize"],
+)
+def test_a_canary_with_weights_a_pause_and_a_job_analysis_from_manifests_or_kustomize(
+    admin: k8s.ApiClient,
+    namespace: str,
+    argo: dict[str, str],
+    tmp_path: Path,
+    check: str,
+    source: str,
 ) -> None:
     import yaml
+
+    (tmp_path / "deploy").mkdir()
 
     def write(image_: str) -> None:
         docs = [analysis_template(f"{REGISTRY}/progressive/{check}"), rollout_doc(image_, STEPS)]
         # Through JSON: shared dicts would become YAML aliases, which manifests refuse.
-        (tmp_path / "k8s.yaml").write_text(yaml.safe_dump_all(json.loads(json.dumps(docs))))
+        text = yaml.safe_dump_all(json.loads(json.dumps(docs)))
+        (tmp_path / "deploy" / "k8s.yaml").write_text(text)
+        kustomization = {"resources": ["k8s.yaml"]}
+        (tmp_path / "deploy" / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
 
-    inputs = {"namespace": namespace, "manifests": "k8s.yaml", "timeout": "2m"}
+    environ = {}
+    if source == "kustomize":
+        environ = need_service("DEPLOYER_KUSTOMIZE")
+    where = "deploy" if source == "kustomize" else "deploy/k8s.yaml"
+    inputs = {"namespace": namespace, source: where, "timeout": "2m"}
     write(f"{REGISTRY}/web:placeholder")
-    first = Run(tmp_path, argo["KUBECONFIG"], **inputs)
+    first = Run(tmp_path, argo["KUBECONFIG"], environ=environ, **inputs)
     assert first(ref("web", "v1")).status == "succeeded", first.log
-    run = Run(tmp_path, argo["KUBECONFIG"], **inputs)
+    run = Run(tmp_path, argo["KUBECONFIG"], environ=environ, **inputs)
     result = run(ref("web", "v2"))
     (web,) = result.deployments
     assert web.kind == "Rollout"
