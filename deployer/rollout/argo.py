@@ -5,6 +5,10 @@
   and judges the Rollout; :func:`pending` holds the verdict until the controller has
   seen the Deployment's new generation (``rollout.argoproj.io/workload-generation``),
   since the Rollout's own generation does not move.
+- A Deployment the run changes whose pods a Rollout runs (its ``workloadRef``, in
+  the cluster or in ``manifests``) is judged as that Rollout
+  (:func:`judged_by_rollouts`): the Deployment alone, scaled to zero, would pass at
+  once and say nothing of the canary.
 - A Degraded Rollout is explained by :func:`explain_degraded`: the step, the
   AnalysisRun and its failed metric's message; the ``job`` provider leaves that
   message empty, so then the Job's pod (its state, events, log lines); plus what is
@@ -16,15 +20,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from deployer.cluster import ANALYSISRUNS, DEPLOYMENTS, PODS, Kube, Response
-from deployer.errors import ClusterError
+from deployer.actions import ActionsIO
+from deployer.cluster import ANALYSISRUNS, DEPLOYMENTS, PODS, ROLLOUTS, Kube, Response, discover
+from deployer.errors import AccessDenied, ClusterError
 from deployer.rollout import argo_status
+from deployer.rollout.apply import Applied
 from deployer.rollout.diagnose import Diagnosis, diagnose_pod, object_events
-from deployer.rollout.kinds import DEPLOYMENT, controlled_by, uid_of
+from deployer.rollout.kinds import DEPLOYMENT, ROLLOUT, controlled_by, template_of, uid_of
 from deployer.rollout.state import TemplateHolder, Workload
 from deployer.rollout.status import pod_problem
 
-__all__ = ["explain_degraded", "pending", "resolve_ref"]
+__all__ = ["explain_degraded", "judged_by_rollouts", "pending", "resolve_ref"]
 
 _FAILED_RUNS = ("Failed", "Error", "Inconclusive")
 _NOTE_CHARS = 500
@@ -54,6 +60,80 @@ def resolve_ref(
     resolved["spec"] = {**(rollout.get("spec") or {}), "template": deployment["spec"]["template"]}
     generation = int((deployment.get("metadata") or {}).get("generation") or 0)
     return TemplateHolder(DEPLOYMENT, name, generation), resolved
+
+
+def _with_template(
+    rollout: Mapping[str, Any] | None, deployment: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    if rollout is None:
+        return None
+    found = dict(rollout)
+    found["spec"] = {**(rollout.get("spec") or {}), "template": template_of(deployment)}
+    return found
+
+
+def _referring(
+    kube: Kube, namespaces: list[str], documents: Mapping[tuple[str, str, str], Applied]
+) -> dict[tuple[str, str], tuple[dict[str, Any] | None, str, bool]]:
+    """(namespace, Deployment) → (the Rollout as it is now, its name, from manifests)."""
+    found: dict[tuple[str, str], tuple[dict[str, Any] | None, str, bool]] = {}
+    for ns in namespaces:
+        try:
+            listing = kube.request("GET", ROLLOUTS, verb="list", namespace=ns)
+        except AccessDenied as e:
+            raise AccessDenied(
+                f"Argo Rollouts is installed, and the credentials may not list "
+                f"rollouts.argoproj.io in namespace {ns}: the deploy must know whether a "
+                "Rollout runs the pods of the Deployments it changes (workloadRef); add get, "
+                "list and watch on rollouts.argoproj.io to the Role (docs/cluster.md)",
+                details=e.details,
+            ) from None
+        for ro in listing.get("items") or []:
+            ref = (ro.get("spec") or {}).get("workloadRef") or {}
+            if ref.get("kind") == "Deployment":
+                found[(ns, str(ref.get("name")))] = (dict(ro), ro["metadata"]["name"], False)
+    for (lower, ns, name), item in documents.items():
+        ref = (item.manifest.doc.get("spec") or {}).get("workloadRef") or {}
+        if lower == ROLLOUT.lower and ref.get("kind") == "Deployment":
+            found[(ns, str(ref.get("name")))] = (item.prior, name, True)
+    return found
+
+
+def judged_by_rollouts(
+    kube: Kube,
+    io: ActionsIO,
+    workloads: list[Workload],
+    documents: Mapping[tuple[str, str, str], Applied],
+) -> list[Workload]:
+    """Each Deployment whose pods a Rollout runs (``workloadRef``) becomes that Rollout."""
+    targets = [w for w in workloads if w.kind is DEPLOYMENT]
+    if not targets:
+        return workloads
+    try:
+        discover(kube, "argoproj.io/v1alpha1", "Rollout", {})
+    except ClusterError:  # Argo Rollouts is not installed
+        return workloads
+    found = _referring(kube, list(dict.fromkeys(w.namespace for w in targets)), documents)
+    named = {(w.namespace, w.name) for w in workloads if w.kind is ROLLOUT}
+    result = []
+    for w in workloads:
+        hit = found.get((w.namespace, w.name)) if w.kind is DEPLOYMENT else None
+        if hit is None:
+            result.append(w)
+            continue
+        rollout, name, manifest = hit
+        io.info(f"{w.display}: its pods are run by rollout/{name} (workloadRef): judged there")
+        if (w.namespace, name) in named:
+            continue
+        before = _with_template(rollout, w.before)
+        r = Workload(ROLLOUT, w.namespace, name, w.containers, before, before)
+        r.from_manifest = manifest or w.from_manifest
+        generation = int(((w.live or {}).get("metadata") or {}).get("generation") or 0)
+        r.holder = TemplateHolder(DEPLOYMENT, w.name, generation)
+        r.images = w.images
+        result.append(r)
+        named.add((w.namespace, name))
+    return result
 
 
 def pending(w: Workload) -> str:

@@ -22,7 +22,7 @@ from deployer.manifests import Manifest, refuse_cluster_scoped, same_repository
 from deployer.render.sources import render_manifests
 from deployer.rollout.access import check_access
 from deployer.rollout.apply import Applied, ManifestSet
-from deployer.rollout.argo import resolve_ref
+from deployer.rollout.argo import judged_by_rollouts, resolve_ref
 from deployer.rollout.context import ANNOTATION_PREFIX, Context
 from deployer.rollout.extras import prepare_templates, target_images
 from deployer.rollout.flagger import attach_canaries
@@ -283,6 +283,7 @@ def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> 
             plan.workloads.append(found)
     if problems:
         raise ConfigError(problems)
+    plan.workloads = judged_by_rollouts(ctx.kube, ctx.io, plan.workloads, documents)
     attach_canaries(ctx, plan.workloads, manifests)
     prepare_templates(ctx.kube, ctx.config, plan.workloads, applied, ctx.io, announce)
     check_access(ctx.kube, ctx.io, plan.workloads, ctx.config.rollback_on_failure)

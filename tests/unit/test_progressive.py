@@ -55,7 +55,7 @@ def deploy(
         "INPUT_BUILD": "false",
         "INPUT_NAMESPACE": "default",
         "INPUT_TIMEOUT": "5m",
-        "GITHUB_WORKSPACE": ".",
+        "GITHUB_WORKSPACE": inputs.pop("workspace", "."),
     }
     env.update({f"INPUT_{k.upper().replace('_', '-')}": v for k, v in inputs.items()})
     config = load_config(env)
@@ -334,3 +334,49 @@ def test_a_rollback_that_may_not_abort_warns_and_still_restores_the_template() -
     assert refused.status == 403
     assert template_image(cluster) == ref(REPO, 1)
     assert healthy(cluster)
+
+
+WORKLOAD_REF_MANIFESTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec: {containers: [{name: web, image: reg.example/web:placeholder}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: api}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  workloadRef: {apiVersion: apps/v1, kind: Deployment, name: api}
+  strategy:
+    canary:
+      steps: [{setWeight: 50}, {pause: {duration: 5s}}]
+"""
+
+
+def test_a_deployment_in_manifests_whose_pods_a_rollout_runs_is_judged_as_the_rollout(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    first = deploy(cluster, ref(REPO, 1), **inputs)
+    assert first.result.status == "succeeded", first.log
+    run = deploy(cluster, ref(REPO, 2), **inputs)
+    assert run.result.status == "succeeded", run.log
+    assert "deployment/api: its pods are run by rollout/api (workloadRef): judged there" in run.log
+    (api,) = run.result.deployments
+    assert (api.kind, api.name, api.previous_image) == ("Rollout", "api", ref(REPO, 1))
+    assert "step 2 of 2 (pause: 5s)" in run.log  # not the Deployment's 0 replicas at once
+    crashing = WORKLOAD_REF_MANIFESTS.replace("reg.example/web:", "reg.example/crash-loop-web:")
+    (tmp_path / "k8s.yaml").write_text(crashing)
+    crash = deploy(cluster, ref("reg.example/crash-loop-web", 3), **inputs)
+    assert crash.result.status == "rolled-back", crash.log
+    assert template_image(cluster, "Deployment", "api") == ref(REPO, 2)
+    assert healthy(cluster, "api")
