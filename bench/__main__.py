@@ -8,7 +8,14 @@ from pathlib import Path
 
 from bench.common import Figure
 
-MODULES = ["bench.build_push", "bench.cache", "bench.rollout", "bench.container", "bench.render"]
+MODULES = [
+    "bench.build_push",
+    "bench.cache",
+    "bench.rollout",
+    "bench.progressive",
+    "bench.container",
+    "bench.render",
+]
 
 
 def main() -> int:
