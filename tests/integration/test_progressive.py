@@ -11,6 +11,7 @@ its two tests take about a minute each; the Argo ones 10-40 s.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
+from deployer.cluster import connect
+from deployer.rollout import roll_out
 from tests.conftest import need_service
 from tests.helpers import REGISTRY, Run, admin, create_deployment, namespace, read, ref, settings
 
@@ -244,6 +247,45 @@ def test_a_workload_ref_rollout_is_changed_in_its_deployment(
     assert ro["metadata"]["annotations"]["rollout.argoproj.io/workload-generation"] == str(
         read(admin, namespace, "web")["metadata"]["generation"]
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="needs rollout3 Milestone B: a cancel issues the undos (cancel_back); the "
+    "Rollout's undo (abort, then the template) is in deployer/rollout/undo.py",
+)
+def test_a_cancel_during_a_canary_aborts_it_and_restores_its_spec_within_5_s(
+    admin: k8s.ApiClient, namespace: str, argo: dict[str, str], tmp_path: Path
+) -> None:
+    create_rollout(admin, namespace, [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}])
+    run = Run(tmp_path, argo["KUBECONFIG"], namespace=namespace, workloads="rollout/web")
+    cancel = threading.Event()
+
+    def paused() -> bool:
+        return (get_rollout(admin, namespace).get("status") or {}).get("phase") == "Paused"
+
+    cancelled_at: list[float] = []
+
+    def cancel_at_the_pause() -> None:
+        wait_for(paused, 30, "the canary's pause")
+        cancelled_at.append(time.monotonic())
+        cancel.set()
+
+    threading.Thread(target=cancel_at_the_pause, daemon=True).start()
+    api, _ = connect(run.config)
+    try:
+        result = roll_out(run.config, ref("web", "v2"), api, run.io, cancel)
+    finally:
+        api.close()
+    assert result.status == "cancelled", run.log
+    restored = wait_for(
+        lambda: image(get_rollout(admin, namespace)) == ref("web", "v1"), 10, "the restore"
+    )
+    assert restored and time.monotonic() - cancelled_at[0] < 5
+    events = k8s.CoreV1Api(admin).list_namespaced_event(
+        namespace, field_selector="involvedObject.kind=Rollout"
+    )
+    assert any(e.reason == "RolloutAborted" for e in events.items)
 
 
 # -- Flagger ---------------------------------------------------------------------------------
