@@ -17,10 +17,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from deployer.actions import ActionsIO
 from deployer.cluster import ANALYSISRUNS, DEPLOYMENTS, PODS, ROLLOUTS, Kube, Response, discover
 from deployer.errors import AccessDenied, ClusterError
 from deployer.rollout import argo_status
@@ -101,7 +100,7 @@ def _referring(
 
 def judged_by_rollouts(
     kube: Kube,
-    io: ActionsIO,
+    say: Callable[[str], None] | None,
     workloads: list[Workload],
     documents: Mapping[tuple[str, str, str], Applied],
 ) -> list[Workload]:
@@ -122,7 +121,8 @@ def judged_by_rollouts(
             result.append(w)
             continue
         rollout, name, manifest = hit
-        io.info(f"{w.display}: its pods are run by rollout/{name} (workloadRef): judged there")
+        if say is not None:
+            say(f"{w.display}: its pods are run by rollout/{name} (workloadRef): judged there")
         if (w.namespace, name) in named:
             continue
         before = _with_template(rollout, w.before)

@@ -283,8 +283,9 @@ def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> 
             plan.workloads.append(found)
     if problems:
         raise ConfigError(problems)
-    plan.workloads = judged_by_rollouts(ctx.kube, ctx.io, plan.workloads, documents)
-    attach_canaries(ctx, plan.workloads, manifests)
+    say = ctx.io.info if announce else None  # the check before the build is quiet
+    plan.workloads = judged_by_rollouts(ctx.kube, say, plan.workloads, documents)
+    attach_canaries(ctx, plan.workloads, manifests, say)
     prepare_templates(ctx.kube, ctx.config, plan.workloads, applied, ctx.io, announce)
     check_access(ctx.kube, ctx.io, plan.workloads, ctx.config.rollback_on_failure)
     for w in plan.workloads if announce else ():

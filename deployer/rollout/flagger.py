@@ -11,7 +11,7 @@ when Flagger sees the primary's template again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from deployer.cluster import CANARIES, discover
@@ -64,7 +64,12 @@ def _listed(ctx: Context, namespace: str, names: str) -> list[dict[str, Any]]:
     return [dict(c) for c in listing.get("items") or []]
 
 
-def attach_canaries(ctx: Context, workloads: list[Workload], manifests: list[Manifest]) -> None:
+def attach_canaries(
+    ctx: Context,
+    workloads: list[Workload],
+    manifests: list[Manifest],
+    say: Callable[[str], None] | None = None,
+) -> None:
     """Give each workload that a Flagger Canary targets its :class:`Canary`."""
     targets = [w for w in workloads if w.kind.name in _TARGETS]
     if not targets or not _served(ctx):
@@ -82,7 +87,8 @@ def attach_canaries(ctx: Context, workloads: list[Workload], manifests: list[Man
             name = str((canary.get("metadata") or {}).get("name", ""))
             before = canary if "status" in canary or "spec" in canary else None
             w.canary = Canary(name, before, before)
-            ctx.io.info(f"{w.display}: judged by Flagger's canary {name}")
+            if say is not None:
+                say(f"{w.display}: judged by Flagger's canary {name}")
 
 
 def fold_canaries(item: Item, workloads: list[Workload]) -> list[Workload]:

@@ -380,3 +380,45 @@ def test_a_deployment_in_manifests_whose_pods_a_rollout_runs_is_judged_as_the_ro
     assert crash.result.status == "rolled-back", crash.log
     assert template_image(cluster, "Deployment", "api") == ref(REPO, 2)
     assert healthy(cluster, "api")
+
+
+CANARY_MANIFESTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: reg.example/web:placeholder}]}
+---
+apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: web}
+spec:
+  provider: kubernetes
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  service: {port: 80}
+  analysis:
+    interval: 10s
+    threshold: 1
+    iterations: 1
+    webhooks: [{name: check, url: "http://checks.example/pass"}]
+"""
+
+
+def test_a_canary_created_with_its_deployment_is_waited_for_until_initialized(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(CANARY_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    run = deploy(cluster, ref(REPO, 1), **inputs)
+    assert run.result.status == "succeeded", run.log
+    web = run.workload("Deployment")
+    assert web.phase == "canary web: Initialized"
+    assert "a first deploy is not analysed" in run.log
+    again = deploy(cluster, ref(REPO, 2), **inputs)
+    assert again.result.status == "succeeded", again.log
+    assert again.workload("Deployment").phase == "canary web: Succeeded"
