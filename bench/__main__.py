@@ -14,6 +14,7 @@ MODULES = [
     "bench.builders",
     "bench.cache",
     "bench.rollout",
+    "bench.progressive",
     "bench.container",
     "bench.render",
 ]

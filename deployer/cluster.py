@@ -43,6 +43,8 @@ from deployer.kubeconfig import (
 from deployer.markdown import code
 
 __all__ = [
+    "ANALYSISRUNS",
+    "CANARIES",
     "CONTROLLERREVISIONS",
     "DAEMONSETS",
     "DEPLOYMENTS",
@@ -50,6 +52,7 @@ __all__ = [
     "JOBS",
     "PODS",
     "REPLICASETS",
+    "ROLLOUTS",
     "SSAR",
     "STATEFULSETS",
     "Kube",
@@ -328,6 +331,10 @@ JOBS = Resource("batch", "v1", "jobs")
 PODS = Resource("", "v1", "pods")
 EVENTS = Resource("", "v1", "events")
 SSAR = Resource("authorization.k8s.io", "v1", "selfsubjectaccessreviews", namespaced=False)
+# Progressive delivery controllers' resources (served only where their CRDs are installed).
+ROLLOUTS = Resource("argoproj.io", "v1alpha1", "rollouts")
+ANALYSISRUNS = Resource("argoproj.io", "v1alpha1", "analysisruns")
+CANARIES = Resource("flagger.app", "v1beta1", "canaries")
 
 
 @dataclass(frozen=True)

@@ -73,12 +73,13 @@ INPUTS: dict[str, tuple[str, str]] = {
     "aws-role-arn": ("", "arn:aws:iam::123456789012:role/github-deploy"),
     "namespace": ("", "production"),
     "deployments": ("", "web,worker"),
-    "workloads": ("", "deployment/web,statefulset/db,daemonset/agent"),
+    "workloads": ("", "deployment/web,statefulset/db,daemonset/agent,rollout/api"),
     "container": ("", "web"),
     "manifests": ("", "k8s/*.yaml"),
     "timeout": ("5m", "10m"),
     "rollback-on-failure": ("true", "true"),
     "tolerate-failures-until-deadline": ("false", "false"),
+    "on-pause": ("wait", "succeed"),
     "dry-run": ("false", "false"),
     "comment-on-pr": ("false", "true"),
     "github-token": ("", "${{ github.token }}"),
@@ -157,7 +158,8 @@ _PLATFORM_RE = re.compile(r"^[a-z0-9_]+/[a-z0-9_]+(?:/[a-z0-9_.]+)?$")
 _SECRET_ID_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _ATTESTATION_RE = re.compile(r"[A-Za-z0-9_.\-]+=[^\s,]+(?:,[A-Za-z0-9_.\-]+=[^\s,]+)*")
 _CACHE_TYPES = ("registry", "gha", "inline", "local", "s3", "azblob")
-_WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset")
+_WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset", "rollout")
+_ON_PAUSE = ("wait", "succeed")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 
@@ -315,6 +317,7 @@ class Config(BaseModel):
     timeout: float
     rollback_on_failure: bool
     tolerate_failures_until_deadline: bool = False
+    on_pause: str = "wait"  # an Argo Rollout paused for a promotion: "wait" | "succeed"
     dry_run: bool
     allow_cluster_scoped: bool = False
     kustomize: str | None = None  # a directory in the workspace, as given
@@ -995,7 +998,7 @@ def _workloads(check: _Collector, raw: Mapping[str, str]) -> dict[str, Any]:
         if kind not in _WORKLOAD_KINDS:
             check.fail(
                 "workloads",
-                f"'{entry[:70]}': kind must be deployment, statefulset or daemonset",
+                f"'{entry[:70]}': kind must be deployment, statefulset, daemonset or rollout",
             )
         elif len(name) > 253 or not _DNS_SUBDOMAIN_RE.match(name):
             check.fail("workloads", f"'{entry[:70]}' is not a valid {kind} name")
@@ -1025,8 +1028,16 @@ def _cluster_inputs(
     aws_role_arn = raw["aws-role-arn"].strip() or None
     if aws_role_arn and not _ROLE_ARN_RE.match(aws_role_arn):
         check.fail("aws-role-arn", f"'{aws_role_arn[:100]}' is not an IAM role ARN")
+    on_pause = raw["on-pause"].strip().lower() or INPUTS["on-pause"][0]
+    if on_pause not in _ON_PAUSE:
+        check.fail(
+            "on-pause",
+            f"'{_shown(raw['on-pause'], 70)}' is not wait or succeed (what to do when an Argo "
+            "Rollout pauses for a promotion)",
+        )
     return {
         "namespace": namespace,
+        "on_pause": on_pause,
         "kubeconfig": SecretStr(raw["kubeconfig"]) if raw["kubeconfig"].strip() else None,
         "kubeconfig_path": env.get("KUBECONFIG") or None,
         "aws_role_arn": aws_role_arn,

@@ -319,7 +319,7 @@ def run(
     if config is not None and config.comment_on_pr and report.status != "cancelled":
         _comment_on_pull_request(io, config, report, cancel)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
-    return 0 if report.status in ("succeeded", "planned") else 1
+    return 0 if report.status in ("succeeded", "planned", "paused") else 1
 
 
 def _debug_trace(io: ActionsIO, error: BaseException) -> None:

@@ -63,6 +63,7 @@ STATUS_ICON = {
     "failed": "❌",
     "rolled-back": "↩️",
     "cancelled": "⏹️",
+    "paused": "⏸️",
 }
 RESULT_WORDS = {
     "succeeded": "succeeded",
@@ -70,6 +71,7 @@ RESULT_WORDS = {
     "failed": "failed",
     "rolled-back": "rolled back",
     "cancelled": "cancelled",
+    "paused": "paused",
 }
 
 
@@ -243,6 +245,27 @@ def _outcome(d: DeploymentResult) -> str:
     return RESULT_WORDS.get(d.result, d.result)
 
 
+def _progressive_step(d: DeploymentResult) -> str:
+    """What to do next when Argo Rollouts or Flagger decided (or waited); '' otherwise."""
+    reason = d.reason
+    if "waiting for promotion" in reason:
+        promote = code(f"kubectl argo rollouts promote {d.name} -n {d.namespace}", limit=300)
+        return (
+            f"the Rollout waited at a pause step for a promotion until the timeout: promote it "
+            f"({promote}) while the run waits, or set `on-pause: succeed` to end the run there."
+        )
+    if reason.startswith("aborted by Argo Rollouts"):
+        get = code(f"kubectl argo rollouts get rollout {d.name} -n {d.namespace}", limit=300)
+        return f"the canary's analysis failed (its metric and Job are below): {get} shows the run."
+    if re.match(r"canary \S+ failed", reason):
+        canary = reason.split(" ", 2)[1]
+        return (
+            f"Flagger's analysis rejected the new revision: "
+            f"{_kubectl(d, 'describe', 'canary/' + canary)} shows its checks and events."
+        )
+    return ""
+
+
 def _next_step(d: DeploymentResult) -> str:
     """What to do next for this failure, where we know it; '' otherwise."""
     found = _POD_REASON.search(d.reason) or _NOT_READY.search(d.reason)
@@ -284,6 +307,9 @@ def _next_step(d: DeploymentResult) -> str:
             f"the pods started but never became Ready: check the readiness probe ({describe}), "
             "or raise the `timeout` input if the app needs longer to start."
         )
+    progressive = _progressive_step(d)
+    if progressive:
+        return progressive
     if "not complete after" in reason or "progress deadline" in reason:
         return (
             f"the rollout did not finish in time: {describe}; "
@@ -347,6 +373,8 @@ def _title(report: RunReport, errors: Sequence[_Error]) -> str:
         what = "Rolled back: the new version did not come up"
     elif report.status == "cancelled":
         what = "Cancelled"
+    elif report.status == "paused":
+        what = "Paused: waiting for a promotion"
     elif errors:
         what = errors[0].title
     else:
@@ -369,16 +397,32 @@ def _success_line(report: RunReport) -> list[str]:
     return [f"{code(short_image(image))} is in the registry."]
 
 
+def _paused(deployments: Sequence[DeploymentResult]) -> list[str]:
+    """What waits for a promotion (``on-pause: succeed``), and how to go on."""
+    paused = [d for d in deployments if d.result == "paused"]
+    lines = [f"**{code(_workload(d))}**: {code(d.reason, limit=300)}" for d in paused[:LEAD_LINES]]
+    for d in paused[:LEAD_LINES]:
+        promote = code(f"kubectl argo rollouts promote {d.name} -n {d.namespace}", limit=300)
+        abort = code(f"kubectl argo rollouts abort {d.name} -n {d.namespace}", limit=300)
+        lines.append(f"**Next:** promote it when it is right: {promote}; or abort it: {abort}.")
+    return _paragraphs(lines)
+
+
 def _table(deployments: Sequence[DeploymentResult]) -> list[str]:
-    lines = ["| Result | Workload | Revision | Image now |", "|---|---|---|---|"]
+    phases = any(getattr(d, "phase", "") for d in deployments)
+    lines = [
+        "| Result | Workload | Revision | Image now |" + (" Phase |" if phases else ""),
+        "|---|---|---|---|" + ("---|" if phases else ""),
+    ]
     for d in deployments[:TABLE_ROWS]:
         icon = STATUS_ICON.get(d.result, "")
         now = d.previous_image if d.result == "rolled-back" else d.new_image
+        phase = f" {code(getattr(d, 'phase', ''), limit=CELL_CHARS, cell=True)} |" if phases else ""
         lines.append(
             f"| {icon} {RESULT_WORDS.get(d.result, code(d.result, cell=True))} "
             f"| {code(_workload(d, CELL_CHARS), cell=True)} "
             f"| {'' if d.revision is None else d.revision} "
-            f"| {code(short_image(now), limit=2 * CELL_CHARS, cell=True)} |"
+            f"| {code(short_image(now), limit=2 * CELL_CHARS, cell=True)} |{phase}"
         )
     if len(deployments) > TABLE_ROWS:
         lines += ["", f"… and {len(deployments) - TABLE_ROWS} more in the `deployments` output."]
@@ -515,6 +559,8 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     head = [_title(report, errors), ""]
     if report.status in ("succeeded", "planned") and not errors:
         head += [*_success_line(report), ""]
+    elif report.status == "paused" and not errors:
+        head += [*_paused(deployments), ""]
     elif deployments and report.status != "planned":
         head += [*_lead(deployments), ""]
     head += _error_sections(errors)
@@ -533,7 +579,7 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     for d in deployments:
         if _is_culprit(d):
             sections.append(_workload_section(d))
-        elif d.result not in ("succeeded", "planned"):
+        elif d.result not in ("succeeded", "planned", "paused"):
             sections.append(_follower_section(d))
     restored = [str(r) for r in getattr(report.rollout, "restored", None) or ()]
     if restored:  # the rollout's lines about the other objects it applied and put back

@@ -8,20 +8,24 @@ an error naming it instead of a 403 in the middle of a rollout.
 from __future__ import annotations
 
 from deployer.actions import ActionsIO
-from deployer.cluster import PODS, SSAR, Kube, Resource, Response
+from deployer.cluster import CANARIES, PODS, ROLLOUTS, SSAR, Kube, Resource, Response
 from deployer.errors import AccessDenied
-from deployer.rollout.kinds import STATEFULSET
+from deployer.rollout.kinds import ROLLOUT, STATEFULSET
 from deployer.rollout.state import Workload
 
 __all__ = ["check_access", "may"]
 
 
-def may(kube: Kube, verb: str, resource: Resource, namespace: str, name: str = "") -> bool | None:
+def may(
+    kube: Kube, verb: str, resource: Resource, namespace: str, name: str = "", sub: str = ""
+) -> bool | None:
     """Ask the API server (SelfSubjectAccessReview); None when it cannot say."""
     attributes = {"namespace": namespace, "verb": verb, "group": resource.group}
     attributes["resource"] = resource.plural
     if name:
         attributes["name"] = name
+    if sub:
+        attributes["subresource"] = sub
     body = {
         "apiVersion": "authorization.k8s.io/v1",
         "kind": "SelfSubjectAccessReview",
@@ -44,9 +48,12 @@ def _needed(workloads: list[Workload]) -> list[tuple[str, Resource, str, str]]:
         ]
     for ns in dict.fromkeys(w.namespace for w in workloads):
         needed += [("watch", PODS, ns, ""), ("list", PODS, ns, "")]
-    needed += [
-        ("patch", w.kind.resource, w.namespace, w.name) for w in workloads if not w.from_manifest
-    ]
+    for ns in dict.fromkeys(w.namespace for w in workloads if w.canary is not None):
+        needed += [("watch", CANARIES, ns, ""), ("list", CANARIES, ns, "")]
+    for w in workloads:
+        if not w.from_manifest:  # a workloadRef Rollout's template is in its Deployment
+            kind, name = (w.holder.kind, w.holder.name) if w.holder else (w.kind, w.name)
+            needed.append(("patch", kind.resource, w.namespace, name))
     return needed
 
 
@@ -58,6 +65,17 @@ def check_access(kube: Kube, io: ActionsIO, workloads: list[Workload], rollback:
             raise AccessDenied(
                 f"The credentials may not {what} in namespace {ns} "
                 "(denied by the API server's access review); the deploy needs it"
+            )
+    for w in workloads if rollback else ():
+        if (
+            w.kind is ROLLOUT
+            and may(kube, "patch", ROLLOUTS, w.namespace, w.name, "status") is False
+        ):
+            io.warning(
+                f"The credentials may not patch rollouts/status {w.name} in namespace "
+                f"{w.namespace}: a rollback cannot abort the canary at once (kubectl argo "
+                "rollouts abort); it only puts the template back",
+                title="Rollback without abort",
             )
     stateful = dict.fromkeys(w.namespace for w in workloads if w.kind is STATEFULSET)
     for ns in stateful if rollback else ():

@@ -18,7 +18,7 @@ from deployer.rollout.apply import FIRST_KINDS, Applied
 from deployer.rollout.check import change_annotations, read_object
 from deployer.rollout.context import Context
 from deployer.rollout.extras import template_patch
-from deployer.rollout.kinds import kind_named
+from deployer.rollout.kinds import Kind, kind_named, template_of
 from deployer.rollout.migrate import run_job
 from deployer.rollout.state import Phase, RunState, Workload
 
@@ -93,42 +93,106 @@ def _image_patch(ctx: Context, live: dict[str, Any], template: dict[str, Any]) -
     }
 
 
+def _annotation_ops(path: str, have: Any, wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    """JSON patch ops that set ``wanted`` keys in the annotations map at ``path``."""
+    if not wanted:
+        return []
+    if have is None:
+        return [{"op": "add", "path": path, "value": dict(wanted)}]
+    return [
+        {"op": "add", "path": f"{path}/" + k.replace("~", "~0").replace("/", "~1"), "value": v}
+        for k, v in wanted.items()
+    ]
+
+
+def _json_image_patch(
+    ctx: Context, live: dict[str, Any], template: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The image patch as a JSON patch: a custom resource (an Argo Rollout) takes no
+    strategic merge. ``template`` is the strategic fragment :func:`template_patch` made."""
+    ops: list[dict[str, Any]] = [
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)}
+    ]
+    now = template_of(live)
+    pod, wanted = now.get("spec") or {}, template.get("spec") or {}
+    for field in ("initContainers", "containers"):
+        images = {str(c["name"]): c["image"] for c in wanted.get(field) or []}
+        for index, c in enumerate(pod.get(field) or []):
+            if c.get("name") in images:
+                path = f"/spec/template/spec/{field}/{index}/image"
+                ops.append({"op": "replace", "path": path, "value": images[str(c["name"])]})
+    secrets = list(pod.get("imagePullSecrets") or [])
+    extra = [s for s in wanted.get("imagePullSecrets") or [] if s not in secrets]
+    if extra:
+        path = "/spec/template/spec/imagePullSecrets"
+        ops.append({"op": "add", "path": path, "value": secrets + extra})
+    have = (now.get("metadata") or {}).get("annotations")
+    wanted_annotations = (template.get("metadata") or {}).get("annotations") or {}
+    if now.get("metadata") is None and wanted_annotations:
+        ops.append({"op": "add", "path": "/spec/template/metadata", "value": {}})
+    ops += _annotation_ops("/spec/template/metadata/annotations", have, wanted_annotations)
+    have = (live.get("metadata") or {}).get("annotations")
+    return ops + _annotation_ops("/metadata/annotations", have, change_annotations(ctx))
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _send_patch(
+    ctx: Context, w: Workload, kind: Kind, name: str, live: dict[str, Any], template: Any
+) -> Any:
+    if kind.custom:
+        body: Any = _json_image_patch(ctx, live, template)
+        content_type = "application/json-patch+json"
+    else:
+        body = _image_patch(ctx, live, template)
+        content_type = "application/strategic-merge-patch+json"
+    return ctx.kube.request(
+        "PATCH",
+        kind.resource,
+        verb="patch",
+        namespace=w.namespace,
+        name=name,
+        body=body,
+        content_type=content_type,
+        expect=frozenset({409}),
+    )
+
+
 def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
-    """Point ``w``'s containers at the image (resourceVersion-guarded, a conflict re-reads)."""
+    """Point ``w``'s containers at the image (resourceVersion-guarded, a conflict re-reads).
+
+    A ``workloadRef`` Rollout's template is in its Deployment: that is what is patched,
+    and the Rollout stays what is watched.
+    """
+    kind, name = (w.holder.kind, w.holder.name) if w.holder else (w.kind, w.name)
+    live = w.live if w.holder is None else read_object(ctx.kube, kind.resource, w.namespace, name)
     for _ in range(_CONFLICT_TRIES):
-        live = w.live
-        assert live is not None
+        if live is None:
+            raise ClusterError(f"{kind.name} {w.namespace}/{name} was deleted")
         # each container's image (several with ``images``), the config hash, the pull secret
         template = template_patch(w, live, ctx.image)
         if template is None:
             break
-        answer = ctx.kube.request(
-            "PATCH",
-            w.kind.resource,
-            verb="patch",
-            namespace=w.namespace,
-            name=w.name,
-            body=_image_patch(ctx, live, template),
-            content_type="application/strategic-merge-patch+json",
-            expect=frozenset({409}),
-        )
+        answer = _send_patch(ctx, w, kind, name, live, template)
         if isinstance(answer, Response):  # changed since we read it: patch the fresh one
-            w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name)
-            if w.live is None:
-                raise ClusterError(f"{w.kind.name} {w.namespace}/{w.name} was deleted")
+            live = read_object(ctx.kube, kind.resource, w.namespace, name)
             continue
-        w.live = dict(answer)
+        live = dict(answer)
         state.changed = True
         break
     else:
         raise ClusterError(
-            f"{w.kind.name} {w.namespace}/{w.name} kept changing; gave up after "
-            f"{_CONFLICT_TRIES} tries"
+            f"{kind.name} {w.namespace}/{name} kept changing; gave up after {_CONFLICT_TRIES} tries"
         )
-    assert w.live is not None
-    w.applied(w.live)
+    w.applied(live)
+    generation = (live.get("metadata") or {}).get("generation")
+    if w.holder is not None:
+        w.holder.generation = int(generation or 0)
+        w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name) or w.live
     if w.changed:
-        generation = (w.live.get("metadata") or {}).get("generation")
-        ctx.io.info(f"{w.display}: updated, generation {generation}")
+        via = f" (its template in {kind.lower}/{name})" if w.holder else ""
+        ctx.io.info(f"{w.display}: updated{via}, generation {generation}")
     else:
         ctx.io.info(f"{w.display}: already running {w.new_images(ctx.image)}")

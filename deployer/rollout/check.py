@@ -27,9 +27,19 @@ from deployer.manifests import (
 from deployer.render.sources import render_manifests
 from deployer.rollout.access import check_access
 from deployer.rollout.apply import Applied, ManifestSet
+from deployer.rollout.argo import judged_by_rollouts, resolve_ref
 from deployer.rollout.context import ANNOTATION_PREFIX, Context
 from deployer.rollout.extras import prepare_templates, target_images
-from deployer.rollout.kinds import DEPLOYMENT, KINDS, Kind, containers_of, kind_named, template_of
+from deployer.rollout.flagger import attach_canaries
+from deployer.rollout.kinds import (
+    DEPLOYMENT,
+    KINDS,
+    ROLLOUT,
+    Kind,
+    containers_of,
+    kind_named,
+    template_of,
+)
 from deployer.rollout.state import Workload
 
 __all__ = [
@@ -138,7 +148,8 @@ def load(ctx: Context, *, warn: bool) -> list[Manifest]:
         if m.substituted and not verified:
             ctx.io.warning(
                 f"{m.kind} {m.name} ({m.source}) gets the new image but is not watched or "
-                "rolled back: only Deployments, StatefulSets, DaemonSets and Jobs are",
+                "rolled back: only Deployments, StatefulSets, DaemonSets, Argo Rollouts and "
+                "Jobs are",
                 title="Not verified",
             )
     if warn and not any(m.substituted for m in found):
@@ -225,14 +236,25 @@ def _workload(ctx: Context, target: _Target, item: Applied | None) -> Workload |
         return InputProblem(
             source,
             f"{kind.name} '{name}' in namespace {ns} is paused; resume it first "
-            f"(kubectl rollout resume {kind.lower}/{name} -n {ns})",
+            f"({kind.command(kind.resume_command, ns, name)})",
             INPUTS[source][1],
         )
+    holder = None
+    if kind is ROLLOUT and live is not None and item is None:
+        ref = resolve_ref(ctx.kube, ns, live)
+        if isinstance(ref, str):
+            return InputProblem(
+                source, f"Rollout '{name}' in namespace {ns}: {ref}", INPUTS[source][1]
+            )
+        if ref is not None:
+            holder, live = ref
+            doc = live
     found = resolve_containers(doc, ctx.config.container, ctx.images, kind.name)
     if isinstance(found, InputProblem):
         return found
     w = Workload(kind, ns, name, found, live, live, from_manifest=item is not None)
     w.images = target_images(template_of(doc), found, ctx.images)
+    w.holder = holder
     return w
 
 
@@ -251,6 +273,9 @@ def check(ctx: Context, manifests: list[Manifest], *, announce: bool = True) -> 
             plan.workloads.append(found)
     if problems:
         raise ConfigError(problems)
+    say = ctx.io.info if announce else None  # the check before the build is quiet
+    plan.workloads = judged_by_rollouts(ctx.kube, say, plan.workloads, documents)
+    attach_canaries(ctx, plan.workloads, manifests, say)
     prepare_templates(ctx.kube, ctx.config, plan.workloads, applied, ctx.io, announce)
     check_access(ctx.kube, ctx.io, plan.workloads, ctx.config.rollback_on_failure)
     for w in plan.workloads if announce else ():

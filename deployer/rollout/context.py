@@ -77,7 +77,9 @@ class Context:
     images: ImageSet = field(init=False)  # ``image`` and the ``images`` input
 
     def __post_init__(self) -> None:
-        self.policy = Policy(tolerate=self.config.tolerate_failures_until_deadline)
+        self.policy = Policy(
+            tolerate=self.config.tolerate_failures_until_deadline, on_pause=self.config.on_pause
+        )
         self.images = ImageSet(self.config.image.repository, self.image, self.config.images)
 
     def now(self) -> float:

@@ -95,9 +95,16 @@ def warning_events(kube: Kube, namespace: str, pod: str) -> list[str]:
     return [_line(e) for e in items[-MAX_EVENTS:]]
 
 
-def object_events(kube: Kube, namespace: str, kind: str, name: str) -> list[str]:
-    """Warning events of a workload or ReplicaSet, as ``Kind name: Reason: message``."""
-    items = [e for e in _events(kube, namespace, kind, name) if e.get("type") == "Warning"]
+def object_events(kube: Kube, namespace: str, kind: str, name: str, since: str = "") -> list[str]:
+    """Warning events of a workload or ReplicaSet, as ``Kind name: Reason: message``.
+
+    ``since`` (an RFC 3339 time of the server's) leaves out older ones.
+    """
+    items = [
+        e
+        for e in _events(kube, namespace, kind, name)
+        if e.get("type") == "Warning" and _event_time(e) >= since
+    ]
     return [_line(e, f"{kind} {name}: ") for e in items[-MAX_EVENTS:]]
 
 

@@ -25,6 +25,13 @@ Rules, in order:
 4. Problems of the pods of the current revision (:meth:`Kind.new_pods`,
    :func:`pod_problem`), each after its grace; an Unschedulable pod never fails
    while an autoscaler said a node is coming.
+5. A pause that waits for a promotion (an Argo Rollouts pause step without a
+   duration) ends the wait as ``paused`` with ``on-pause: succeed``; with ``wait``
+   it waits, and the deadline says where it stopped.
+
+Before all of these: while the stage knows the controller cannot have seen our
+change yet (``Snapshot.pending``: a ``workloadRef`` Rollout whose Deployment we
+patched), the workload is waiting, whatever its status says.
 """
 
 from __future__ import annotations
@@ -72,13 +79,14 @@ class Snapshot:
     # The workload's ReplicaSets (Deployment) or ControllerRevisions (StatefulSet,
     # DaemonSet), as a watch on ``kind.history`` with its selector sees them.
     history: tuple[Mapping[str, Any], ...] = ()
+    pending: str = ""  # why the controller cannot have seen our change yet ('' when it can)
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The judge's answer. ``seen`` is when each current problem was first seen."""
 
-    state: Literal["waiting", "complete", "failed"]
+    state: Literal["waiting", "complete", "failed", "paused"]
     message: str
     progress: str
     seen: Seen
@@ -109,15 +117,17 @@ def judge(s: Snapshot, now: float, policy: Policy) -> Verdict:
     seen: Seen = {}
 
     def verdict(
-        state: Literal["waiting", "complete", "failed"], message: str, **kw: Any
+        state: Literal["waiting", "complete", "failed", "paused"], message: str, **kw: Any
     ) -> Verdict:
         return Verdict(state, message, progress, seen, **kw)
 
+    if s.pending:
+        return Verdict("waiting", s.pending, "", seen)
     if status.state == "complete":
         return verdict("complete", status.message)
     if status.state == "failed":
-        # A Deployment's ProgressDeadlineExceeded may be from before our change; a Job's
-        # Failed is its own (a Job runs once: it is new each run).
+        # A Deployment's ProgressDeadlineExceeded may be from before our change; the other
+        # judges (a Job's Failed: a Job runs once, it is new each run) are current.
         if s.kind is not DEPLOYMENT or _fresh(s, "Progressing") is not None:
             return verdict("failed", status.message, pod=unready(s))
         status = type(status)("waiting", "the progress deadline condition is from before")
@@ -142,6 +152,8 @@ def judge(s: Snapshot, now: float, policy: Policy) -> Verdict:
         first = seen[found.key] = s.seen.get(found.key, now)
         if grace is not None and now - first >= grace:
             return verdict("failed", found.line(), problem=found, pod=pod)
+    if status.paused and policy.on_pause == "succeed":
+        return verdict("paused", status.message)
     return verdict("waiting", status.message)
 
 

@@ -26,9 +26,11 @@ from deployer.cluster import (
     DEPLOYMENTS,
     JOBS,
     REPLICASETS,
+    ROLLOUTS,
     STATEFULSETS,
     Resource,
 )
+from deployer.rollout import argo_status
 from deployer.rollout.status import (
     Status,
     daemonset_status,
@@ -45,6 +47,7 @@ __all__ = [
     "DEPLOYMENT",
     "JOB",
     "KINDS",
+    "ROLLOUT",
     "STATEFULSET",
     "Kind",
     "containers_of",
@@ -146,14 +149,26 @@ class Kind:
     judge_status: Callable[[Mapping[str, Any]], Status]
     progress: Callable[[Mapping[str, Any]], str]
     api_version: str = "apps/v1"  # as in manifests
+    # Which of its pods run the current template, when a hash label says it better than
+    # the images do (Argo Rollouts: ``rollouts-pod-template-hash`` = currentPodHash).
+    current_pods: (
+        Callable[[Mapping[str, Any], Iterable[Mapping[str, Any]]], list[Mapping[str, Any]]] | None
+    ) = None
+    custom: bool = False  # served through a CRD: no strategic merge patch
+    undo_command: str = "kubectl rollout undo {lower}/{name} -n {namespace}"
+    resume_command: str = "kubectl rollout resume {lower}/{name} -n {namespace}"
 
     @property
     def lower(self) -> str:
         return self.name.lower()
 
+    def command(self, template: str, namespace: str, name: str) -> str:
+        """``undo_command``/``resume_command`` for one object."""
+        return template.format(lower=self.lower, name=name, namespace=namespace)
+
     def status(self, obj: Mapping[str, Any]) -> Status:
         """kubectl's judgement; OnDelete (kubectl errors) is reported, not waited for."""
-        if self.name != "Deployment" and on_delete(obj):
+        if self.history is CONTROLLERREVISIONS and on_delete(obj):
             return Status(
                 "complete",
                 "updateStrategy OnDelete: pods change only when deleted; not waited for",
@@ -166,12 +181,13 @@ class Kind:
         pod: Mapping[str, Any],
         history: Iterable[Mapping[str, Any]] = (),
     ) -> bool:
-        """Whether ``pod`` belongs to workload ``obj`` (Deployments own through a ReplicaSet).
+        """Whether ``pod`` belongs to workload ``obj`` (Deployments and Rollouts own through a
+        ReplicaSet).
 
-        For a Deployment, ``history`` (its ReplicaSets) makes this exact; without it the
+        For those, ``history`` (their ReplicaSets) makes this exact; without it the
         ReplicaSet's name (``<deployment>-<hash>``) decides.
         """
-        if self.name != "Deployment":
+        if self.history is not REPLICASETS:
             return controlled_by(pod, uid_of(obj))
         owned = {uid_of(rs) for rs in history if controlled_by(rs, uid_of(obj))}
         name = str((obj.get("metadata") or {}).get("name", ""))
@@ -197,6 +213,8 @@ class Kind:
         (DaemonSet); without the one of the current template no pod is new yet.
         """
         history = list(history)
+        if self.current_pods is not None:
+            return self.current_pods(obj, [p for p in pods if self.owns_pod(obj, p, history)])
         if self.name == "Job":  # a Job's template cannot change: all its pods are current
             return [p for p in pods if controlled_by(p, uid_of(obj))]
         if self.name == "Deployment":
@@ -233,7 +251,19 @@ DAEMONSET = Kind(
     daemonset_status,
     _status_progress(daemonset_status),
 )
-KINDS: dict[str, Kind] = {k.lower: k for k in (DEPLOYMENT, STATEFULSET, DAEMONSET)}
+ROLLOUT = Kind(
+    "Rollout",
+    ROLLOUTS,
+    REPLICASETS,
+    argo_status.rollout_status,
+    argo_status.rollout_progress,
+    "argoproj.io/v1alpha1",
+    current_pods=argo_status.new_pods,
+    custom=True,
+    undo_command="kubectl argo rollouts undo {name} -n {namespace}",
+    resume_command="kubectl argo rollouts promote {name} -n {namespace}",
+)
+KINDS: dict[str, Kind] = {k.lower: k for k in (DEPLOYMENT, STATEFULSET, DAEMONSET, ROLLOUT)}
 # A migration Job: run to completion before the workloads, never undone (not in KINDS).
 JOB = Kind("Job", JOBS, JOBS, job_status, _status_progress(job_status), "batch/v1")
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from deployer.actions import ActionsIO
 from deployer.plan import Plan
-from deployer.rollout.kinds import JOB
+from deployer.rollout.argo_status import current_step, rollout_phase
+from deployer.rollout.kinds import JOB, ROLLOUT
 from deployer.rollout.state import Outcome, RunState, Workload
 from deployer.rollout.undo import revision_of
 
@@ -27,15 +28,18 @@ class DeploymentResult:
     previous_image: str
     new_image: str
     revision: int | None
-    result: str  # succeeded | failed | rolled-back | planned | cancelled
+    result: str  # succeeded | failed | rolled-back | planned | cancelled | paused
     reason: str
     diagnosis: str = ""
     kind: str = "Deployment"
     images: tuple[tuple[str, str], ...] = ()  # container → the image the run set
+    # Where its progressive delivery controller left it: an Argo Rollout's phase and
+    # step, a Flagger Canary's phase ('' for the other kinds).
+    phase: str = ""
 
     def as_output(self) -> dict[str, object]:
         """The JSON shape of one entry of the ``deployments`` and ``workloads`` outputs."""
-        return {
+        found: dict[str, object] = {
             "kind": self.kind,
             "namespace": self.namespace,
             "name": self.name,
@@ -47,13 +51,16 @@ class DeploymentResult:
             "result": self.result,
             "reason": self.reason,
         }
+        if self.phase:
+            found["phase"] = self.phase
+        return found
 
 
 @dataclass(frozen=True)
 class RolloutResult:
     """The outcome of the stage and of each workload."""
 
-    status: str  # succeeded | failed | rolled-back | cancelled | planned
+    status: str  # succeeded | failed | rolled-back | cancelled | planned | paused
     deployments: tuple[DeploymentResult, ...]  # every workload, whatever its kind
     restored: tuple[str, ...] = ()  # what the rollback did to the other applied objects
     url: str = ""  # the environment's URL (deployer.envurl), after a run that succeeded
@@ -69,6 +76,17 @@ class RolloutResult:
             d.name if names.count(d.name) == 1 else f"{d.namespace}/{d.name}": d.revision
             for d in found
         }
+
+
+def _phase(w: Workload) -> str:
+    """``Paused at step 3 of 4 (pause)`` for a Rollout, ``canary web: Failed`` for a target."""
+    if w.canary is not None:
+        return f"canary {w.canary.name}: {w.canary.status_of('phase') or 'no phase yet'}"
+    if w.kind is not ROLLOUT or w.live is None:
+        return ""
+    phase, _ = rollout_phase(w.live)
+    step = current_step(w.live)
+    return f"{phase} at step {step}" if step and phase in ("Paused", "Progressing") else phase
 
 
 def _one(w: Workload, image: str) -> DeploymentResult:
@@ -88,6 +106,7 @@ def _one(w: Workload, image: str) -> DeploymentResult:
         reason=reason,
         diagnosis=w.diagnosis.text() if w.diagnosis else "",
         kind=w.kind.name,
+        phase=_phase(w),
     )
 
 
@@ -98,6 +117,8 @@ def result_of(state: RunState, image: str, status: str | None = None) -> Rollout
         outcomes = {r.result for r in results}
         if outcomes <= {"succeeded"}:
             status = "succeeded"
+        elif outcomes <= {"succeeded", "paused"}:
+            status = "paused"
         elif "failed" in outcomes:
             status = "failed"
         else:

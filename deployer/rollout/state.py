@@ -2,7 +2,7 @@
 
 ::
 
-    CHECKED ─change→ WAITING ─judge→ DONE(succeeded | failed)
+    CHECKED ─change→ WAITING ─judge→ DONE(succeeded | failed | paused)
                         │                      │ rollback-on-failure
                         └──────────────→ ROLLING_BACK ─judge→ DONE(rolled-back | failed)
     any phase ─cancel→ DONE(cancelled)         CHECKED ─dry-run→ DONE(planned)
@@ -21,10 +21,11 @@ from typing import Any
 
 from deployer.rollout.apply import ManifestSet
 from deployer.rollout.diagnose import Diagnosis
+from deployer.rollout.flagger_status import Canary
 from deployer.rollout.kinds import Kind, images, template_of
 from deployer.rollout.status import template_without_hash
 
-__all__ = ["Outcome", "Phase", "RunState", "Workload"]
+__all__ = ["Outcome", "Phase", "RunState", "TemplateHolder", "Workload"]
 
 
 class Phase(enum.Enum):
@@ -43,6 +44,19 @@ class Outcome(enum.StrEnum):
     ROLLED_BACK = "rolled-back"
     CANCELLED = "cancelled"
     PLANNED = "planned"
+    PAUSED = "paused"  # waiting for a promotion (an Argo Rollouts pause step), on-pause: succeed
+
+
+@dataclass
+class TemplateHolder:
+    """Where a workload's pod template lives when not in itself: a workloadRef's Deployment.
+
+    The image patch and the undo go to it; the workload itself is what is judged.
+    """
+
+    kind: Kind
+    name: str
+    generation: int = 0  # its metadata.generation once our change is in
 
 
 @dataclass
@@ -77,6 +91,8 @@ class Workload:
     probed_at: float | None = None  # when probe.py last read its events
     deleted_pods: set[str] = field(default_factory=set)  # a forced StatefulSet rollback
     watch_from: str = ""  # a Job: watch from the resourceVersion its creation returned
+    holder: TemplateHolder | None = None  # a Rollout's workloadRef (``before`` has its template)
+    canary: Canary | None = None  # the Flagger Canary that judges this workload
     # What the run sets: container → image (several with the ``images`` input), and for a
     # named workload a strategic-merge fragment of spec.template (annotations, pull secret).
     images: dict[str, str] = field(default_factory=dict)
@@ -126,7 +142,7 @@ class Workload:
 
     @property
     def undo_hint(self) -> str:
-        return f"kubectl rollout undo {self.kind.lower}/{self.name} -n {self.namespace}"
+        return self.kind.command(self.kind.undo_command, self.namespace, self.name)
 
     # -- transitions ---------------------------------------------------------------
 
@@ -150,6 +166,10 @@ class Workload:
             self.outcome = Outcome.ROLLED_BACK
             self.reason = f"{self.undo_reason}; rolled back to the previous revision"
         self.phase = Phase.DONE
+
+    def pause(self, where: str) -> None:
+        """Paused for a promotion after every earlier step succeeded (``on-pause: succeed``)."""
+        self.outcome, self.reason, self.phase = Outcome.PAUSED, where, Phase.DONE
 
     def fail(self, reason: str, diagnosis: Diagnosis | None = None) -> None:
         """It failed for ``reason`` (while rolling back: the rollback failed)."""
@@ -227,7 +247,7 @@ class Workload:
 
     def cancel(self) -> None:
         """Cancelled, and nothing put back: say where it stands and how to undo it."""
-        if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK):
+        if self.outcome in (Outcome.SUCCEEDED, Outcome.ROLLED_BACK, Outcome.PAUSED):
             return
         undo = f"; undo with {self.undo_hint}"
         if self.phase is Phase.CHECKED and not self.changed:

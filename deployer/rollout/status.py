@@ -28,7 +28,8 @@ __all__ = [
     "template_without_hash",
 ]
 
-_HASH_LABEL = "pod-template-hash"
+# The labels controllers stamp on pods and ReplicaSets (Deployments; Argo Rollouts).
+_HASH_LABELS = ("pod-template-hash", "rollouts-pod-template-hash")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class Status:
     state: Literal["waiting", "complete", "failed"]
     message: str
     observed: bool = True  # False while the controller has not seen the current spec
+    # Waiting for someone to promote it (an Argo Rollouts pause step without a duration):
+    # neither progress nor failure; ``on-pause`` decides.
+    paused: bool = False
 
 
 def condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -203,6 +207,7 @@ class Policy:
     """
 
     tolerate: bool = False
+    on_pause: str = "wait"  # the on-pause input: "wait" | "succeed" (Argo Rollouts pauses)
     restarts: int = 3  # crashes tolerated per container; the next one in back-off fails
     pull_grace: float = 30.0  # kubelet pull back-off is 10 s, 20 s, ...: two retries
     config_grace: float = 15.0  # a ConfigMap/Secret applied in the same run arriving late
@@ -323,7 +328,10 @@ def _pod_problem(pod: Mapping[str, Any], policy: Policy) -> PodProblem | None:
 
 
 def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
-    """A pod template without ``pod-template-hash`` (as kubectl compares templates)."""
+    """A pod template without ``pod-template-hash`` (as kubectl compares templates).
+
+    Argo Rollouts' ``rollouts-pod-template-hash`` goes too: its ReplicaSets carry it.
+    """
     copy: dict[str, Any] = _deepcopy(template)
     copy.pop("$patch", None)
     meta = copy.get("metadata")
@@ -331,7 +339,8 @@ def template_without_hash(template: Mapping[str, Any]) -> dict[str, Any]:
         del meta["creationTimestamp"]  # serialized templates carry a null one
     labels = (copy.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
-        labels.pop(_HASH_LABEL, None)
+        for label in _HASH_LABELS:
+            labels.pop(label, None)
     return copy
 
 

@@ -2,8 +2,10 @@
 
 :func:`judge_workload` builds the :class:`~deployer.rollout.judge.Snapshot` from
 what the watches saw, asks :func:`~deployer.rollout.judge.judge` at the clock's
-``now`` and makes the transition (succeeded, failed with the pod's diagnosis).
-A workload whose image someone else replaced since our patch is superseded.
+``now`` and makes the transition (succeeded, failed with the pod's diagnosis,
+paused). A workload whose image someone else replaced since our patch is
+superseded. A workload a Flagger Canary judges is handed to :mod:`.flagger`; a
+Degraded Argo Rollout is explained by :mod:`.argo` (the AnalysisRun, the step).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from typing import Any
 
 from deployer.cluster import Kube, label_selector
 from deployer.errors import ClusterError
+from deployer.rollout import argo
 from deployer.rollout.context import Context
 from deployer.rollout.diagnose import diagnose_pod
+from deployer.rollout.flagger import judge_canary, time_out_canary
 from deployer.rollout.force import force_stuck_pods
 from deployer.rollout.judge import Snapshot, judge, timed_out
 from deployer.rollout.kinds import (
     DEPLOYMENT,
     JOB,
+    ROLLOUT,
     STATEFULSET,
     containers_of,
     controlled_by,
@@ -46,7 +51,17 @@ _NEVER = 2**31  # restarts: more than any container makes
 def snapshot(w: Workload) -> Snapshot:
     assert w.live is not None
     pods, history = tuple(w.pods.values()), tuple(w.history.values())
-    return Snapshot(w.kind, w.live, pods, w.baseline, w.seen, w.scale_up, w.create_failure, history)
+    return Snapshot(
+        w.kind,
+        w.live,
+        pods,
+        w.baseline,
+        w.seen,
+        w.scale_up,
+        w.create_failure,
+        history,
+        argo.pending(w),
+    )
 
 
 def policy_for(ctx: Context, w: Workload) -> Policy:
@@ -66,6 +81,8 @@ def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
     ours, and undoing it would roll back over their change. Both are wrong.
     """
     now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
+    if not now:  # a workloadRef Rollout: its template is in the Deployment we patched
+        return False
     others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, ctx.image)}
     if not others:
         return False
@@ -83,6 +100,9 @@ def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
     live = w.live
     assert live is not None
     if not undoing and superseded(ctx, w, live):
+        return
+    if w.canary is not None:
+        judge_canary(ctx, w, undoing)
         return
     if undoing and w.kind is STATEFULSET:
         force_stuck_pods(ctx, w)
@@ -103,9 +123,15 @@ def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
             f"{ctx.spent():.1f} s"
             + ("" if verdict.message.endswith("rolled out") else f": {verdict.message}")
         )
+    elif verdict.state == "paused":
+        w.pause(verdict.message)
+        ctx.io.info(f"{w.display}: {verdict.message}; on-pause is succeed: done")
     elif verdict.state == "failed":
         problem = verdict.problem
-        if problem is not None:
+        if w.kind is ROLLOUT and problem is None:  # Degraded: Argo says why
+            kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
+            w.fail(*argo.explain_degraded(kube, w, verdict.message))
+        elif problem is not None:
             fail_with_diagnosis(ctx, w, verdict.message, problem.pod, problem.container)
         else:
             pod = verdict.pod
@@ -121,6 +147,9 @@ def _progress(ctx: Context, w: Workload, line: str) -> None:
 
 def time_out(ctx: Context, w: Workload) -> None:
     """The deadline came first: fail ``w`` saying where it stood."""
+    if w.canary is not None:
+        time_out_canary(ctx, w)
+        return
     reason, pod = timed_out(snapshot(w), ctx.spent())
     fail_with_diagnosis(ctx, w, reason, pod["metadata"]["name"] if pod else "", "")
 

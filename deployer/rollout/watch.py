@@ -13,10 +13,11 @@ cluster.
 
 from __future__ import annotations
 
-from deployer.cluster import PODS, Watch, label_selector
+from deployer.cluster import CANARIES, PODS, Watch, label_selector
 from deployer.errors import Cancelled, ClusterError
 from deployer.rollout.context import Context
 from deployer.rollout.events import Events, Item
+from deployer.rollout.flagger import fold_canaries
 from deployer.rollout.judge import baseline
 from deployer.rollout.kinds import JOB, Kind
 from deployer.rollout.probe import probe
@@ -36,6 +37,13 @@ def _start(ctx: Context, events: Events, workloads: list[Workload]) -> None:
     for (ns, kind), since in groups.items():
         watch = Watch(ctx.kube, kind.resource, ns, since=since)
         events.watch(watch, f"{kind.lower}/{ns}", "workload")
+    for ns in dict.fromkeys(w.namespace for w in workloads if w.canary is not None):
+        events.watch(Watch(ctx.kube, CANARIES, ns), f"canary/{ns}", "canary")
+    for w in workloads:
+        if w.holder is not None:  # a workloadRef Rollout: its Deployment's generation
+            query = [("fieldSelector", f"metadata.name={w.holder.name}")]
+            holder = Watch(ctx.kube, w.holder.kind.resource, w.namespace, query)
+            events.watch(holder, w.key, "holder")
     for w in workloads:
         selector = label_selector(((w.live or {}).get("spec") or {}).get("selector") or {})
         query = [("labelSelector", selector)]
@@ -93,10 +101,27 @@ def _fold_objects(item: Item, w: Workload) -> list[Workload]:
     return [w]
 
 
+def _fold_holder(item: Item, workloads: list[Workload]) -> list[Workload]:
+    """The Deployment a Rollout refers to: the generation its controller must catch up with."""
+    found = [w for w in workloads if w.key == item.key and w.holder is not None and w.open]
+    what = item.what
+    if isinstance(what, ClusterError) or not found:
+        return []
+    w = found[0]
+    assert w.holder is not None
+    for obj in what.objects if what.type != "DELETED" else ():
+        w.holder.generation = int((obj.get("metadata") or {}).get("generation") or 0)
+    return [w] if w.live is not None else []
+
+
 def fold(item: Item, workloads: list[Workload]) -> list[Workload]:
     """Fold one watch item into the workloads' state; returns those it touched."""
     if item.stream == "workload":
         return _fold_workloads(item, workloads)
+    if item.stream == "canary":
+        return fold_canaries(item, workloads)
+    if item.stream == "holder":
+        return _fold_holder(item, workloads)
     found = [w for w in workloads if w.key == item.key]
     return _fold_objects(item, found[0]) if found else []
 

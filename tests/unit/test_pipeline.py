@@ -416,7 +416,14 @@ def web(result: str, reason: str = "") -> DeploymentResult:
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [("succeeded", 0), ("planned", 0), ("rolled-back", 1), ("failed", 1), ("cancelled", 1)],
+    [
+        ("succeeded", 0),
+        ("planned", 0),
+        ("paused", 0),  # an Argo Rollout waiting for a promotion, with on-pause: succeed
+        ("rolled-back", 1),
+        ("failed", 1),
+        ("cancelled", 1),
+    ],
 )
 def test_rollout_status_decides_status_and_exit_code(
     runner_env: dict[str, str], status: str, code: int

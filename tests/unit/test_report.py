@@ -19,7 +19,7 @@ from markdown_it import MarkdownIt
 from deployer.actions import SUMMARY_LIMIT
 from deployer.errors import BuildError
 from deployer.report import SUMMARY_BUDGET, RunReport, code, fenced, short_image, summary
-from deployer.rollout import RolloutResult
+from deployer.rollout import DeploymentResult, RolloutResult
 from tests.unit import summary_runs
 from tests.unit.summary_runs import NEW_DIGEST, OLD_IMAGE, REPO, go, result, runner_env
 from tests.unit.test_actions import make
@@ -203,6 +203,64 @@ def test_a_cancelled_rollout_says_how_to_see_it_and_undo_it() -> None:
     assert text.startswith("## ⏹️ Cancelled\n")
     assert "`kubectl -n payments-production rollout status deployment/web`" in text
     assert "to undo it: `kubectl rollout undo deployment/web -n payments-production`" in text
+
+
+def rollout_result(result_: str, reason: str, phase: str) -> DeploymentResult:
+    return DeploymentResult(
+        "shop",
+        "web",
+        ("web",),
+        "reg.example/web@sha256:" + "1" * 64,
+        "reg.example/web@sha256:" + "2" * 64,
+        2,
+        result_,
+        reason,
+        kind="Rollout",
+        phase=phase,
+    )
+
+
+def test_a_paused_rollout_says_where_it_waits_and_how_to_promote_it() -> None:
+    paused = rollout_result(
+        "paused",
+        "paused at step 2 of 3 (pause), waiting for promotion "
+        "(kubectl argo rollouts promote web -n shop)",
+        "Paused at step 2 of 3 (pause)",
+    )
+    text = summary(
+        RunReport(status="paused", rollout=RolloutResult("paused", (paused,))), redact=str
+    )
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[0] == "## ⏸️ Paused: waiting for a promotion"
+    assert lines[1].startswith("**`rollout/web`**: `paused at step 2 of 3 (pause), waiting")
+    assert lines[2] == (
+        "**Next:** promote it when it is right: `kubectl argo rollouts promote web -n shop`; "
+        "or abort it: `kubectl argo rollouts abort web -n shop`."
+    )
+    assert "| ⏸️ paused | `rollout/web` | 2 |" in text
+    assert "| `Paused at step 2 of 3 (pause)` |" in text
+    assert "### " not in text  # not a failure: no section of its own
+
+
+def test_an_aborted_canary_leads_with_its_analysis_and_how_to_see_the_run() -> None:
+    aborted = rollout_result(
+        "rolled-back",
+        "aborted by Argo Rollouts at step 3 of 4 (analysis): AnalysisRun web-7d-2-2 Failed: "
+        'Metric "check" assessed Failed due to failed (1) > failureLimit (0); rolled back to '
+        "the previous revision",
+        "Healthy",
+    )
+    text = summary(
+        RunReport(status="rolled-back", rollout=RolloutResult("rolled-back", (aborted,))),
+        redact=str,
+    )
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert lines[1].startswith("**`rollout/web`**: `aborted by Argo Rollouts at step 3 of 4")
+    assert lines[2] == (
+        "**Next:** the canary's analysis failed (its metric and Job are below): "
+        "`kubectl argo rollouts get rollout web -n shop` shows the run."
+    )
+    assert "| Result | Workload | Revision | Image now | Phase |" in text
 
 
 def test_what_the_rollback_restored_is_listed() -> None:

@@ -157,7 +157,7 @@ def test_the_workloads_input_is_kind_and_name() -> None:
     assert config.workloads == ("deployment/web", "statefulset/db", "daemonset/agent")
     assert not config.tolerate_failures_until_deadline
     for bad, problem in (
-        ("cronjob/x", "kind must be deployment, statefulset or daemonset"),
+        ("cronjob/x", "kind must be deployment, statefulset, daemonset or rollout"),
         ("statefulset/DB", "is not a valid statefulset name"),
         ("web,deployment/web", "names deployment/web more than once"),
     ):
@@ -165,6 +165,20 @@ def test_the_workloads_input_is_kind_and_name() -> None:
             load_config({**env, "INPUT_WORKLOADS": bad})
         assert caught.value.problems[0].input == "workloads"
         assert problem in caught.value.message
+
+
+def test_rollouts_and_on_pause_are_inputs() -> None:
+    from deployer.config import load_config
+
+    env = {"INPUT_IMAGE": "ghcr.io/acme/web", "INPUT_BUILD": "false", "GITHUB_WORKSPACE": "."}
+    config = load_config({**env, "INPUT_WORKLOADS": "rollout/api, Rollout/web"})
+    assert config.workloads == ("rollout/api", "rollout/web")
+    assert config.on_pause == "wait"
+    assert load_config({**env, "INPUT_ON-PAUSE": " Succeed "}).on_pause == "succeed"
+    with pytest.raises(ConfigError) as caught:
+        load_config({**env, "INPUT_ON-PAUSE": "promote"})
+    assert caught.value.problems[0].input == "on-pause"
+    assert "'promote' is not wait or succeed" in caught.value.message
 
 
 def test_the_forward_wait_keeps_a_stated_reserve_for_the_rollback() -> None:  # fix 5
