@@ -24,9 +24,6 @@ value reaches a diff, in any encoding.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
 import copy
 import difflib
 import json
@@ -49,6 +46,7 @@ from deployer.markdown import (
     short_image,
     wrapped,
 )
+from deployer.secretvalues import SECRET_FIELDS, is_secret, secret_values
 
 __all__ = [
     "HIDDEN",
@@ -60,7 +58,6 @@ __all__ = [
     "ask_cluster",
     "compare",
     "normalised",
-    "secret_values",
     "write_log",
 ]
 
@@ -89,8 +86,6 @@ OWN_ANNOTATIONS = ("kubernetes.io/change-cause",)
 OWN_ANNOTATION_PREFIXES = ("deployer.dev/",)
 HIDDEN_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 GENERATED_LABELS = ("controller-uid", "batch.kubernetes.io/controller-uid")
-SECRET_FIELDS = ("data", "stringData")
-_MASKED_CHARS = 8  # shorter Secret values are not registered as masks: they would blot the log
 
 ACTIONS = ("create", "change", "replace", "unchanged", "unknown")
 _VERBS = {
@@ -144,10 +139,6 @@ class ObjectChange:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-def _is_secret(obj: Mapping[str, Any]) -> bool:
-    return obj.get("kind") == "Secret" and obj.get("apiVersion") == "v1"
 
 
 def _annotation_kept(key: str) -> bool:
@@ -228,35 +219,11 @@ def _hidden(
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """Both sides with every Secret value replaced by a marker."""
     paths: list[tuple[str, ...]] = [("metadata", "annotations", a) for a in HIDDEN_ANNOTATIONS]
-    if any(obj is not None and _is_secret(obj) for obj in (before, after)):
+    if any(obj is not None and is_secret(obj) for obj in (before, after)):
         paths += [(field,) for field in SECRET_FIELDS]
     for path in paths:
         _hide(before, after, path)
     return before, after
-
-
-def secret_values(obj: Mapping[str, Any] | None) -> list[str]:
-    """The values of a Secret (as written and base64-decoded), to be masked in the log.
-
-    Only values (and lines of values) of at least 8 characters: masking ``true`` or
-    ``1`` would blot out every such word in the log. The plan never shows a value
-    anyway; this is the second line of defence (an API server message quoting one).
-    """
-    if obj is None or not _is_secret(obj):
-        return []
-    found: list[str] = []
-    for field in SECRET_FIELDS:
-        for value in _mapping(obj.get(field)).values():
-            if not isinstance(value, str):
-                continue
-            texts = [value]
-            if field == "data":
-                with contextlib.suppress(binascii.Error, UnicodeDecodeError, ValueError):
-                    texts.append(base64.b64decode(value, validate=True).decode())
-            for text in texts:
-                pieces = [text.strip(), *(line.strip() for line in text.splitlines())]
-                found += [p for p in pieces if len(p) >= _MASKED_CHARS]
-    return list(dict.fromkeys(found))
 
 
 # -- compare -------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from deployer.rollout.kinds import (
     template_of,
 )
 from deployer.rollout.state import Workload
+from deployer.secretvalues import secret_values
 
 __all__ = [
     "CHANGE_CAUSE",
@@ -141,6 +142,9 @@ def load(ctx: Context, *, warn: bool) -> list[Manifest]:
     found = render_manifests(config, ctx.images, ctx.kube, ctx.namespace, ctx.cancel)
     if not found:
         return []
+    for m in found:  # every run, before anything can quote one (a pod's log, the API server)
+        for value in secret_values(m.doc):
+            ctx.io.mask(value)
     for m in found if warn else ():
         verified = kind_named(m.api_version, m.kind) is not None or (
             m.kind == "Job" and m.api_version == "batch/v1"

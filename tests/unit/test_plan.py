@@ -26,8 +26,8 @@ from deployer.plan import (
     ask_cluster,
     compare,
     normalised,
-    secret_values,
 )
+from deployer.secretvalues import secret_values
 from tests.helpers import ScriptedApi
 from tests.unit.test_secrets import assert_no_leaks
 

@@ -8,6 +8,7 @@ issue 16 are named in the test names' comments.
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from tests.fakecluster import FakeCluster, configmap, deployment, rolled_out, statefulset
 from tests.fakecluster.cluster import Request
 from tests.unit.fake_rollout import REPO, FakeRun, ref
+from tests.unit.test_secrets import assert_no_leaks
 
 
 @pytest.fixture
@@ -485,3 +487,32 @@ def test_an_api_outage_of_20_s_does_not_fail_a_healthy_rollout(
     assert result.status == "succeeded", run.log
     assert result.deployments[0].result == "succeeded"
     assert any(r.status == 0 for r in cluster.requests), "no request met the outage"
+
+
+# -- a Secret in the manifests is masked in every run, not only in a dry run ----------------
+
+SECRET = """
+apiVersion: v1
+kind: Secret
+metadata: {{name: db}}
+stringData: {{url: "postgres://app:{password}@db:5432/app"}}
+data: {{token: {token}}}
+"""
+
+
+def test_a_manifest_secret_never_prints_when_a_failing_pods_log_shows_it(
+    cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password, token = "db-Passw0rd-that-must-never-print", "api-t0ken-from-the-secret"
+    url = f"postgres://app:{password}@db:5432/app"
+    log = f"connecting to {url}\nusing token {token}\npanic: connection refused\n"
+    # The app prints its config as it crashes: the log tail is part of the diagnosis.
+    monkeypatch.setattr("tests.fakecluster.cluster._default_log", lambda status, previous: log)
+    seeded(cluster, deployment("web", ref("web", "v1")))
+    run = FakeRun(cluster, tmp_path, deployments="web", manifests="secret.yaml")
+    encoded = base64.b64encode(token.encode()).decode()
+    run.manifest("secret.yaml", SECRET.format(password=password, token=encoded))
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert "panic: connection refused" in run.log  # the log tail was shown
+    assert_no_leaks({"log": run.log}, {"password": password, "url": url, "token": token})
