@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from deployer.actions import ActionsIO
 from deployer.clock import SYSTEM_CLOCK, Clock
 from deployer.config import Config
-from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError
+from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError, NoCredentials
 from deployer.kubeconfig import (
     RUNNER_TEMP_MOUNT,
     Kubeconfig,
@@ -288,7 +288,7 @@ def connect(config: Config, io: ActionsIO | None = None) -> tuple[ApiClient, str
         try:
             kube_config.load_incluster_config(client_configuration=configuration)
         except Exception:
-            raise ClusterError(
+            raise NoCredentials(
                 "No Kubernetes credentials: set the 'kubeconfig' input "
                 "(e.g. kubeconfig: ${{ secrets.KUBECONFIG }}), or KUBECONFIG, "
                 "or run inside a pod with a ServiceAccount"

@@ -7,7 +7,8 @@
     ├── PushError              the push or the digest lookup failed
     │   └── RegistryAuthError  the registry refused the credentials (never retried)
     ├── ClusterError           the cluster could not be reached or refused a request
-    │   └── NamespaceLocked    another run held the namespace's Lease until our timeout
+    │   ├── NamespaceLocked    another run held the namespace's Lease until our timeout
+    │   └── NoCredentials      no kubeconfig, no KUBECONFIG, no in-cluster ServiceAccount
     ├── CredentialsError       cloud credentials (AWS, Google, Azure) missing or refused
     │   └── AccessDenied       401/403: names the verb and resource that were refused
     ├── RolloutError           a rollout failed (and was or was not rolled back)
@@ -38,6 +39,7 @@ __all__ = [
     "InputProblem",
     "InternalError",
     "NamespaceLocked",
+    "NoCredentials",
     "PushError",
     "RegistryAuthError",
     "RolloutError",
@@ -114,6 +116,10 @@ class NamespaceLocked(ClusterError):
     """Another run held the namespace's Lease for as long as we could wait."""
 
     title = "Another deploy holds the namespace"
+
+
+class NoCredentials(ClusterError):
+    """No cluster credentials at all (a fork's pull request run gets no secrets)."""
 
 
 class CredentialsError(DeployerError):

@@ -280,8 +280,7 @@ def _checked(answer: _Answer, method: str) -> _Answer:
 
 _FORK = (
     "This pull request comes from a fork: GitHub gives its pull_request runs a read-only "
-    "token and no secrets, so the plan is not posted as a comment. It is in this job's "
-    "summary and in the plan output."
+    "token and no secrets, so the plan is not posted as a comment."
 )
 
 
@@ -326,7 +325,11 @@ def comment_plan(
         )
         return
     if pr.read_only:
-        io.notice(_FORK, title="Plan not posted on the pull request")
+        where = "Why the dry run failed" if failure else "The plan"
+        io.notice(
+            f"{_FORK} {where} is in this job's summary.",
+            title="Plan not posted on the pull request",
+        )
         return
     marker = comment_marker(github, target)
     body = io.redact(plan_comment(marker, github, plan, failure))

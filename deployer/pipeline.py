@@ -30,6 +30,7 @@ from deployer.errors import (
     ConfigError,
     DeployerError,
     InternalError,
+    NoCredentials,
     PushError,
 )
 from deployer.kubeconfig import credentials_in, read_kubeconfig_files
@@ -236,6 +237,27 @@ def _build_and_push(
     report.image = report.push.image if report.push else config.tag_references[0]
 
 
+_NO_PLAN = "No plan for a pull request from a fork"
+FORK_WITHOUT_CREDENTIALS = (
+    "this pull request comes from a fork, and GitHub gives a fork's pull_request run no "
+    "secrets and a read-only token: there are no cluster credentials to plan with and no "
+    "comment can be written. Nothing was built, pushed or changed. To plan a fork's change, "
+    "let a maintainer start the plan once they have read it: a pull_request_target workflow "
+    "on the labeled event, with build: false and the cluster credentials in an environment "
+    "with required reviewers (README: The plan on the pull request)"
+)
+
+
+def _fork_dry_run(config: Config) -> bool:
+    """A dry run for a fork's pull_request event: the run that gets no secrets."""
+    if not config.dry_run:
+        return False
+    from deployer.github import pull_request_of
+
+    pr = pull_request_of(config.github)
+    return pr is not None and pr.read_only
+
+
 def _stages(
     config: Config,
     io: ActionsIO,
@@ -248,7 +270,17 @@ def _stages(
         _build_and_push(config, io, report, make_docker)
         report.status = "planned" if config.dry_run else "succeeded"
         return
-    deploy = make_deploy(config)
+    try:
+        deploy = make_deploy(config)
+    except NoCredentials:
+        if not _fork_dry_run(config):
+            raise
+        io.notice(
+            FORK_WITHOUT_CREDENTIALS[0].upper() + FORK_WITHOUT_CREDENTIALS[1:], title=_NO_PLAN
+        )
+        report.no_plan = FORK_WITHOUT_CREDENTIALS
+        report.status = "planned"
+        return
     try:
         # The cluster is checked first: a wrong name or a missing right costs no build.
         deploy.check(config, io, scope.cancel)
@@ -316,7 +348,8 @@ def run(
         report.status = "failed"
     report.duration = time.monotonic() - started
     _write_report(io, report, env)
-    if config is not None and config.comment_on_pr and report.status != "cancelled":
+    commented = report.status != "cancelled" and not report.no_plan  # (a fork: said already)
+    if config is not None and config.comment_on_pr and commented:
         _comment_on_pull_request(io, config, report, cancel)
     io.info(f"deployer: {report.status} in {report.duration:.1f} s")
     return 0 if report.status in ("succeeded", "planned", "paused") else 1

@@ -86,6 +86,7 @@ class RunReport:
     rollout: RolloutResult | None = None
     errors: list[DeployerError] = field(default_factory=list)
     duration: float = 0.0
+    no_plan: str = ""  # why a dry run has no plan (a fork's pull request: no credentials)
 
 
 # -- redaction first --------------------------------------------------------------------------
@@ -557,7 +558,9 @@ def summary(report: RunReport, *, redact: Redact) -> str:
     report, errors = _redacted(report, redact)
     deployments = list(report.rollout.deployments) if report.rollout else []
     head = [_title(report, errors), ""]
-    if report.status in ("succeeded", "planned") and not errors:
+    if report.no_plan:
+        head += [f"No plan: {report.no_plan}.", ""]
+    elif report.status in ("succeeded", "planned") and not errors:
         head += [*_success_line(report), ""]
     elif report.status == "paused" and not errors:
         head += [*_paused(deployments), ""]

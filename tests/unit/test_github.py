@@ -367,3 +367,67 @@ def test_a_build_only_dry_run_says_there_is_nothing_to_deploy(
     assert run(env, out, make_docker=lambda _c: engine) == 0, out.getvalue()
     [comment] = github.state.comments[7]
     assert "Nothing to deploy: no `deployments`, `workloads` or `manifests`" in comment["body"]
+
+
+def fork_env(runner_env: dict[str, str], tmp_path: Path, url: str) -> dict[str, str]:
+    """A fork's pull_request run: the cluster secret is empty (forks get no secrets)."""
+    env = pr_env(runner_env, tmp_path, url)
+    env["GITHUB_EVENT_PATH"] = str(event(tmp_path, head="mallory/web", fork=True))
+    env["INPUT_KUBECONFIG"] = ""  # ${{ secrets.KUBECONFIG }} in a fork's run
+    return env
+
+
+@pytest.fixture
+def outside_a_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No in-cluster ServiceAccount either: the run has no cluster credentials at all."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+
+
+@pytest.mark.usefixtures("outside_a_pod")
+def test_a_forks_dry_run_without_cluster_credentials_is_one_notice_and_no_failure(
+    runner_env: dict[str, str], tmp_path: Path, github: GitHubStandin
+) -> None:
+    env = fork_env(runner_env, tmp_path, github.url)
+    engine = FakeEngine()
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
+    out = io.StringIO()
+    code = run(env, out, make_docker=lambda _c: engine)  # the real cluster stage
+    log = out.getvalue()
+    assert code == 0, log
+    assert not [c for c in commands(log) if c.startswith(("::error", "::warning"))], log
+    [notice] = [c for c in commands(log) if c.startswith("::notice")]
+    assert "title=No plan for a pull request from a fork::" in notice
+    assert "no secrets" in notice and "no cluster credentials" in notice
+    assert "pull_request_target" in notice and "build: false" in notice
+    assert "in this job's summary" not in notice  # there is no plan to point at
+    outputs = runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
+    assert outputs["status"] == "planned"
+    assert outputs["plan"] == "" and outputs["changes"] == "[]"
+    assert outputs["image"] == "" and outputs["digest"] == ""
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert "No plan: this pull request comes from a fork" in summary
+    assert engine.builds() == [] and engine.calls == []  # nothing built, pushed or looked up
+    assert github.state.calls == []  # a fork's token cannot write the comment
+
+
+@pytest.mark.usefixtures("outside_a_pod")
+@pytest.mark.parametrize(
+    ("fork", "dry_run"),
+    [(False, "true"), (True, "false")],
+    ids=["the repository's own pull request", "a fork's deploy that is no dry run"],
+)
+def test_no_cluster_credentials_is_still_an_error_otherwise(
+    runner_env: dict[str, str], tmp_path: Path, github: GitHubStandin, fork: bool, dry_run: str
+) -> None:
+    env = fork_env(runner_env, tmp_path, github.url)
+    env["GITHUB_EVENT_PATH"] = str(event(tmp_path, head="mallory/web" if fork else REPOSITORY))
+    env["INPUT_DRY-RUN"] = dry_run
+    engine = FakeEngine()
+    engine.attach(Path(env["DEPLOYER_BUILDX"]))
+    out = io.StringIO()
+    assert run(env, out, make_docker=lambda _c: engine) == 1
+    [error] = [c for c in commands(out.getvalue()) if c.startswith("::error")]
+    assert "No Kubernetes credentials: set the 'kubeconfig' input" in error
+    assert runner_outputs(Path(env["GITHUB_OUTPUT"]).read_text())["status"] == "failed"
+    assert engine.builds() == []

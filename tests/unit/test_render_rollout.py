@@ -27,7 +27,11 @@ from deployer.rollout.apply import Applied
 from deployer.rollout.extras import _set_templates, template_patch, warn_unused_images
 from deployer.rollout.kinds import DEPLOYMENT
 from deployer.rollout.state import Workload
+from tests.fakecluster import FakeCluster, configmap
+from tests.fakecluster import deployment as fake_deployment
 from tests.helpers import ScriptedApi
+from tests.unit.fake_rollout import REPO, FakeRun, ref
+from tests.unit.test_rollout_orchestration import seeded
 
 ROOT = Path(__file__).resolve().parents[2]
 WEB = "ghcr.io/acme/web@sha256:" + "1" * 64
@@ -445,3 +449,121 @@ def test_the_url_output_is_written() -> None:
     )
     assert outputs(report, redact=str)["url"] == "https://x.example.com"
     assert json.loads(outputs(RunReport(), redact=str)["workloads"]) == []
+
+
+# -- rollback of what issue 18 adds, on the fake cluster ------------------------------------
+
+
+def pull_secret(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": {".dockerconfigjson": "e30="},
+    }
+
+
+def live_template(cluster: FakeCluster, name: str = "web") -> dict[str, Any]:
+    found = cluster.get("Deployment", name)
+    assert found is not None
+    return dict(found["spec"]["template"])
+
+
+def test_a_rollback_removes_the_pull_secret_the_run_added(tmp_path: Path) -> None:
+    cluster = FakeCluster()
+    seeded(cluster, pull_secret("ghcr-pull"), fake_deployment("web", ref("web", "v1")))
+    before = live_template(cluster)
+    run = FakeRun(cluster, tmp_path, deployments="web", image_pull_secret="ghcr-pull")
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    patches = [r for r in cluster.requests if r.method == "PATCH" and "/deployments/web" in r.path]
+    assert any("ghcr-pull" in json.dumps(r.body) for r in patches), "the run never added it"
+    after = live_template(cluster)
+    assert "imagePullSecrets" not in after["spec"], after["spec"]
+    assert after["spec"] == before["spec"]
+
+
+def test_a_rollback_of_manifests_removes_the_added_pull_secret_and_keeps_the_others(
+    tmp_path: Path,
+) -> None:
+    cluster = FakeCluster()
+    web = fake_deployment("web", ref("web", "v1"))
+    web["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "theirs"}]
+    seeded(cluster, pull_secret("ghcr-pull"), web)
+    run = FakeRun(cluster, tmp_path, manifests="app.yaml", image_pull_secret="ghcr-pull")
+    run.manifest("app.yaml", WEB_MANIFEST.format(repo=REPO, secrets="[{name: theirs}]"))
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    patches = [r for r in cluster.requests if r.method == "PATCH" and "/deployments/web" in r.path]
+    assert any("ghcr-pull" in json.dumps(r.body) for r in patches), "the run never added it"
+    after = live_template(cluster)
+    assert after["spec"]["imagePullSecrets"] == [{"name": "theirs"}]
+    assert after["spec"]["containers"][0]["image"] == ref("web", "v1")
+
+
+WEB_MANIFEST = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      imagePullSecrets: {secrets}
+      containers:
+      - {{name: app, image: {repo}}}
+"""
+
+CONFIG_ONLY = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{greeting: {greeting}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers:
+      - name: app
+        image: {image}
+        envFrom: [{{configMapRef: {{name: settings}}}}]
+"""
+
+
+def reading_app(cluster: FakeCluster, annotations: dict[str, str] | None = None) -> None:
+    web = fake_deployment("web", ref("web", "v1"))
+    template = web["spec"]["template"]
+    template["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "settings"}}]
+    if annotations:
+        template["metadata"]["annotations"] = annotations
+    seeded(cluster, configmap("settings", {"greeting": "hello"}), web)
+
+
+@pytest.mark.parametrize(
+    "earlier", [{}, {ANNOTATION: "0123456789abcdef0123456789abcdef"}], ids=["first", "again"]
+)
+def test_a_rollback_puts_back_the_config_map_and_the_templates_config_hash(
+    tmp_path: Path, earlier: dict[str, str]
+) -> None:
+    """A plain ConfigMap changed with a crash-looping image: both are put back."""
+    cluster = FakeCluster()
+    reading_app(cluster, earlier)
+    before = live_template(cluster)
+    run = FakeRun(cluster, tmp_path, manifests="app.yaml")
+    run.manifest("app.yaml", CONFIG_ONLY.format(greeting="bonjour", image=REPO))
+    result = run(ref("crash-loop-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert "ConfigMap settings changed; its pods restart" in run.log  # the hash was set
+    assert (cluster.get("ConfigMap", "settings") or {})["data"] == {"greeting": "hello"}
+    after = live_template(cluster)
+    assert after["metadata"].get("annotations", {}) == earlier
+    assert after == before
