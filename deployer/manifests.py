@@ -535,7 +535,14 @@ def refuse_other_namespaces(manifests: list[Manifest], namespace: str, *, from_i
     the kubeconfig context's, else ``default`` (:func:`deployer.cluster.default_namespace`).
     As ``kubectl apply -n`` refuses it: a manifest never silently goes elsewhere, whether
     the run's namespace was given as an input or not. Cluster-scoped documents have none.
+    A namespace the manifests themselves create (a ``Namespace`` document, which needs
+    ``allow-cluster-scoped``) is the run's too.
     """
+    created = {
+        m.name
+        for m in manifests
+        if m.cluster_scoped and (m.api_version, m.kind) == ("v1", "Namespace")
+    }
     given_by = "the namespace input is" if from_input else "this run deploys to namespace"
     where = "" if from_input else " (the kubeconfig context's, else default)"
     problems = [
@@ -546,7 +553,10 @@ def refuse_other_namespaces(manifests: list[Manifest], namespace: str, *, from_i
             _EXAMPLES.get(m.origin, _EXAMPLE),
         )
         for m in manifests
-        if not m.cluster_scoped and (own := m.doc["metadata"].get("namespace")) and own != namespace
+        if not m.cluster_scoped
+        and (own := m.doc["metadata"].get("namespace"))
+        and own != namespace
+        and own not in created
     ]
     if problems:
         raise ConfigError(problems)

@@ -365,3 +365,16 @@ def test_documents_in_the_namespace_in_effect_and_cluster_scoped_ones_pass() -> 
     scoped = _doc("ns", "ignored-by-the-api", kind="Namespace")
     scoped.cluster_scoped = True
     refuse_other_namespaces([_doc("a", "default"), _doc("b"), scoped], "default", from_input=False)
+
+
+def test_documents_in_a_namespace_the_manifests_create_pass() -> None:
+    """A Namespace document (consented with allow-cluster-scoped) and objects in it: the
+    run makes that namespace, so its objects are the run's, not elsewhere."""
+    from deployer.manifests import refuse_other_namespaces
+
+    made = _doc("made", kind="Namespace")
+    made.cluster_scoped = True
+    manifests = [_doc("cfg", "made"), made, _doc("away", "kube-system")]
+    with pytest.raises(ConfigError) as caught:
+        refuse_other_namespaces(manifests, "default", from_input=False)
+    assert ["(ConfigMap away)" in p.problem for p in caught.value.problems] == [True]
