@@ -190,7 +190,9 @@ class Lease:
         except ValueError:
             changing = {}
         items = changing.get("changes") if isinstance(changing, dict) else None
-        what = ", ".join(_shown(x) for x in items[:20]) if isinstance(items, list) else ""
+        # A change names a workload and two image references (each up to 255 characters).
+        shown = [_shown(x, 600) for x in items[:20]] if isinstance(items, list) else []
+        what = ", ".join(shown)
         note = (
             f"The deploy {self._holder(held)} to namespace {held.namespace} was interrupted "
             "(its lock expired without being released): "
