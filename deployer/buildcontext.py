@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.actions import ActionsIO
+from deployer.buildfrontend import check_frontend
 from deployer.config import Config
 from deployer.errors import BuildError
 from deployer.manifests import read_inside
@@ -247,6 +248,7 @@ def check_named_contexts(config: Config) -> None:
             [(named.directory / ".dockerignore", f"{shown}/.dockerignore")], config.workspace
         )
         found = credential_files(config, named.directory)
+        check_frontend(config, [f"{shown}/{e.path}" for e in found])
         patterns = _patterns(ignore)
         missing = [
             e.path
@@ -269,6 +271,7 @@ def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
     found = credential_files(config)
     if not found:
         return config.dockerfile
+    check_frontend(config, [e.path for e in found])
     text = _ignore_text(config)
     patterns = _patterns(text)
     missing = [
