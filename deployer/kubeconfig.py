@@ -11,8 +11,12 @@ name files of the action's container (``tokenFile``, ``client-key``, ...); a
 KUBECONFIG file may, but only regular files inside the workspace or the runner's
 temporary directory, read here (:func:`inline_files`), never by the client: a
 pull request's ``tokenFile: /proc/self/environ`` would otherwise be sent to the
-server as the bearer token. ``insecure-skip-tls-verify`` must be a YAML boolean,
-as kubectl requires (the client would take the string ``"false"`` as "skip").
+server as the bearer token; nor one of the job's own credential files there
+(``.git/config``: the caller's ``refused``). ``insecure-skip-tls-verify`` must be a
+YAML boolean, as kubectl requires (the client would take the string ``"false"`` as
+"skip"). :func:`check_destination`: no credential over plain http, and a token the
+action makes only to its cloud's API servers, TLS verified, through no proxy the
+kubeconfig names.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployer.cloud.http import is_loopback
 from deployer.manifests import read_inside
 from deployer.safeyaml import check_events, construct
 
@@ -360,7 +365,6 @@ def check_destination(config: Kubeconfig) -> None:
     servers listen); a token the action makes goes only where
     :func:`deployer.cloud.plugins.check_server` allows.
     """
-    from deployer.cloud.http import is_loopback
     from deployer.cloud.plugins import check_server, plugin_for_user
 
     cluster_name, cluster = config.current_cluster()
@@ -385,6 +389,31 @@ def check_destination(config: Kubeconfig) -> None:
             check_server(plugin, parts.scheme, host)
     except ValueError as e:
         raise ValueError(f"user '{user_name[:60]}' {e}") from None
+    if plugin is not None and not is_loopback(host):
+        _check_token_path(cluster_name, cluster)
+
+
+def _check_token_path(cluster_name: str, cluster: Mapping[str, Any]) -> None:
+    """A token the action makes takes no path the kubeconfig chooses: no proxy of its
+    own (the proxy, trusting the kubeconfig's CA, would read it), TLS verified."""
+    proxy = str(cluster.get("proxy-url") or "")
+    try:
+        proxy_host = urlsplit(proxy).hostname or ""
+    except ValueError:
+        proxy_host = ""
+    where = f"cluster '{cluster_name[:60]}'"
+    if proxy and not is_loopback(proxy_host):
+        raise ValueError(
+            f"{where} sets proxy-url, and a token the action makes would pass through "
+            "that proxy, which the kubeconfig chooses; remove proxy-url (a proxy on the "
+            "runner's loopback address is accepted)"
+        )
+    if cluster.get("insecure-skip-tls-verify") is True:
+        raise ValueError(
+            f"{where} turns TLS verification off (insecure-skip-tls-verify: true), and a "
+            "token the action makes would go to whoever answers; put the cluster's CA in "
+            "certificate-authority-data instead"
+        )
 
 
 def check_input_kubeconfig(text: str) -> Kubeconfig:

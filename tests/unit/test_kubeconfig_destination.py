@@ -239,3 +239,39 @@ def test_an_aks_endpoint_is_accepted(tmp_path: Path, server: str) -> None:
     config = job(tmp_path, INPUT_KUBECONFIG=kubeconfig(aks_user(), {"server": server}))
     with pytest.raises(CredentialsError, match="No Azure credentials"):  # past the check
         connect(config)
+
+
+PLUGIN_USERS = {
+    "eks": ({"exec": eks_exec()}, "https://0123abcd.gr7.eu-west-1.eks.amazonaws.com"),
+    "aks": (aks_user(), "https://prod-dns-0123.hcp.westeurope.azmk8s.io:443"),
+    "gke": ({"exec": {"command": "gke-gcloud-auth-plugin"}}, "https://34.1.2.3"),
+}
+
+
+@pytest.mark.parametrize("kind", PLUGIN_USERS)
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("proxy-url", "http://proxy.attacker.example:3128", "sets proxy-url"),
+        ("insecure-skip-tls-verify", True, "turns TLS verification off"),
+    ],
+)
+def test_a_token_the_action_makes_takes_no_path_the_kubeconfig_chooses(
+    tmp_path: Path, kind: str, field: str, value: Any, said: str
+) -> None:
+    """The host rule held, but a proxy-url of the attacker's (with its own CA in
+    certificate-authority-data), or TLS off, still put the token in its hands."""
+    user, server = PLUGIN_USERS[kind]
+    cluster = {"server": server, field: value, "certificate-authority-data": "Zm9v"}
+    with pytest.raises(ConfigError) as caught:
+        job(tmp_path, INPUT_KUBECONFIG=kubeconfig(user, cluster))
+    message = str(caught.value)
+    assert said in message and "a token the action makes" in message
+    assert "attacker" not in message
+
+
+def test_a_loopback_proxy_is_accepted(tmp_path: Path) -> None:
+    """As for a GKE private cluster reached through an IAP tunnel on the runner."""
+    user, server = PLUGIN_USERS["gke"]
+    cluster = {"server": server, "proxy-url": "http://localhost:8888"}
+    job(tmp_path, INPUT_KUBECONFIG=kubeconfig(user, cluster))
