@@ -32,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.actions import ActionsIO
+from deployer.buildfrontend import check_frontend
 from deployer.config import Config
 from deployer.errors import BuildError
 from deployer.manifests import read_inside
 
-__all__ = ["Excluded", "check_named_contexts", "context_dockerfile", "credential_files"]
+__all__ = [
+    "Excluded",
+    "check_named_contexts",
+    "context_dockerfile",
+    "credential_files",
+    "job_credential_file",
+]
 
 MAX_IGNORE_FILE = 1 << 20
 MAX_GIT_CONFIG = 1 << 20
@@ -50,6 +57,9 @@ _CREDENTIAL_VARIABLES = (
     "AWS_WEB_IDENTITY_TOKEN_FILE",
     "AZURE_FEDERATED_TOKEN_FILE",
 )
+# The runner's directories (under RUNNER_TEMP) holding what earlier steps exported (a
+# secret written to GITHUB_ENV) and the container's HOME (docker logins, tool configs).
+_RUNNER_DIRS = {"_runner_file_commands", "_github_home"}
 _GIT_WARNING = (
     "The build context holds a git config with a credential (actions/checkout without "
     "persist-credentials: false writes the token into .git/config, and into "
@@ -105,12 +115,7 @@ def credential_files(config: Config, context: Path | None = None) -> list[Exclud
     for pattern in _CREDENTIAL_NAMES:
         for path in sorted(context.glob(pattern)):
             found.append(Excluded(path.name, "written by a Google auth action"))
-    named = [(v, config.cloud_env.get(v, "")) for v in _CREDENTIAL_VARIABLES]
-    named += [("KUBECONFIG", p) for p in (config.kubeconfig_path or "").split(":")]
-    named += [("the secret-files or ssh input", str(p)) for p in config.credential_paths]
-    for variable, value in named:
-        if not value:
-            continue
+    for variable, value in _named_paths(config):
         path = Path(value) if Path(value).is_absolute() else config.workspace / value
         try:
             relative = path.resolve().relative_to(context)
@@ -120,6 +125,48 @@ def credential_files(config: Config, context: Path | None = None) -> list[Exclud
         if shown != "." and path.exists() and shown not in [e.path for e in found]:
             found.append(Excluded(shown, f"named by {variable}"))
     return found
+
+
+def _named_paths(config: Config) -> list[tuple[str, str]]:
+    """(who names it, path) of every credential file the job's environment or inputs name."""
+    named = [(v, config.cloud_env.get(v, "")) for v in _CREDENTIAL_VARIABLES]
+    named += [("KUBECONFIG", p) for p in (config.kubeconfig_path or "").split(":")]
+    named += [("the secret-files or ssh input", str(p)) for p in config.credential_paths]
+    return [(who, value) for who, value in named if value]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()  # links followed
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def job_credential_file(config: Config, path: Path) -> str | None:
+    """Why ``path`` (links followed) is one of the job's credential files; None if it is not.
+
+    Anything inside a ``.git`` directory (actions/checkout keeps its token in
+    ``.git/config`` and ``.git/modules/*/config``), the files the Google auth actions
+    write, the runner's file-command and home directories (what earlier steps
+    exported, docker logins), and the files the job's environment or inputs name.
+    """
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+    if ".git" in real.parts or ".git" in path.parts:
+        return "inside .git: actions/checkout keeps its token there"
+    if any(real.match(pattern) for pattern in _CREDENTIAL_NAMES):
+        return "written by a Google auth action"
+    if _RUNNER_DIRS & set(real.parts):
+        return "in the runner's file-command or home directory"
+    identity = _identity(real)
+    for who, value in _named_paths(config):
+        named = Path(value) if Path(value).is_absolute() else config.workspace / value
+        if identity is not None and _identity(named) == identity:
+            return f"named by {who}"
+    return None
 
 
 def _ignore_text(config: Config) -> str:
@@ -201,6 +248,7 @@ def check_named_contexts(config: Config) -> None:
             [(named.directory / ".dockerignore", f"{shown}/.dockerignore")], config.workspace
         )
         found = credential_files(config, named.directory)
+        check_frontend(config, [f"{shown}/{e.path}" for e in found])
         patterns = _patterns(ignore)
         missing = [
             e.path
@@ -223,6 +271,7 @@ def context_dockerfile(config: Config, workdir: Path, io: ActionsIO) -> Path:
     found = credential_files(config)
     if not found:
         return config.dockerfile
+    check_frontend(config, [e.path for e in found])
     text = _ignore_text(config)
     patterns = _patterns(text)
     missing = [

@@ -11,8 +11,10 @@ Nothing secret goes on buildx's command line (other processes can read argv), so
 - credentials inside cache entries move to the variables buildx fills them from
   when the entry lacks them (``type=gha``: ``ACTIONS_RUNTIME_TOKEN``;
   ``type=s3``: ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
-  ``AWS_SESSION_TOKEN``): :func:`cache_credentials`. ``type=azblob`` has no such
-  variable, so a key in its entry is an input error.
+  ``AWS_SESSION_TOKEN``): :func:`cache_credentials`. ``type=azblob`` (``secret_access_key``,
+  a SAS in ``account_url``) and ``type=gha``'s ``ghtoken`` (a GitHub token for the
+  GitHub API) have no such variable, so they are an input error. Every one of them
+  is masked before anything prints (:data:`CACHE_SECRET_KEYS`, :func:`cache_secrets`).
 
 Cache entries are CSV, as buildx parses them (``csv.NewReader``): a quoted field
 ``"dest=/github/file_commands"`` is the field ``dest=/github/file_commands``.
@@ -28,6 +30,7 @@ __all__ = [
     "CACHE_SECRET_KEYS",
     "cache_credentials",
     "cache_fields",
+    "cache_secrets",
     "format_cache_fields",
     "reserved_build_arg",
 ]
@@ -88,8 +91,17 @@ _CACHE_CREDENTIALS = {
         "session_token": "AWS_SESSION_TOKEN",
     },
 }
-# Attributes of any cache entry that hold a secret: masked before anything prints.
-CACHE_SECRET_KEYS = ("token", "secret", "access_key_id", "secret_access_key", "session_token")
+# Attributes of any cache entry that hold a secret: masked before anything prints (buildx's
+# cache backends: gha token, ghtoken; s3 access_key_id, secret_access_key, session_token;
+# azblob secret_access_key, and a SAS as account_url's query).
+CACHE_SECRET_KEYS = (
+    "token",
+    "ghtoken",
+    "secret",
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+)
 
 
 def reserved_build_arg(name: str, *, s3_cache: bool) -> bool:
@@ -145,12 +157,32 @@ def cache_credentials(entry: str) -> tuple[str, dict[str, str]]:
     kind = dict(fields).get("type", "")
     moved = _CACHE_CREDENTIALS.get(kind, {})
     env = {moved[key]: value for key, value in fields if key in moved}
-    if kind == "azblob":
-        given = dict(fields)
-        if given.get("secret_access_key") or urlsplit(given.get("account_url", "")).query:
-            raise ValueError(
-                "(type=azblob) carries a key or a SAS, which buildx takes only on its "
-                "command line; use type=registry or type=gha"
-            )
+    given = dict(fields)
+    if kind == "gha" and given.get("ghtoken"):
+        raise ValueError(
+            "(type=gha) carries a ghtoken, which buildx takes only on its command line; "
+            "leave it out (it only spares the cache API's rate limit)"
+        )
+    if kind == "azblob" and (
+        given.get("secret_access_key") or urlsplit(given.get("account_url", "")).query
+    ):
+        raise ValueError(
+            "(type=azblob) carries a key or a SAS, which buildx takes only on its "
+            "command line; use type=registry or type=gha"
+        )
     kept = [(key, value) for key, value in fields if key not in moved]
     return (format_cache_fields(kept) if env else entry), env
+
+
+def cache_secrets(fields: Iterable[tuple[str, str]]) -> list[str]:
+    """The secrets in a cache entry's fields: :data:`CACHE_SECRET_KEYS`, an account_url's SAS."""
+    found = []
+    for key, value in fields:
+        if key in CACHE_SECRET_KEYS:
+            found.append(value)
+        elif key == "account_url":
+            try:
+                found.append(urlsplit(value).query)
+            except ValueError:
+                found.append(value)
+    return [value for value in found if value]

@@ -17,6 +17,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -27,12 +28,14 @@ from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from deployer.actions import ActionsIO
+from deployer.buildcontext import job_credential_file
 from deployer.clock import SYSTEM_CLOCK, Clock
 from deployer.config import Config
 from deployer.errors import AccessDenied, Cancelled, ClusterError, DeployerError, NoCredentials
 from deployer.kubeconfig import (
     RUNNER_TEMP_MOUNT,
     Kubeconfig,
+    check_destination,
     check_input_kubeconfig,
     check_tls_flags,
     credentials_in,
@@ -237,9 +240,11 @@ def _load(
         check_input_kubeconfig(kubeconfig.raw)
     else:  # a KUBECONFIG file: its files are read here, checked, never by the client
         check_tls_flags(kubeconfig)
-        for secret in inline_files(kubeconfig, Path(base_path), _file_roots(config)):
+        refused = partial(job_credential_file, config)
+        for secret in inline_files(kubeconfig, Path(base_path), _file_roots(config), refused):
             if io is not None:
                 io.mask(secret)
+        check_destination(kubeconfig)
     user_name, user = kubeconfig.current_user()
     try:
         plugin = plugin_for_user(user)

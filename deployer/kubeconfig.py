@@ -11,8 +11,12 @@ name files of the action's container (``tokenFile``, ``client-key``, ...); a
 KUBECONFIG file may, but only regular files inside the workspace or the runner's
 temporary directory, read here (:func:`inline_files`), never by the client: a
 pull request's ``tokenFile: /proc/self/environ`` would otherwise be sent to the
-server as the bearer token. ``insecure-skip-tls-verify`` must be a YAML boolean,
-as kubectl requires (the client would take the string ``"false"`` as "skip").
+server as the bearer token; nor one of the job's own credential files there
+(``.git/config``: the caller's ``refused``). ``insecure-skip-tls-verify`` must be a
+YAML boolean, as kubectl requires (the client would take the string ``"false"`` as
+"skip"). :func:`check_destination`: no credential over plain http, and a token the
+action makes only to its cloud's API servers, TLS verified, through no proxy the
+kubeconfig names.
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import binascii
 import contextlib
 import copy
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployer.cloud.http import is_loopback
 from deployer.manifests import read_inside
 from deployer.safeyaml import check_events, construct
 
@@ -35,6 +40,7 @@ __all__ = [
     "MAX_BYTES",
     "RUNNER_TEMP_MOUNT",
     "Kubeconfig",
+    "check_destination",
     "check_input_kubeconfig",
     "check_tls_flags",
     "credentials_in",
@@ -58,6 +64,18 @@ _SECRET_KEYS = {
     "client-secret",
     "secret",
 }
+# Keys of a user that make the client send a credential (or us make one: exec).
+_SENDS_CREDENTIAL = (
+    "token",
+    "tokenFile",
+    "password",
+    "client-certificate",
+    "client-certificate-data",
+    "client-key",
+    "client-key-data",
+    "exec",
+    "auth-provider",
+)
 # Keys whose value is a path the client would read: refused in the input form.
 FILE_KEYS = {
     "cluster": ("certificate-authority",),
@@ -285,14 +303,20 @@ def check_tls_flags(config: Kubeconfig) -> None:
             )
 
 
-def inline_files(config: Kubeconfig, base: Path, roots: Sequence[Path]) -> list[str]:
+def inline_files(
+    config: Kubeconfig,
+    base: Path,
+    roots: Sequence[Path],
+    refused: Callable[[Path], str | None] = lambda _path: None,
+) -> list[str]:
     """Read the current context's file keys into their data keys; return the secrets read.
 
     ``tokenFile``, ``client-key``, ``client-certificate`` and ``certificate-authority``
     (relative to ``base``, as the client resolves them) must be regular files of at
-    most :data:`MAX_BYTES` that lie inside one of ``roots``, links followed. A file
-    key whose data key is set too is dropped unread (the client prefers the data).
-    Raises ValueError saying what is wrong, never the content.
+    most :data:`MAX_BYTES` that lie inside one of ``roots``, links followed, and that
+    ``refused`` has no reason against (the job's own credential files lie in the
+    workspace too). A file key whose data key is set too is dropped unread (the
+    client prefers the data). Raises ValueError saying what is wrong, never the content.
     """
     secrets: list[str] = []
     for section in ("user", "cluster"):
@@ -303,9 +327,18 @@ def inline_files(config: Kubeconfig, base: Path, roots: Sequence[Path]) -> list[
             if not value or body.get(_DATA_KEYS[key]):
                 continue
             path = Path(str(value)).expanduser()
+            path = path if path.is_absolute() else base / path
+            why = refused(path)
+            if why:
+                raise ValueError(
+                    f"{section} '{name[:60]}' {key} names '{str(value)[:200]}', a credential "
+                    f"file of the job ({why}): a kubeconfig may not send it to the API "
+                    f"server. Point {key} at a file of its own, or put the content in "
+                    f"'{_DATA_KEYS[key]}'"
+                )
             try:
                 data = read_inside(
-                    path if path.is_absolute() else base / path,
+                    path,
                     roots,
                     str(value)[:200],
                     MAX_BYTES,
@@ -325,9 +358,67 @@ def inline_files(config: Kubeconfig, base: Path, roots: Sequence[Path]) -> list[
     return [s for s in secrets if s.strip()]
 
 
+def check_destination(config: Kubeconfig) -> None:
+    """ValueError when the current context would send a credential where it must not go.
+
+    No credential over plain http (but to a loopback address, where the tests' API
+    servers listen); a token the action makes goes only where
+    :func:`deployer.cloud.plugins.check_server` allows.
+    """
+    from deployer.cloud.plugins import check_server, plugin_for_user
+
+    cluster_name, cluster = config.current_cluster()
+    user_name, user = config.current_user()
+    server = str(cluster.get("server") or "")
+    try:
+        parts = urlsplit(server)
+        host = parts.hostname or ""
+    except ValueError:
+        raise ValueError(f"cluster '{cluster_name[:60]}' has a server that is not a URL") from None
+    sent = [key for key in _SENDS_CREDENTIAL if user.get(key)]
+    sent += ["the server URL's password"] if server_userinfo(server) else []
+    if sent and parts.scheme == "http" and not is_loopback(host):
+        raise ValueError(
+            f"cluster '{cluster_name[:60]}' is reached over plain http:// and user "
+            f"'{user_name[:60]}' would send a credential ({sent[0]}) unencrypted; use the API "
+            "server's https:// address (plain http only to a loopback address)"
+        )
+    try:
+        plugin = plugin_for_user(user)
+        if plugin is not None:
+            check_server(plugin, parts.scheme, host)
+    except ValueError as e:
+        raise ValueError(f"user '{user_name[:60]}' {e}") from None
+    if plugin is not None and not is_loopback(host):
+        _check_token_path(cluster_name, cluster)
+
+
+def _check_token_path(cluster_name: str, cluster: Mapping[str, Any]) -> None:
+    """A token the action makes takes no path the kubeconfig chooses: no proxy of its
+    own (the proxy, trusting the kubeconfig's CA, would read it), TLS verified."""
+    proxy = str(cluster.get("proxy-url") or "")
+    try:
+        proxy_host = urlsplit(proxy).hostname or ""
+    except ValueError:
+        proxy_host = ""
+    where = f"cluster '{cluster_name[:60]}'"
+    if proxy and not is_loopback(proxy_host):
+        raise ValueError(
+            f"{where} sets proxy-url, and a token the action makes would pass through "
+            "that proxy, which the kubeconfig chooses; remove proxy-url (a proxy on the "
+            "runner's loopback address is accepted)"
+        )
+    if cluster.get("insecure-skip-tls-verify") is True:
+        raise ValueError(
+            f"{where} turns TLS verification off (insecure-skip-tls-verify: true), and a "
+            "token the action makes would go to whoever answers; put the cluster's CA in "
+            "certificate-authority-data instead"
+        )
+
+
 def check_input_kubeconfig(text: str) -> Kubeconfig:
     """The ``kubeconfig`` input, parsed and checked: no file references, no unknown plugin,
-    no TLS flag that is not a boolean."""
+    no TLS flag that is not a boolean, no credential where it must not go."""
     from deployer.cloud.plugins import plugin_for_user
 
     config = parse_kubeconfig(text)
@@ -338,6 +429,7 @@ def check_input_kubeconfig(text: str) -> Kubeconfig:
         plugin_for_user(user)
     except ValueError as e:
         raise ValueError(f"user '{name[:60]}' {e}") from None
+    check_destination(config)
     return config
 
 

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from deployer.actions import ActionsIO
-from deployer.buildenv import CACHE_SECRET_KEYS, cache_fields
+from deployer.buildenv import cache_fields, cache_secrets
 from deployer.config import Config, load_config, raw_inputs
 from deployer.errors import (
     Cancelled,
@@ -100,9 +100,8 @@ def mask_secrets(io: ActionsIO, env: Mapping[str, str]) -> None:
         io.mask(env.get(line.partition("=")[2].strip()))
     io.mask(env.get("ACTIONS_RUNTIME_TOKEN"))  # passed to buildx for type=gha caches
     for line in (inputs["cache-from"] + "\n" + inputs["cache-to"]).splitlines():
-        for key, value in _cache_fields(line):  # an entry may carry its own token=, secret=
-            if key in CACHE_SECRET_KEYS:
-                io.mask(value)
+        for secret in cache_secrets(_cache_fields(line)):  # its own token=, ghtoken=, SAS
+            io.mask(secret)
 
 
 def _cache_fields(line: str) -> list[tuple[str, str]]:

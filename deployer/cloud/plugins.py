@@ -31,14 +31,16 @@ from typing import Any, Protocol
 from deployer.cloud import CloudEnv, TokenSource
 from deployer.cloud.aws import REGION_RULE, is_region
 from deployer.cloud.azure import AzureLogin
-from deployer.cloud.http import Http, send
+from deployer.cloud.http import Http, is_loopback, send
 from deployer.errors import CredentialsError
 
 __all__ = [
+    "AKS_SERVER_ID",
     "EXEC_ENV_KEPT",
     "SUPPORTED",
     "JobCredentials",
     "Plugin",
+    "check_server",
     "plugin_for_user",
     "recognise",
     "token_source",
@@ -51,6 +53,18 @@ SUPPORTED = (
 _KUBELOGIN_MODES = ("spn", "workloadidentity")
 # What an exec entry's env may set: a region (a host label, checked) and kubelogin's mode.
 EXEC_ENV_KEPT = ("AWS_REGION", "AWS_DEFAULT_REGION", "AAD_LOGIN_METHOD")
+# The Entra ID application of every AKS cluster: kubelogin's --server-id. A token for
+# another application (Microsoft Graph, Key Vault, ...) is never made for a kubeconfig.
+AKS_SERVER_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
+# Where the token a plugin makes may go (besides a loopback address, the tests' stand-ins).
+_SERVER_SUFFIXES = {
+    "eks": (
+        (".eks.amazonaws.com", ".eks.amazonaws.com.cn"),
+        "an EKS API server (https://….eks.amazonaws.com)",
+    ),
+    "aks": ((".azmk8s.io",), "an AKS API server (https://….azmk8s.io)"),
+}
+_TOKEN = {"eks": "an EKS", "aks": "an AKS", "gke": "a GKE"}
 # Set by eksctl's kubeconfigs; ignored without a word (it selects what we do anyway).
 _EXEC_ENV_QUIET = ("AWS_STS_REGIONAL_ENDPOINTS",)
 
@@ -245,6 +259,35 @@ def plugin_for_user(user: Mapping[str, Any]) -> Plugin | None:
     if not isinstance(entry, Mapping):
         raise ValueError("has an exec entry that is not a mapping")
     return recognise(entry)
+
+
+def check_server(plugin: Plugin, scheme: str, host: str) -> None:
+    """ValueError when the token ``plugin`` makes may not go to ``scheme://host``.
+
+    Always https (plain http only to a loopback address); an EKS token only to EKS's
+    API servers, an AKS token only to AKS's and only for AKS's application. GKE's
+    API servers are IP addresses: a GKE token goes to any https server (the threat
+    model says so).
+    """
+    loopback = is_loopback(host)
+    if scheme != "https" and not loopback:
+        raise ValueError(
+            f"makes {_TOKEN[plugin.kind]} token, which goes only over https; use the API "
+            "server's https:// address"
+        )
+    if plugin.kind in _SERVER_SUFFIXES and not loopback:
+        suffixes, what = _SERVER_SUFFIXES[plugin.kind]
+        if not host.lower().endswith(suffixes):
+            raise ValueError(
+                f"makes {_TOKEN[plugin.kind]} token, which goes only to {what}; the "
+                f"cluster's server is {host[:100]}. A kubeconfig never chooses where a token "
+                "of the job goes: use the kubeconfig the cloud's CLI writes"
+            )
+    if plugin.azure is not None and plugin.azure.server_id.lower() != AKS_SERVER_ID:
+        raise ValueError(
+            f"has a kubelogin --server-id that is not AKS's: --server-id must be AKS's "
+            f"{AKS_SERVER_ID} (a token for another application is never made for a kubeconfig)"
+        )
 
 
 def token_source(

@@ -143,6 +143,38 @@ def test_an_azure_blob_key_would_need_argv_and_is_an_input_error(
         load_config(env)
 
 
+GHTOKEN = "ghp_cacheGhToken0123456789abcdefABCD"
+SAS = "sv=2022-11-02&ss=b&sig=sasSignature0123456789"
+
+
+@pytest.mark.parametrize(
+    ("entry", "secret"),
+    [
+        (f"type=gha,mode=max,repository=a/b,ghtoken={GHTOKEN}", GHTOKEN),
+        (f"type=azblob,account_url=https://a.blob.core.windows.net/?{SAS},name=c", SAS),
+        (
+            "type=azblob,account_url=https://a.blob.core.windows.net/,secret_access_key=k3y-1",
+            "k3y-1",
+        ),
+    ],
+)
+def test_a_cache_credential_buildx_reads_only_from_argv_is_masked_and_refused(
+    runner_env: dict[str, str], entry: str, secret: str
+) -> None:
+    """gha's ``ghtoken`` (a GitHub token; buildx has no variable for it) was neither
+    masked nor refused: it went to buildx's command line. An azblob SAS was not masked."""
+    runner_env["INPUT_CACHE-TO"] = entry
+    runner_env["ACTIONS_RUNTIME_TOKEN"] = "runtime-token-0001"
+    runner_env["ACTIONS_CACHE_URL"] = "https://cache.example/"
+    engine = FakeEngine()
+    code, log, _, summary = go(runner_env, engine)
+    assert code == 1, log
+    assert "takes only on its command line" in log
+    assert f"::add-mask::{secret}" in log
+    assert secret not in without_masks(log) and secret not in summary
+    assert engine.buildx_calls() == []
+
+
 # -- 17.9: cache entries are CSV ----------------------------------------------------------------
 
 

@@ -437,21 +437,6 @@ def test_a_tls_flag_that_is_not_a_boolean_is_refused(tmp_path: Path, value: Any)
         )
 
 
-def test_plain_http_to_the_api_server_is_a_warning(tmp_path: Path) -> None:
-    from deployer.cluster import connect
-
-    summary = tmp_path / "summary"
-    summary.write_text("")
-    text = kubeconfig({"token": "tok-123456"}, {"server": "http://10.0.0.1:8080"})
-    out = io.StringIO()
-    connect(
-        job(tmp_path, INPUT_KUBECONFIG=text), ActionsIO(out, {"GITHUB_STEP_SUMMARY": str(summary)})
-    )
-    warnings = [line for line in out.getvalue().splitlines() if line.startswith("::warning")]
-    assert len(warnings) == 1 and "title=Plain HTTP to the API server::" in warnings[0]
-    assert "reached over plain http://" in summary.read_text()
-
-
 def test_the_cluster_name_in_the_summary_warning_is_inert(tmp_path: Path) -> None:
     """Issue 17.6: the kubeconfig's cluster name went into the summary raw."""
     from markdown_it import MarkdownIt
