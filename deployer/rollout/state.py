@@ -57,6 +57,7 @@ class TemplateHolder:
     kind: Kind
     name: str
     generation: int = 0  # its metadata.generation once our change is in
+    template: dict[str, Any] = field(default_factory=dict)  # its pod template, as last seen
 
 
 @dataclass
@@ -152,6 +153,16 @@ class Workload:
         self.changed = self.before is None or template_without_hash(
             template_of(self.before)
         ) != template_without_hash(template_of(obj))
+
+    def holder_applied(self, holder: Mapping[str, Any]) -> None:
+        """Our apply of the Deployment holding its template (``workloadRef``) is in."""
+        if self.holder is not None:
+            self.holder.template = dict(template_of(holder))
+        self.changed = self.changed or (
+            self.before is None
+            or template_without_hash(template_of(self.before))
+            != template_without_hash(template_of(holder))
+        )
 
     def start_wait(self, *, undoing: bool) -> None:
         self.phase = Phase.ROLLING_BACK if undoing else Phase.WAITING

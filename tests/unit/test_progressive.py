@@ -377,6 +377,44 @@ def test_a_deployment_in_manifests_whose_pods_a_rollout_runs_is_judged_as_the_ro
     assert healthy(cluster, "api")
 
 
+MIGRATION = """
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: reg.example/web:placeholder}]
+"""
+
+
+def test_a_failed_migration_leaves_a_workload_ref_deployment_in_manifests_unchanged(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    assert deploy(cluster, ref(REPO, 1), **inputs).result.status == "succeeded"
+    # The next release's migration crashes: the Deployment (the Rollout's template) is a
+    # workload document, applied after the Jobs, so it is never changed.
+    crashing = WORKLOAD_REF_MANIFESTS + MIGRATION
+    (tmp_path / "k8s.yaml").write_text(
+        crashing.replace("reg.example/web:", "reg.example/crash-loop-web:")
+    )
+    started = cluster.clock.elapsed
+    run = deploy(cluster, ref("reg.example/crash-loop-web", 3), **inputs)
+    assert run.result.status == "failed", run.log
+    api = run.workload()
+    assert (api.result, api.reason) == ("failed", "not changed: Job migrate failed")
+    assert template_image(cluster, "Deployment", "api") == ref(REPO, 1)
+    assert healthy(cluster, "api")
+    applied = cluster.requests_to("PATCH", "/deployments/api")
+    assert not [r for r in applied if r.at >= started and r.param("dryRun") is None]
+
+
 CANARY_MANIFESTS = """
 apiVersion: apps/v1
 kind: Deployment
