@@ -198,6 +198,7 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
     generation = (live.get("metadata") or {}).get("generation")
     if w.holder is not None:
         w.holder.generation = int(generation or 0)
+        w.holder.template = dict(template_of(live))
         w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name) or w.live
     if w.changed:
         via = f" (its template in {kind.lower}/{name})" if w.holder else ""

@@ -217,6 +217,31 @@ def test_a_failed_workload_ref_rollout_is_undone_in_its_deployment() -> None:
     assert healthy(cluster)
 
 
+def test_someone_elses_image_in_a_workload_ref_deployment_supersedes_ours_and_stands() -> None:
+    cluster = install(FakeCluster())
+    cluster.create(deployment("web", ref(REPO, 1), replicas=0))
+    cluster.create(rollout("web", "", [{"setWeight": 50}, {"pause": {}}], workload_ref="web"))
+    assert cluster.run_until(lambda: healthy(cluster), 60)
+    theirs = ref(REPO, 9)
+
+    def their_deploy() -> None:
+        containers = [{"name": "app", "image": theirs}]
+        cluster.patch(
+            "Deployment", "web", {"spec": {"template": {"spec": {"containers": containers}}}}
+        )
+
+    cluster.clock.call_later(3, their_deploy)
+    run = deploy(cluster, ref("reg.example/crash-loop-web", 2), workloads="rollout/web")
+    assert run.result.status == "failed", run.log
+    web = run.workload()
+    assert web.reason.startswith(
+        f"superseded by another change to the Deployment during the rollout: it now runs "
+        f"container app: {theirs}"
+    ), web.reason
+    assert "not rolled back, the newer change stands" in web.reason
+    assert template_image(cluster, "Deployment") == theirs
+
+
 def test_a_cancel_during_a_canary_aborts_it_and_restores_its_spec_within_5_s() -> None:
     steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}]
     cluster = argo(steps=steps)
