@@ -20,7 +20,7 @@ from deployer.rollout.extras import report_url
 from deployer.rollout.lease import Lease
 from deployer.rollout.result import RolloutResult, report_failures, result_of
 from deployer.rollout.rollback import after_failure, cancel_back, roll_back
-from deployer.rollout.state import RunState
+from deployer.rollout.state import Outcome, RunState
 from deployer.rollout.watch import wait_for
 
 __all__ = ["preflight", "run"]
@@ -102,10 +102,15 @@ def _cancelled(ctx: Context, state: RunState) -> RolloutResult:
             cancel_back(ctx.for_cancel(), state)
         except ClusterError as e:
             ctx.io.error(f"Putting back stopped: {e.message}", title="Rollback failed")
+    for job in state.jobs:
+        if job.open:  # the migration the cancel caught: the run's own, left to finish
+            job.cancel_migration()
     for w in state.workloads:
         if not w.undo_source:
             w.cancel()
-    ctx.io.warning("Cancelled; " + "; ".join(f"{w.display}: {w.reason}" for w in state.workloads))
+    caught = [j for j in state.jobs if j.outcome is Outcome.CANCELLED]
+    told = [*caught, *state.workloads]
+    ctx.io.warning("Cancelled; " + "; ".join(f"{w.display}: {w.reason}" for w in told))
     return result_of(state, ctx.image, status="cancelled")
 
 

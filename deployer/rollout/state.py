@@ -272,6 +272,15 @@ class Workload:
             )
         self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
 
+    def cancel_migration(self) -> None:
+        """A migration Job the cancel caught running: left to finish, never deleted half-way."""
+        self.reason = (
+            f"cancelled while the migration ran ({self.progress or 'just created'}); left "
+            "running (a migration stopped half-way is worse than one that finishes), nothing "
+            f"after it was changed; see kubectl logs job/{self.name} -n {self.namespace}"
+        )
+        self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
+
     def cancel_undone(self) -> None:
         """Cancelled, and its undo was issued (not waited for)."""
         where = {

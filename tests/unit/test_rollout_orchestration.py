@@ -303,6 +303,33 @@ def test_a_cancel_puts_everything_back_within_5_s(cluster: FakeCluster, tmp_path
     assert all(r.at - cancel_at[0] <= 5.0 for r in writes), [(r.path, r.at) for r in writes]
 
 
+def test_a_cancel_during_a_migration_leaves_the_job_running_and_says_so(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    before = seeded(cluster, deployment("web", ref("web", "v1"))) or cluster.get(
+        "Deployment", "web"
+    )
+    run = FakeRun(cluster, tmp_path, deployments="web", manifests="m.yaml", timeout="120s")
+    run.manifest("m.yaml", FLAGS + JOB.format(extra="", restart="Never", repo=REPO))
+    cluster.clock.call_later(8, run.cancel.set)
+    result = run(ref("never-ready-web", "v2"))
+    assert result.status == "cancelled", run.log
+    job, web = result.deployments
+    assert (job.kind, job.result) == ("Job", "cancelled")
+    assert job.reason.startswith("cancelled while the migration ran ("), job.reason
+    assert "left running (a migration stopped half-way is worse than one that finishes)" in (
+        job.reason
+    )
+    assert "see kubectl logs job/migrate -n default" in job.reason
+    assert (web.result, web.reason) == ("cancelled", "cancelled before it was changed")
+    assert f"job/migrate: {job.reason}" in run.log
+    # The Job is left to finish (not deleted); what the run created before it is gone.
+    assert (cluster.get("Job", "migrate") or {}).get("status", {}).get("active") == 1
+    assert not cluster.requests_to("DELETE", "/jobs/migrate")
+    assert cluster.get("ConfigMap", "flags") is None
+    assert image_of(cluster.get("Deployment", "web")) == image_of(before)
+
+
 def test_signals_only_set_the_event_while_the_rollout_handles_them() -> None:  # item 6
     from deployer.errors import Cancelled
     from deployer.pipeline import CancelScope
