@@ -303,6 +303,45 @@ def test_a_cancel_puts_everything_back_within_5_s(cluster: FakeCluster, tmp_path
     assert all(r.at - cancel_at[0] <= 5.0 for r in writes), [(r.path, r.at) for r in writes]
 
 
+def test_a_cancel_while_the_api_server_stalls_still_ends_within_5_s(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """The worst case: the Lease's renewal and the watches hang on the API server when the
+    signal comes; the run still returns (outputs and summary next) within 5 s of it."""
+    run = FakeRun(cluster, tmp_path, manifests="app.yaml")
+    run.manifest("app.yaml", app())
+    cancel_at: list[float] = []
+    ended: list[tuple[Any, float, float]] = []
+
+    def cancel() -> None:
+        cancel_at.append(cluster.clock.elapsed)
+        run.cancel.set()
+
+    def scenario() -> None:
+        existing_app(cluster)
+        start = cluster.clock.elapsed
+        # The Lease is renewed every 10 s from the start: the one at 20 s hangs.
+        cluster.clock.call_later(19.9, lambda: cluster.faults.outage(120, mode="hang"))
+        cluster.clock.call_later(20.1, cancel)
+        result = run(ref("never-ready-web", "v2"))
+        ended.append((result, start, cluster.clock.elapsed))
+
+    # On a thread the fake's clock does not know: a run that waits in real time (a join, a
+    # lock) stops virtual time, and would hang the test instead of failing it.
+    runner = threading.Thread(target=scenario, daemon=True)
+    runner.start()
+    runner.join(30)
+    assert ended, f"the cancelled run did not end (30 real seconds):\n{run.log}"
+    ((result, start, end),) = ended
+    assert result.status == "cancelled", run.log
+    renewals = [r for r in cluster.requests_to("PUT", "/leases/") if r.at >= start + 19.9]
+    assert renewals and renewals[0].at < cancel_at[0], "no renewal was in flight"
+    assert end - cancel_at[0] <= 5.0, (end - cancel_at[0], run.log)
+    (web,) = result.deployments
+    assert web.result == "cancelled"
+    assert "not released (its renewal still waits for the API server)" in run.log
+
+
 def test_a_cancel_during_a_migration_leaves_the_job_running_and_says_so(
     cluster: FakeCluster, tmp_path: Path
 ) -> None:
