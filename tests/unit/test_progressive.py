@@ -302,6 +302,31 @@ def test_a_canary_flagger_fails_is_rolled_back_with_flaggers_reason() -> None:
     assert canary_phase(cluster) == "Failed"
 
 
+def test_a_cancel_during_a_flagger_canary_puts_the_template_back_within_5_s() -> None:
+    cluster = flagger("/pass")
+    started = cluster.clock.elapsed
+    run = deploy(cluster, ref(REPO, 2), deployments="web", cancel_at=8)
+    assert run.result.status == "cancelled", run.log
+    web = run.workload("Deployment")
+    assert web.result == "cancelled"
+    assert web.reason.startswith("cancelled while waiting (canary web: Progressing"), web.reason
+    assert web.reason.endswith("put back to revision 1 (not waited for)"), web.reason
+    (undo,) = [
+        r
+        for r in cluster.requests_to("PATCH", "/deployments/web")
+        if r.content_type == "application/json-patch+json"
+    ]
+    assert undo.at - started <= 8 + 5
+    assert template_image(cluster, "Deployment") == ref(REPO, 1)
+
+    def back() -> bool:  # Flagger sees the promoted template again: it never promotes ours
+        status = (cluster.get("Canary", "web") or {}).get("status") or {}
+        return bool(status) and status.get("lastAppliedSpec") == status.get("lastPromotedSpec")
+
+    assert cluster.run_until(back, 30)
+    assert canary_phase(cluster) != "Succeeded"
+
+
 def test_a_canary_that_succeeded_before_is_not_taken_for_this_run() -> None:
     cluster = flagger("/pass")
     assert deploy(cluster, ref(REPO, 2), deployments="web").result.status == "succeeded"

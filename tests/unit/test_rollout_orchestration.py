@@ -493,6 +493,59 @@ def test_the_lease_is_renewed_while_held(cluster: FakeCluster, tmp_path: Path) -
     assert len(renewals) >= 6  # take, record, ~6 renewals over ~70 s, release
 
 
+def test_credentials_without_leases_rights_warn_and_deploy_unlocked(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    seeded(cluster, deployment("web", ref("web", "v1")))
+    cluster.deny("get", "leases", group="coordination.k8s.io")
+    run = FakeRun(cluster, tmp_path, deployments="web")
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "::warning title=No deploy lock::Namespace default is not locked for this run" in (
+        run.log
+    )
+    assert "two runs at once are not kept apart" in run.log
+    assert "get, create and update on leases.coordination.k8s.io" in run.log
+    assert cluster.get("Lease", "deployer") is None
+    assert image_of(cluster.get("Deployment", "web")) == ref("web", "v2")
+
+
+def test_a_lock_taken_over_during_the_run_is_reported_lost_and_left_to_its_holder(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    seeded(cluster, deployment("web", ref("web", "v1")))
+    run = FakeRun(cluster, tmp_path, deployments="web", timeout="60s")
+    theirs = "https://github.com/acme/other/actions/runs/9/attempts/1"
+
+    def take_over() -> None:  # another run that thought ours dead (a renewal too late)
+        cluster.patch("Lease", "deployer", {"spec": {"holderIdentity": theirs}}, type="merge")
+
+    cluster.clock.call_later(5, take_over)
+    result = run(ref("never-ready-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert (
+        "::warning title=Deploy lock lost::This run lost the lock of namespace default" in run.log
+    )
+    assert "another run may deploy to it now" in run.log
+    assert lease(cluster)["spec"]["holderIdentity"] == theirs  # not released over theirs
+
+
+def test_a_namespace_the_manifests_create_is_deployed_unlocked(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    run = FakeRun(
+        cluster, tmp_path, manifests="ns.yaml", namespace="fresh", allow_cluster_scoped="true"
+    )
+    run.manifest(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: fresh}\n---\n" + FLAGS,
+    )
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "Namespace fresh does not exist yet: not locked" in run.log
+    assert (cluster.get("ConfigMap", "flags", "fresh") or {}).get("data") == {"a": "b"}
+
+
 # -- 12, 13, 14: the watch loop ------------------------------------------------------------------
 
 
