@@ -10,6 +10,7 @@ run on the real controllers in tests/integration/test_progressive.py.
 from __future__ import annotations
 
 import io
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -463,6 +464,41 @@ def test_a_failed_migration_leaves_a_workload_ref_deployment_in_manifests_unchan
     assert healthy(cluster, "api")
     applied = cluster.requests_to("PATCH", "/deployments/api")
     assert not [r for r in applied if r.at >= started and r.param("dryRun") is None]
+
+
+def test_an_error_after_a_workload_ref_deployment_was_applied_still_undoes_it(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    assert deploy(cluster, ref(REPO, 1), **inputs).result.status == "succeeded"
+    # Only the Deployment this time (the Rollout stays as it is in the cluster). The read
+    # after its apply, before the image patch, fails: the apply alone changed the pods.
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS.split("---")[0])
+    failed: list[str] = []
+
+    def refuse_the_read_after_the_apply(method: str, path: str) -> tuple[int, bytes] | None:
+        applied = [
+            r
+            for r in cluster.requests_to("PATCH", "/deployments/api")
+            if r.at >= started and r.param("dryRun") is None
+        ]
+        if method == "GET" and path.endswith("/deployments/api") and applied and not failed:
+            failed.append(path)
+            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+                      "reason": "BadRequest", "message": "refused by the test"}  # fmt: skip
+            return 400, json.dumps(status).encode()
+        return None
+
+    started = cluster.clock.elapsed
+    cluster.faults.hooks.append(refuse_the_read_after_the_apply)
+    run = deploy(cluster, ref(REPO, 2), **inputs)
+    assert run.result.status == "rolled-back", run.log
+    api = run.workload()
+    assert api.result == "rolled-back"
+    assert "refused by the test" in api.reason, api.reason
+    assert template_image(cluster, "Deployment", "api") == ref(REPO, 1)
 
 
 CANARY_MANIFESTS = """
