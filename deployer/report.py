@@ -242,6 +242,13 @@ def _outcome(d: DeploymentResult) -> str:
             return "nothing to roll back to"
         return f"not rolled back{revision}"
     if d.result == "cancelled":
+        back = re.search(r"put back to (revision \d+|[^;()]+?) \(not waited for\)", d.reason)
+        if back:
+            return f"cancelled, put back to {back[1]} (not waited for)"
+        if "before it was changed" in d.reason:
+            return "cancelled before it was changed"
+        if "left running" in d.reason:
+            return "cancelled, left running to finish"
         return "cancelled, the cluster may still be changing"
     return RESULT_WORDS.get(d.result, d.result)
 

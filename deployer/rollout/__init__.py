@@ -3,7 +3,7 @@
 Order of work, so that a mistake changes nothing (:mod:`.driver` reads like this):
 
 1. Check (:mod:`.check`, :mod:`.access`, :mod:`.apply`): read every named workload
-   (Deployment, StatefulSet, DaemonSet), read and dry-run every manifest, resolve
+   (Deployment, StatefulSet, DaemonSet, Argo Rollout), read and dry-run every manifest, resolve
    the containers to update, and ask the API server whether the credentials may
    do what the rollout needs. Problems raise ``ConfigError``/``AccessDenied``.
 2. Change (:mod:`.change`, :mod:`.migrate`): apply the manifests (server-side
@@ -13,9 +13,15 @@ Order of work, so that a mistake changes nothing (:mod:`.driver` reads like this
    kind exactly like ``kubectl rollout status``, plus pod problems to fail before
    the deadline; :mod:`.verdicts` makes the transitions of :mod:`.state`).
 4. Roll back (:mod:`.rollback`): if anything failed and ``rollback-on-failure`` is
-   on, every workload this run changed is undone like ``kubectl rollout undo``
-   (:mod:`.undo`) and watched again; every other object the manifests changed is
-   restored, and what the run created is deleted (:mod:`.restore`).
+   on, first every other object the manifests changed is restored (:mod:`.restore`:
+   pods the undo re-creates read their ConfigMaps and Secrets when they start), then
+   every workload this run changed is undone like ``kubectl rollout undo``
+   (:mod:`.undo`) and watched again, and last what the run created is deleted. A
+   cancel issues the same restores and undos without watching them.
+
+Argo Rollouts and Flagger (:mod:`.argo`, :mod:`.flagger`): a Rollout is a workload
+like the others (a ``workloadRef`` Rollout changed and undone in its Deployment); a
+Deployment a Flagger Canary targets is judged by that Canary.
 
 Outcomes are returned as a :class:`RolloutResult` (:mod:`.result`); only problems
 found before anything changed are raised.

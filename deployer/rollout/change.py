@@ -28,9 +28,15 @@ _CONFLICT_TRIES = 4
 
 
 def _workload_of(state: RunState, item: Applied) -> Workload | None:
+    """The workload ``item`` is the document of: itself, or the Deployment holding the
+    template of a ``workloadRef`` Rollout (applied with the workloads, after the Jobs)."""
     kind = kind_named(item.manifest.api_version, item.manifest.kind)
     for w in state.workloads:
-        if w.kind is kind and w.name == item.manifest.name and w.namespace == item.namespace:
+        if w.namespace != item.namespace:
+            continue
+        if w.kind is kind and w.name == item.manifest.name:
+            return w
+        if w.holder is not None and (w.holder.kind, w.holder.name) == (kind, item.manifest.name):
             return w
     return None
 
@@ -66,7 +72,9 @@ def change(ctx: Context, state: RunState) -> bool:
             obj = state.manifests.apply(item)
             state.changed = True
             w = _workload_of(state, item)
-            if w is not None:
+            if w is not None and w.holder is not None and w.kind.name != item.manifest.kind:
+                w.holder_applied(obj)  # the template of a workloadRef Rollout
+            elif w is not None:
                 w.applied(obj)  # known now, so a later failure still undoes it
         for w in state.workloads:
             current = w
@@ -190,6 +198,7 @@ def patch_image(ctx: Context, state: RunState, w: Workload) -> None:
     generation = (live.get("metadata") or {}).get("generation")
     if w.holder is not None:
         w.holder.generation = int(generation or 0)
+        w.holder.template = dict(template_of(live))
         w.live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name) or w.live
     if w.changed:
         via = f" (its template in {kind.lower}/{name})" if w.holder else ""

@@ -19,15 +19,26 @@ from deployer.config import Config
 from deployer.images import ImageSet
 from deployer.rollout.status import Policy
 
-__all__ = ["ANNOTATION_PREFIX", "CANCEL_SECONDS", "Budget", "Context", "rollback_reserve"]
+__all__ = [
+    "ANNOTATION_PREFIX",
+    "CANCEL_SECONDS",
+    "RELEASE_AFTER_CANCEL",
+    "Budget",
+    "Context",
+    "rollback_reserve",
+]
 
 ANNOTATION_PREFIX = "deployer.dev/"
 _RESERVE_SHARE = 0.25  # of the timeout kept for the rollback when it is on ...
 _RESERVE_CAP = 60.0  # ... but never more than this
 _FINISH_SECONDS = 1.0  # kept at the end of the timeout for the diagnosis and the report
-# After SIGINT the runner sends SIGTERM at 7.5 s and kills at 10 s: the restores and undos
-# are issued within this, leaving time to write the outputs and the summary.
-CANCEL_SECONDS = 4.0
+# After SIGINT the runner sends SIGTERM at 7.5 s and kills at 10 s. The whole cancel stays
+# within 5 s of the signal, however the API server stalls: the watch loop sees it within
+# a tick (0.25 s), stops its watches (at most 0.5 s, events.py), issues the restores and
+# undos within CANCEL_SECONDS and gives the Leases back within RELEASE_AFTER_CANCEL; the
+# outputs and the summary are written after that.
+CANCEL_SECONDS = 3.0
+RELEASE_AFTER_CANCEL = 1.0
 
 
 def rollback_reserve(timeout: float) -> float:

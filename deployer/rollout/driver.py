@@ -14,13 +14,13 @@ from deployer.errors import Cancelled, ClusterError
 from deployer.manifests import Manifest
 from deployer.rollout.change import change
 from deployer.rollout.check import Plan, check, load
-from deployer.rollout.context import Context
+from deployer.rollout.context import RELEASE_AFTER_CANCEL, Context
 from deployer.rollout.dry_run import show_plan
 from deployer.rollout.extras import report_url
 from deployer.rollout.lease import Lease
 from deployer.rollout.result import RolloutResult, report_failures, result_of
 from deployer.rollout.rollback import after_failure, cancel_back, roll_back
-from deployer.rollout.state import RunState
+from deployer.rollout.state import Outcome, RunState
 from deployer.rollout.watch import wait_for
 
 __all__ = ["preflight", "run"]
@@ -43,6 +43,7 @@ def run(ctx: Context) -> RolloutResult:
     state = RunState()
     manifests = load(ctx, warn=not ctx.checked)
     lease = None if ctx.config.dry_run else Lease(ctx, _namespaces(ctx, manifests))
+    after: Context | None = None  # once cancelled: the one budget of the whole cancel
     try:
         try:
             if lease is not None:  # one run at a time per namespace; its timeout starts now
@@ -55,9 +56,13 @@ def run(ctx: Context) -> RolloutResult:
                 raise
             return _broken(ctx, state, e)
     except Cancelled:  # also one during the rollback after an error
-        return _cancelled(ctx, state)
+        after = ctx.for_cancel()
+        return _cancelled(after, state)
     finally:
-        if lease is not None:
+        if lease is not None and after is not None:
+            kube = after.kube.with_deadline(after.now() + RELEASE_AFTER_CANCEL)
+            lease.release(kube, within=RELEASE_AFTER_CANCEL)
+        elif lease is not None:  # a client with its own deadline: the run's may have passed
             lease.release(ctx.for_cancel().kube)
 
 
@@ -95,17 +100,25 @@ def _forward(
 
 
 def _cancelled(ctx: Context, state: RunState) -> RolloutResult:
-    """SIGINT/SIGTERM: put back what the run changed at once (not verified), then report."""
+    """SIGINT/SIGTERM: put back what the run changed at once (not verified), then report.
+
+    ``ctx`` is :meth:`Context.for_cancel`'s: its requests end within ``CANCEL_SECONDS``.
+    """
     ctx.cancel.set()
     if state.changed and ctx.config.rollback_on_failure:
         try:
-            cancel_back(ctx.for_cancel(), state)
+            cancel_back(ctx, state)
         except ClusterError as e:
             ctx.io.error(f"Putting back stopped: {e.message}", title="Rollback failed")
+    for job in state.jobs:
+        if job.open:  # the migration the cancel caught: the run's own, left to finish
+            job.cancel_migration()
     for w in state.workloads:
         if not w.undo_source:
             w.cancel()
-    ctx.io.warning("Cancelled; " + "; ".join(f"{w.display}: {w.reason}" for w in state.workloads))
+    caught = [j for j in state.jobs if j.outcome is Outcome.CANCELLED]
+    told = [*caught, *state.workloads]
+    ctx.io.warning("Cancelled; " + "; ".join(f"{w.display}: {w.reason}" for w in told))
     return result_of(state, ctx.image, status="cancelled")
 
 

@@ -19,7 +19,9 @@ from deployer.errors import ClusterError
 
 __all__ = ["Events", "Item"]
 
-_JOIN_SECONDS = 2.0  # a stopped watch ends its read at once; this only bounds a stuck one
+# A stopped watch ends its read at once; this only bounds a stuck one (an API server that
+# stalls), on the clock: after a cancel the runner kills the container 10 s after SIGINT.
+_JOIN_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,15 @@ class _Pump(threading.Thread):
     def __init__(self, watch: Watch, key: str, stream: str, events: Events) -> None:
         super().__init__(daemon=True, name=f"watch-{stream}-{key}")
         self.watch, self.key, self.stream, self.events = watch, key, stream, events
+        self.done = threading.Event()  # waited for on the clock (a join is not)
 
     def run(self) -> None:
+        try:
+            self._pump()
+        finally:
+            self.done.set()
+
+    def _pump(self) -> None:
         try:
             for event in self.watch:
                 self.events.put(Item(self.key, self.stream, event))
@@ -84,13 +93,19 @@ class Events:
         return None
 
     def close(self) -> None:
-        """Stop every watch and wait (briefly) for its thread to end."""
+        """Stop every watch and wait (at most :data:`_JOIN_SECONDS`) for its thread to end.
+
+        A thread still in a stalled read is left: it is a daemon, and its watch is stopped.
+        """
         pumps, self._pumps = self._pumps, []
         for p in pumps:
             p.watch.stop()
         until = self.clock.monotonic() + _JOIN_SECONDS
         for p in pumps:
-            p.join(max(0.05, until - self.clock.monotonic()))
+            left = until - self.clock.monotonic()
+            if left <= 0:
+                break
+            self.clock.wait(p.done, left)
 
     def __enter__(self) -> Events:
         return self

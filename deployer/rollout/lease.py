@@ -41,7 +41,7 @@ RENEW_SECONDS = 10.0
 PROGRESS_SECONDS = 15.0
 _POLL_SECONDS = 2.0
 _REQUEST_SECONDS = 5.0  # one renewal may take this long
-_RELEASE_SECONDS = 2.0  # a release (after a cancel too: the runner kills at 10 s)
+_RELEASE_SECONDS = 2.0  # a release (after a cancel, the driver gives it less)
 _NONCE = ANNOTATION_PREFIX + "holder-nonce"  # tells two jobs of one run apart
 CHANGING = ANNOTATION_PREFIX + "changing"
 _CHANGING_CHARS = 8192
@@ -100,6 +100,7 @@ class Lease:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._renewer_done = threading.Event()  # waited for on the clock (a join is not)
         self._kube = ctx.kube
 
     # -- taking ------------------------------------------------------------------
@@ -275,6 +276,12 @@ class Lease:
         self._update(lambda obj: _annotated(obj, text))
 
     def _renew(self) -> None:
+        try:
+            self._renew_until_stopped()
+        finally:
+            self._renewer_done.set()
+
+    def _renew_until_stopped(self) -> None:
         while not self._stop.is_set():
             if self.ctx.clock.wait(self._stop, RENEW_SECONDS):
                 return
@@ -318,16 +325,30 @@ class Lease:
                 return
             held.obj = dict(found)
 
-    def release(self, kube: Kube | None = None) -> None:
-        """Give every Lease back (on every exit path); ``kube`` after a cancel."""
+    def release(self, kube: Kube | None = None, *, within: float | None = None) -> None:
+        """Give every Lease back (on every exit path); ``kube`` after a cancel.
+
+        ``within``: seconds for all of it (after a cancel: the runner kills the container
+        soon). A renewal still waiting for a stalled API server then is not waited for:
+        the Lease is left, and expires :data:`DURATION_SECONDS` after its last renewal.
+        """
         self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join(_REQUEST_SECONDS)
+        until = self.ctx.now() + (within if within is not None else 2 * _REQUEST_SECONDS)
+        if self._renewer is not None and not self.ctx.clock.wait(
+            self._renewer_done, max(0.0, min(_REQUEST_SECONDS, until - self.ctx.now()))
+        ):
+            names = ", ".join(h.namespace for h in self.held if h.mine)
+            self.ctx.io.info(
+                f"The lock of namespace {names} is not released (its renewal still waits for "
+                f"the API server): it expires {DURATION_SECONDS} s after its last renewal"
+            )
+            return
         with self._lock:
             for held in self.held:
                 if not held.mine or held.obj is None:
                     continue
-                quick = (kube or self.ctx.kube).with_deadline(self.ctx.now() + _RELEASE_SECONDS)
+                seconds = min(_RELEASE_SECONDS, until - self.ctx.now())
+                quick = (kube or self.ctx.kube).with_deadline(self.ctx.now() + seconds)
                 with contextlib.suppress(ClusterError, Cancelled):  # else it expires by itself
                     self._write(held, _released(held.obj), quick)
                 held.mine = False

@@ -12,7 +12,7 @@ deleted after (the failed revision may still refer to it until then):
 - a workload document gets back the fields other than its pod template that the
   run changed (replicas, strategy, minReadySeconds, labels, …), each only if it is
   still what the run set; the template is the undo's (:mod:`~deployer.rollout.rollback`);
-- a Job that ran is left: a migration cannot be un-run.
+- a Job is left: a migration cannot be un-run, and one still running is left to finish.
 
 Returns one line per object for the log and the summary.
 """
@@ -59,7 +59,7 @@ def restore(kube: Kube, manifests: ManifestSet, *, created: bool) -> list[str]:
 
 def _restore(kube: Kube, item: Applied) -> str:
     if item.is_job:
-        return f"{item.label}: left as is (a Job that ran cannot be undone)"
+        return f"{item.label}: left as is (a migration is never undone, nor stopped half-way)"
     if not item.readable:
         return f"{item.label}: not restored: the credentials may not read it"
     if item.prior is None:

@@ -22,7 +22,7 @@ from deployer.errors import ClusterError
 from deployer.rollout.check import read_object
 from deployer.rollout.context import Context
 from deployer.rollout.force import force_stuck_pods
-from deployer.rollout.kinds import STATEFULSET
+from deployer.rollout.kinds import STATEFULSET, template_of
 from deployer.rollout.restore import restore
 from deployer.rollout.result import report_failures
 from deployer.rollout.state import RunState, Workload
@@ -53,6 +53,9 @@ def _undo(ctx: Context, w: Workload) -> str:
     live = read_object(ctx.kube, w.kind.resource, w.namespace, w.name)
     if live is None:
         raise ClusterError(f"{w.kind.name} {w.namespace}/{w.name} no longer exists")
+    if w.holder is not None:  # a workloadRef Rollout: its template is in the Deployment
+        holder = read_object(ctx.kube, w.holder.kind.resource, w.namespace, w.holder.name)
+        w.holder.template = dict(template_of(holder)) if holder is not None else {}
     if superseded(ctx, w, live):  # changed by someone else after ours failed
         w.superseded_before_undo()
         return ""

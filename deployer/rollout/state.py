@@ -57,6 +57,7 @@ class TemplateHolder:
     kind: Kind
     name: str
     generation: int = 0  # its metadata.generation once our change is in
+    template: dict[str, Any] = field(default_factory=dict)  # its pod template, as last seen
 
 
 @dataclass
@@ -152,6 +153,16 @@ class Workload:
         self.changed = self.before is None or template_without_hash(
             template_of(self.before)
         ) != template_without_hash(template_of(obj))
+
+    def holder_applied(self, holder: Mapping[str, Any]) -> None:
+        """Our apply of the Deployment holding its template (``workloadRef``) is in."""
+        if self.holder is not None:
+            self.holder.template = dict(template_of(holder))
+        self.changed = self.changed or (
+            self.before is None
+            or template_without_hash(template_of(self.before))
+            != template_without_hash(template_of(holder))
+        )
 
     def start_wait(self, *, undoing: bool) -> None:
         self.phase = Phase.ROLLING_BACK if undoing else Phase.WAITING
@@ -259,6 +270,15 @@ class Workload:
                 f"cancelled while waiting ({self.progress or 'just changed'}); "
                 f"the rollout continues in the cluster{undo}"
             )
+        self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
+
+    def cancel_migration(self) -> None:
+        """A migration Job the cancel caught running: left to finish, never deleted half-way."""
+        self.reason = (
+            f"cancelled while the migration ran ({self.progress or 'just created'}); left "
+            "running (a migration stopped half-way is worse than one that finishes), nothing "
+            f"after it was changed; see kubectl logs job/{self.name} -n {self.namespace}"
+        )
         self.outcome, self.phase = Outcome.CANCELLED, Phase.DONE
 
     def cancel_undone(self) -> None:

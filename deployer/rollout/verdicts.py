@@ -80,16 +80,21 @@ def superseded(ctx: Context, w: Workload, live: Mapping[str, Any]) -> bool:
     A newer rollout supersedes ours: judging it would report their rollout as
     ours, and undoing it would roll back over their change. Both are wrong.
     """
-    now = {str(c.get("name")): c.get("image") for c in containers_of(template_of(live))}
-    if not now:  # a workloadRef Rollout: its template is in the Deployment we patched
+    template, kind, generation = template_of(live), w.kind.name, None
+    if w.holder is not None and not containers_of(template):
+        # a workloadRef Rollout: its template is in the Deployment we patched, as last seen
+        template, kind, generation = w.holder.template, w.holder.kind.name, w.holder.generation
+    now = {str(c.get("name")): c.get("image") for c in containers_of(template)}
+    if not now:
         return False
     others = {n: now.get(n) for n in w.containers if now.get(n) != w.image_for(n, ctx.image)}
     if not others:
         return False
     running = ", ".join(f"container {name}: {image}" for name, image in others.items())
-    generation = (live.get("metadata") or {}).get("generation")
+    if generation is None:
+        generation = (live.get("metadata") or {}).get("generation")
     w.supersede(
-        f"superseded by another change to the {w.kind.name} during the rollout: it now "
+        f"superseded by another change to the {kind} during the rollout: it now "
         f"runs {running} (generation {generation}); not rolled back, the newer change stands"
     )
     return True

@@ -19,7 +19,7 @@ from deployer.rollout.context import Context
 from deployer.rollout.events import Events, Item
 from deployer.rollout.flagger import fold_canaries
 from deployer.rollout.judge import baseline
-from deployer.rollout.kinds import JOB, Kind
+from deployer.rollout.kinds import JOB, Kind, template_of
 from deployer.rollout.probe import probe
 from deployer.rollout.state import Workload
 from deployer.rollout.status import job_status
@@ -111,6 +111,7 @@ def _fold_holder(item: Item, workloads: list[Workload]) -> list[Workload]:
     assert w.holder is not None
     for obj in what.objects if what.type != "DELETED" else ():
         w.holder.generation = int((obj.get("metadata") or {}).get("generation") or 0)
+        w.holder.template = dict(template_of(obj))  # someone else's image: superseded
     return [w] if w.live is not None else []
 
 

@@ -10,6 +10,7 @@ run on the real controllers in tests/integration/test_progressive.py.
 from __future__ import annotations
 
 import io
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -217,6 +218,31 @@ def test_a_failed_workload_ref_rollout_is_undone_in_its_deployment() -> None:
     assert healthy(cluster)
 
 
+def test_someone_elses_image_in_a_workload_ref_deployment_supersedes_ours_and_stands() -> None:
+    cluster = install(FakeCluster())
+    cluster.create(deployment("web", ref(REPO, 1), replicas=0))
+    cluster.create(rollout("web", "", [{"setWeight": 50}, {"pause": {}}], workload_ref="web"))
+    assert cluster.run_until(lambda: healthy(cluster), 60)
+    theirs = ref(REPO, 9)
+
+    def their_deploy() -> None:
+        containers = [{"name": "app", "image": theirs}]
+        cluster.patch(
+            "Deployment", "web", {"spec": {"template": {"spec": {"containers": containers}}}}
+        )
+
+    cluster.clock.call_later(3, their_deploy)
+    run = deploy(cluster, ref("reg.example/crash-loop-web", 2), workloads="rollout/web")
+    assert run.result.status == "failed", run.log
+    web = run.workload()
+    assert web.reason.startswith(
+        f"superseded by another change to the Deployment during the rollout: it now runs "
+        f"container app: {theirs}"
+    ), web.reason
+    assert "not rolled back, the newer change stands" in web.reason
+    assert template_image(cluster, "Deployment") == theirs
+
+
 def test_a_cancel_during_a_canary_aborts_it_and_restores_its_spec_within_5_s() -> None:
     steps = [{"setWeight": 25}, {"pause": {}}, {"setWeight": 75}]
     cluster = argo(steps=steps)
@@ -275,6 +301,31 @@ def test_a_canary_flagger_fails_is_rolled_back_with_flaggers_reason() -> None:
     status = (cluster.get("Canary", "web") or {})["status"]
     assert status["lastAppliedSpec"] == status["lastPromotedSpec"]
     assert canary_phase(cluster) == "Failed"
+
+
+def test_a_cancel_during_a_flagger_canary_puts_the_template_back_within_5_s() -> None:
+    cluster = flagger("/pass")
+    started = cluster.clock.elapsed
+    run = deploy(cluster, ref(REPO, 2), deployments="web", cancel_at=8)
+    assert run.result.status == "cancelled", run.log
+    web = run.workload("Deployment")
+    assert web.result == "cancelled"
+    assert web.reason.startswith("cancelled while waiting (canary web: Progressing"), web.reason
+    assert web.reason.endswith("put back to revision 1 (not waited for)"), web.reason
+    (undo,) = [
+        r
+        for r in cluster.requests_to("PATCH", "/deployments/web")
+        if r.content_type == "application/json-patch+json"
+    ]
+    assert undo.at - started <= 8 + 5
+    assert template_image(cluster, "Deployment") == ref(REPO, 1)
+
+    def back() -> bool:  # Flagger sees the promoted template again: it never promotes ours
+        status = (cluster.get("Canary", "web") or {}).get("status") or {}
+        return bool(status) and status.get("lastAppliedSpec") == status.get("lastPromotedSpec")
+
+    assert cluster.run_until(back, 30)
+    assert canary_phase(cluster) != "Succeeded"
 
 
 def test_a_canary_that_succeeded_before_is_not_taken_for_this_run() -> None:
@@ -375,6 +426,79 @@ def test_a_deployment_in_manifests_whose_pods_a_rollout_runs_is_judged_as_the_ro
     assert crash.result.status == "rolled-back", crash.log
     assert template_image(cluster, "Deployment", "api") == ref(REPO, 2)
     assert healthy(cluster, "api")
+
+
+MIGRATION = """
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: reg.example/web:placeholder}]
+"""
+
+
+def test_a_failed_migration_leaves_a_workload_ref_deployment_in_manifests_unchanged(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    assert deploy(cluster, ref(REPO, 1), **inputs).result.status == "succeeded"
+    # The next release's migration crashes: the Deployment (the Rollout's template) is a
+    # workload document, applied after the Jobs, so it is never changed.
+    crashing = WORKLOAD_REF_MANIFESTS + MIGRATION
+    (tmp_path / "k8s.yaml").write_text(
+        crashing.replace("reg.example/web:", "reg.example/crash-loop-web:")
+    )
+    started = cluster.clock.elapsed
+    run = deploy(cluster, ref("reg.example/crash-loop-web", 3), **inputs)
+    assert run.result.status == "failed", run.log
+    api = run.workload()
+    assert (api.result, api.reason) == ("failed", "not changed: Job migrate failed")
+    assert template_image(cluster, "Deployment", "api") == ref(REPO, 1)
+    assert healthy(cluster, "api")
+    applied = cluster.requests_to("PATCH", "/deployments/api")
+    assert not [r for r in applied if r.at >= started and r.param("dryRun") is None]
+
+
+def test_an_error_after_a_workload_ref_deployment_was_applied_still_undoes_it(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS)
+    cluster = install(FakeCluster())
+    inputs = {"manifests": "k8s.yaml", "workspace": str(tmp_path)}
+    assert deploy(cluster, ref(REPO, 1), **inputs).result.status == "succeeded"
+    # Only the Deployment this time (the Rollout stays as it is in the cluster). The read
+    # after its apply, before the image patch, fails: the apply alone changed the pods.
+    (tmp_path / "k8s.yaml").write_text(WORKLOAD_REF_MANIFESTS.split("---")[0])
+    failed: list[str] = []
+
+    def refuse_the_read_after_the_apply(method: str, path: str) -> tuple[int, bytes] | None:
+        applied = [
+            r
+            for r in cluster.requests_to("PATCH", "/deployments/api")
+            if r.at >= started and r.param("dryRun") is None
+        ]
+        if method == "GET" and path.endswith("/deployments/api") and applied and not failed:
+            failed.append(path)
+            status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 400,
+                      "reason": "BadRequest", "message": "refused by the test"}  # fmt: skip
+            return 400, json.dumps(status).encode()
+        return None
+
+    started = cluster.clock.elapsed
+    cluster.faults.hooks.append(refuse_the_read_after_the_apply)
+    run = deploy(cluster, ref(REPO, 2), **inputs)
+    assert run.result.status == "rolled-back", run.log
+    api = run.workload()
+    assert api.result == "rolled-back"
+    assert "refused by the test" in api.reason, api.reason
+    assert template_image(cluster, "Deployment", "api") == ref(REPO, 1)
 
 
 CANARY_MANIFESTS = """

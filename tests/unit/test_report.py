@@ -205,6 +205,22 @@ def test_a_cancelled_rollout_says_how_to_see_it_and_undo_it() -> None:
     assert "to undo it: `kubectl rollout undo deployment/web -n payments-production`" in text
 
 
+def test_a_cancelled_workload_that_was_put_back_says_so() -> None:
+    back = result(
+        "web",
+        "cancelled",
+        "cancelled while waiting (1 of 2 updated); put back to revision 3 (not waited for)",
+    )
+    untouched = result("api", "cancelled", "cancelled before it was changed")
+    text = summary(
+        RunReport(status="cancelled", rollout=RolloutResult("cancelled", (back, untouched))),
+        redact=str,
+    )
+    assert "cancelled, put back to revision 3 (not waited for)" in text
+    assert "cancelled before it was changed" in text
+    assert "the cluster may still be changing" not in text
+
+
 def rollout_result(result_: str, reason: str, phase: str) -> DeploymentResult:
     return DeploymentResult(
         "shop",

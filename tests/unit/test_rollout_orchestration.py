@@ -303,6 +303,72 @@ def test_a_cancel_puts_everything_back_within_5_s(cluster: FakeCluster, tmp_path
     assert all(r.at - cancel_at[0] <= 5.0 for r in writes), [(r.path, r.at) for r in writes]
 
 
+def test_a_cancel_while_the_api_server_stalls_still_ends_within_5_s(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """The worst case: the Lease's renewal and the watches hang on the API server when the
+    signal comes; the run still returns (outputs and summary next) within 5 s of it."""
+    run = FakeRun(cluster, tmp_path, manifests="app.yaml")
+    run.manifest("app.yaml", app())
+    cancel_at: list[float] = []
+    ended: list[tuple[Any, float, float]] = []
+
+    def cancel() -> None:
+        cancel_at.append(cluster.clock.elapsed)
+        run.cancel.set()
+
+    def scenario() -> None:
+        existing_app(cluster)
+        start = cluster.clock.elapsed
+        # The Lease is renewed every 10 s from the start: the one at 20 s hangs.
+        cluster.clock.call_later(19.9, lambda: cluster.faults.outage(120, mode="hang"))
+        cluster.clock.call_later(20.1, cancel)
+        result = run(ref("never-ready-web", "v2"))
+        ended.append((result, start, cluster.clock.elapsed))
+
+    # On a thread the fake's clock does not know: a run that waits in real time (a join, a
+    # lock) stops virtual time, and would hang the test instead of failing it.
+    runner = threading.Thread(target=scenario, daemon=True)
+    runner.start()
+    runner.join(30)
+    assert ended, f"the cancelled run did not end (30 real seconds):\n{run.log}"
+    ((result, start, end),) = ended
+    assert result.status == "cancelled", run.log
+    renewals = [r for r in cluster.requests_to("PUT", "/leases/") if r.at >= start + 19.9]
+    assert renewals and renewals[0].at < cancel_at[0], "no renewal was in flight"
+    assert end - cancel_at[0] <= 5.0, (end - cancel_at[0], run.log)
+    (web,) = result.deployments
+    assert web.result == "cancelled"
+    assert "not released (its renewal still waits for the API server)" in run.log
+
+
+def test_a_cancel_during_a_migration_leaves_the_job_running_and_says_so(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    before = seeded(cluster, deployment("web", ref("web", "v1"))) or cluster.get(
+        "Deployment", "web"
+    )
+    run = FakeRun(cluster, tmp_path, deployments="web", manifests="m.yaml", timeout="120s")
+    run.manifest("m.yaml", FLAGS + JOB.format(extra="", restart="Never", repo=REPO))
+    cluster.clock.call_later(8, run.cancel.set)
+    result = run(ref("never-ready-web", "v2"))
+    assert result.status == "cancelled", run.log
+    job, web = result.deployments
+    assert (job.kind, job.result) == ("Job", "cancelled")
+    assert job.reason.startswith("cancelled while the migration ran ("), job.reason
+    assert "left running (a migration stopped half-way is worse than one that finishes)" in (
+        job.reason
+    )
+    assert "see kubectl logs job/migrate -n default" in job.reason
+    assert (web.result, web.reason) == ("cancelled", "cancelled before it was changed")
+    assert f"job/migrate: {job.reason}" in run.log
+    # The Job is left to finish (not deleted); what the run created before it is gone.
+    assert (cluster.get("Job", "migrate") or {}).get("status", {}).get("active") == 1
+    assert not cluster.requests_to("DELETE", "/jobs/migrate")
+    assert cluster.get("ConfigMap", "flags") is None
+    assert image_of(cluster.get("Deployment", "web")) == image_of(before)
+
+
 def test_signals_only_set_the_event_while_the_rollout_handles_them() -> None:  # item 6
     from deployer.errors import Cancelled
     from deployer.pipeline import CancelScope
@@ -428,6 +494,59 @@ def test_the_lease_is_renewed_while_held(cluster: FakeCluster, tmp_path: Path) -
     assert run(ref("never-ready-web", "v2")).status == "rolled-back"
     renewals = index(cluster.requests, "PUT", "/leases/deployer")
     assert len(renewals) >= 6  # take, record, ~6 renewals over ~70 s, release
+
+
+def test_credentials_without_leases_rights_warn_and_deploy_unlocked(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    seeded(cluster, deployment("web", ref("web", "v1")))
+    cluster.deny("get", "leases", group="coordination.k8s.io")
+    run = FakeRun(cluster, tmp_path, deployments="web")
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "::warning title=No deploy lock::Namespace default is not locked for this run" in (
+        run.log
+    )
+    assert "two runs at once are not kept apart" in run.log
+    assert "get, create and update on leases.coordination.k8s.io" in run.log
+    assert cluster.get("Lease", "deployer") is None
+    assert image_of(cluster.get("Deployment", "web")) == ref("web", "v2")
+
+
+def test_a_lock_taken_over_during_the_run_is_reported_lost_and_left_to_its_holder(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    seeded(cluster, deployment("web", ref("web", "v1")))
+    run = FakeRun(cluster, tmp_path, deployments="web", timeout="60s")
+    theirs = "https://github.com/acme/other/actions/runs/9/attempts/1"
+
+    def take_over() -> None:  # another run that thought ours dead (a renewal too late)
+        cluster.patch("Lease", "deployer", {"spec": {"holderIdentity": theirs}}, type="merge")
+
+    cluster.clock.call_later(5, take_over)
+    result = run(ref("never-ready-web", "v2"))
+    assert result.status == "rolled-back", run.log
+    assert (
+        "::warning title=Deploy lock lost::This run lost the lock of namespace default" in run.log
+    )
+    assert "another run may deploy to it now" in run.log
+    assert lease(cluster)["spec"]["holderIdentity"] == theirs  # not released over theirs
+
+
+def test_a_namespace_the_manifests_create_is_deployed_unlocked(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    run = FakeRun(
+        cluster, tmp_path, manifests="ns.yaml", namespace="fresh", allow_cluster_scoped="true"
+    )
+    run.manifest(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: fresh}\n---\n" + FLAGS,
+    )
+    result = run(ref("web", "v2"))
+    assert result.status == "succeeded", run.log
+    assert "Namespace fresh does not exist yet: not locked" in run.log
+    assert (cluster.get("ConfigMap", "flags", "fresh") or {}).get("data") == {"a": "b"}
 
 
 # -- 12, 13, 14: the watch loop ------------------------------------------------------------------
