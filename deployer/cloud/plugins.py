@@ -62,7 +62,12 @@ _SERVER_SUFFIXES = {
         (".eks.amazonaws.com", ".eks.amazonaws.com.cn"),
         "an EKS API server (https://….eks.amazonaws.com)",
     ),
-    "aks": ((".azmk8s.io",), "an AKS API server (https://….azmk8s.io)"),
+    # Azure's public cloud, Azure China (21Vianet) and Azure Government, as AKS's egress
+    # rules name their API servers (*.hcp.<location>.<suffix>).
+    "aks": (
+        (".azmk8s.io", ".cx.prod.service.azk8s.cn", ".cx.aks.containerservice.azure.us"),
+        "an AKS API server (https://….azmk8s.io, or Azure China's or Government's)",
+    ),
 }
 _TOKEN = {"eks": "an EKS", "aks": "an AKS", "gke": "a GKE"}
 # Set by eksctl's kubeconfigs; ignored without a word (it selects what we do anyway).

@@ -219,7 +219,9 @@ def aks_user(server_id: str = AKS_SERVER_ID) -> dict[str, Any]:
 def test_an_aks_token_goes_only_to_an_aks_endpoint(tmp_path: Path, server: str) -> None:
     with pytest.raises(ConfigError) as caught:
         job(tmp_path, INPUT_KUBECONFIG=kubeconfig(aks_user(), {"server": server}))
-    assert "goes only to an AKS API server (https://….azmk8s.io)" in str(caught.value)
+    assert "goes only to an AKS API server (https://….azmk8s.io, or Azure China's or " in str(
+        caught.value
+    )
 
 
 def test_an_aks_token_is_only_for_aks(tmp_path: Path) -> None:
@@ -233,7 +235,13 @@ def test_an_aks_token_is_only_for_aks(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "server", ["https://prod-dns-0123.hcp.westeurope.azmk8s.io:443", "https://127.0.0.1:6443"]
+    "server",
+    [
+        "https://prod-dns-0123.hcp.westeurope.azmk8s.io:443",
+        "https://web-rg-19da35-90efab95.hcp.chinaeast2.cx.prod.service.azk8s.cn:443",
+        "https://web-rg-19da35-90efab95.hcp.usgovvirginia.cx.aks.containerservice.azure.us:443",
+        "https://127.0.0.1:6443",
+    ],
 )
 def test_an_aks_endpoint_is_accepted(tmp_path: Path, server: str) -> None:
     config = job(tmp_path, INPUT_KUBECONFIG=kubeconfig(aks_user(), {"server": server}))
