@@ -28,8 +28,9 @@ def secret_values(obj: Mapping[str, Any] | None) -> list[str]:
     """The values of a Secret (as written and base64-decoded), to be masked in the log.
 
     Only values (and lines of values) of at least 8 characters: masking ``true`` or
-    ``1`` would blot out every such word in the log. The plan never shows a value
-    anyway; this is the second line of defence (an API server message quoting one).
+    ``1`` would blot out every such word in the log. Nothing of ours prints a value
+    (the plan shows "changed"/"unchanged"); this is for what quotes one: a pod's log
+    tail in a diagnosis, an API server's message.
     """
     if obj is None or not is_secret(obj):
         return []
