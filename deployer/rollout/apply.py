@@ -18,7 +18,7 @@ from deployer.config import INPUTS
 from deployer.errors import ClusterError, ConfigError, InputProblem
 from deployer.manifests import Manifest
 
-__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet", "delete"]
+__all__ = ["FIELD_MANAGER", "FIRST_KINDS", "Applied", "ManifestSet", "delete", "read"]
 
 FIELD_MANAGER = "deployer"
 # Applied before everything else: what the other documents live in or are made of.
@@ -181,6 +181,20 @@ class ManifestSet:
         item.after = dict(answer)
         self.io.info(f"Applied {item.label} ({item.manifest.source})")
         return item.after
+
+
+def read(kube: Kube, item: Applied) -> dict[str, Any] | None:
+    """One GET of ``item``'s object as it is now; None when it does not exist."""
+    assert item.resource is not None
+    answer = kube.request(
+        "GET",
+        item.resource,
+        verb="get",
+        namespace=item.namespace,
+        name=item.manifest.name,
+        expect=frozenset({404}),
+    )
+    return None if isinstance(answer, Response) else dict(answer)
 
 
 def delete(kube: Kube, item: Applied, *, propagation: str, uid: str = "") -> Any:

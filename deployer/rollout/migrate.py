@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from deployer.cluster import Response
 from deployer.errors import Cancelled, ClusterError
-from deployer.rollout.apply import Applied, delete
+from deployer.rollout.apply import Applied, delete, read
 from deployer.rollout.context import Context
 from deployer.rollout.kinds import JOB, containers_of, template_of
 from deployer.rollout.state import RunState, Workload
@@ -56,17 +56,8 @@ def _replace(ctx: Context, item: Applied) -> None:
     answer = delete(ctx.kube, item, propagation="Foreground")
     if isinstance(answer, Response) and answer.status == 404:
         return
-    assert item.resource is not None
     while True:
-        found = ctx.kube.request(
-            "GET",
-            item.resource,
-            verb="get",
-            namespace=item.namespace,
-            name=item.manifest.name,
-            expect=frozenset({404}),
-        )
-        if isinstance(found, Response):
+        if read(ctx.kube, item) is None:
             return
         if ctx.now() >= ctx.kube.deadline:
             raise ClusterError(

@@ -24,7 +24,7 @@ from typing import Any
 
 from deployer.cluster import Kube, Response
 from deployer.errors import AccessDenied, ClusterError
-from deployer.rollout.apply import Applied, ManifestSet, delete
+from deployer.rollout.apply import Applied, ManifestSet, delete, read
 from deployer.rollout.kinds import kind_named
 
 __all__ = ["restore"]
@@ -69,19 +69,6 @@ def _restore(kube: Kube, item: Applied) -> str:
     return _put_back(kube, item)
 
 
-def _get(kube: Kube, item: Applied) -> dict[str, Any] | None:
-    assert item.resource is not None
-    answer = kube.request(
-        "GET",
-        item.resource,
-        verb="get",
-        namespace=item.namespace,
-        name=item.manifest.name,
-        expect=frozenset({404}),
-    )
-    return None if isinstance(answer, Response) else dict(answer)
-
-
 def _delete_created(kube: Kube, item: Applied) -> str:
     uid = str(((item.after or {}).get("metadata") or {}).get("uid") or "")
     answer = delete(kube, item, propagation="Background", uid=uid)
@@ -112,7 +99,7 @@ def _content(obj: Mapping[str, Any]) -> dict[str, Any]:
 def _put_back(kube: Kube, item: Applied) -> str:
     assert item.resource is not None and item.prior is not None
     for _ in range(_TRIES):
-        live = _get(kube, item)
+        live = read(kube, item)
         body = {k: v for k, v in item.prior.items() if k != "status"}
         meta = {k: v for k, v in (body.get("metadata") or {}).items() if k not in _SERVER_FIELDS}
         if live is None:
@@ -195,7 +182,7 @@ def _restore_fields(kube: Kube, item: Applied) -> str:
     """A workload document: the fields the run changed, each only if still ours."""
     assert item.resource is not None
     for _ in range(_TRIES):
-        live = _get(kube, item)
+        live = read(kube, item)
         if live is None or item.after is None:
             return ""  # gone: the undo says so; answer lost: nothing to compare with
         patch, restored, conflicts = _fields_patch(item, live)
