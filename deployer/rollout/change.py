@@ -18,7 +18,7 @@ from deployer.rollout.apply import FIRST_KINDS, Applied
 from deployer.rollout.check import change_annotations, read_object
 from deployer.rollout.context import Context
 from deployer.rollout.extras import template_patch
-from deployer.rollout.kinds import Kind, kind_named, template_of
+from deployer.rollout.kinds import Kind, kind_named, resource_version, template_of
 from deployer.rollout.migrate import run_job
 from deployer.rollout.state import Phase, RunState, Workload
 
@@ -119,7 +119,7 @@ def _json_image_patch(
     """The image patch as a JSON patch: a custom resource (an Argo Rollout) takes no
     strategic merge. ``template`` is the strategic fragment :func:`template_patch` made."""
     ops: list[dict[str, Any]] = [
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)}
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version(live)}
     ]
     now = template_of(live)
     pod, wanted = now.get("spec") or {}, template.get("spec") or {}
@@ -141,10 +141,6 @@ def _json_image_patch(
     ops += _annotation_ops("/spec/template/metadata/annotations", have, wanted_annotations)
     have = (live.get("metadata") or {}).get("annotations")
     return ops + _annotation_ops("/metadata/annotations", have, change_annotations(ctx))
-
-
-def _rv(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _send_patch(

@@ -55,6 +55,7 @@ __all__ = [
     "images",
     "kind_named",
     "new_replicaset",
+    "resource_version",
     "revision_hash",
     "template_of",
     "uid_of",
@@ -87,6 +88,10 @@ def images(template: Mapping[str, Any]) -> dict[str, str]:
 
 def uid_of(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("uid", ""))
+
+
+def resource_version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def controlled_by(obj: Mapping[str, Any], uid: str) -> bool:

@@ -37,6 +37,7 @@ from deployer.rollout.kinds import (
     Kind,
     controlled_by,
     images,
+    resource_version,
     template_of,
     uid_of,
 )
@@ -141,7 +142,7 @@ def _deployment_patch(
         if key not in _UNDO_KEEP:
             annotations[key] = value
     return [
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)},
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version(live)},
         {"op": "replace", "path": "/spec/template", "value": template_without_hash(template)},
         {"op": "replace", "path": "/metadata/annotations", "value": annotations},
     ]
@@ -156,14 +157,10 @@ def _custom_patch(
     found = ((before or live).get("metadata") or {}).get("annotations") or {}
     annotations.update({k: v for k, v in found.items() if not k.startswith(_ARGO_ANNOTATIONS)})
     return [
-        {"op": "replace", "path": "/metadata/resourceVersion", "value": _rv(live)},
+        {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version(live)},
         {"op": "replace", "path": "/spec/template", "value": template_without_hash(template)},
         {"op": "add", "path": "/metadata/annotations", "value": annotations},
     ]
-
-
-def _rv(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def plan_undo(
@@ -197,7 +194,7 @@ def plan_undo(
         return UndoPlan(source, revision, body, "application/json-patch+json")
     # kubectl applies the ControllerRevision's data as a strategic merge patch.
     replace = {**template_without_hash(template), "$patch": "replace"}
-    body = {"metadata": {"resourceVersion": _rv(live)}, "spec": {"template": replace}}
+    body = {"metadata": {"resourceVersion": resource_version(live)}, "spec": {"template": replace}}
     return UndoPlan(source, revision, body, "application/strategic-merge-patch+json")
 
 
