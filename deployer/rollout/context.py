@@ -39,6 +39,7 @@ _FINISH_SECONDS = 1.0  # kept at the end of the timeout for the diagnosis and th
 # outputs and the summary are written after that.
 CANCEL_SECONDS = 3.0
 RELEASE_AFTER_CANCEL = 1.0
+DIAGNOSIS_SECONDS = 10.0  # the reads that explain a failure, on a budget of their own
 
 
 def rollback_reserve(timeout: float) -> float:
@@ -117,6 +118,11 @@ class Context:
             clock=self.clock,
         )
         return self._with(kube)
+
+    def diagnosis_kube(self) -> Kube:
+        """A client for explaining a failure: a failure found at the deadline still gets
+        its diagnosis (:data:`DIAGNOSIS_SECONDS` from now)."""
+        return self.kube.with_deadline(self.now() + DIAGNOSIS_SECONDS)
 
     def _with(self, kube: Kube) -> Context:
         return dataclasses.replace(self, kube=kube)

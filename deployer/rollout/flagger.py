@@ -33,7 +33,6 @@ __all__ = ["API_VERSION", "attach_canaries", "fold_canaries", "judge_canary", "t
 
 API_VERSION = "flagger.app/v1beta1"
 _TARGETS = ("Deployment", "DaemonSet")
-_DIAGNOSIS_SECONDS = 10.0
 # Flagger's own closing words carry no reason; the reason is in the events before them.
 _GENERIC = ("Canary failed!",)
 
@@ -116,7 +115,7 @@ def fold_canaries(item: Item, workloads: list[Workload]) -> list[Workload]:
 def _diagnosis(ctx: Context, w: Workload, reason: str) -> tuple[str, Diagnosis]:
     """Flagger's Warning events on the Canary since our change: the reason is in them."""
     assert w.canary is not None
-    kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
+    kube = ctx.diagnosis_kube()
     notes: list[str] = []
     try:
         events = object_events(kube, w.namespace, "Canary", w.canary.name, changed_at(w))

@@ -43,8 +43,6 @@ from deployer.rollout.undo import revision_of
 
 __all__ = ["judge_workload", "policy_for", "superseded", "time_out"]
 
-# Reading a failed pod's events and log may run this long past the deadline.
-_DIAGNOSIS_SECONDS = 10.0
 _NEVER = 2**31  # restarts: more than any container makes
 
 
@@ -134,7 +132,7 @@ def judge_workload(ctx: Context, w: Workload, undoing: bool) -> None:
     elif verdict.state == "failed":
         problem = verdict.problem
         if w.kind is ROLLOUT and problem is None:  # Degraded: Argo says why
-            kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
+            kube = ctx.diagnosis_kube()
             w.fail(*argo.explain_degraded(kube, w, verdict.message))
         elif problem is not None:
             fail_with_diagnosis(ctx, w, verdict.message, problem.pod, problem.container)
@@ -161,8 +159,7 @@ def time_out(ctx: Context, w: Workload) -> None:
 
 def fail_with_diagnosis(ctx: Context, w: Workload, reason: str, pod: str, container: str) -> None:
     """Fail ``w``, with the pod's events and log (read on a short budget of their own)."""
-    # Its own short budget: a failure found at the deadline still gets its diagnosis.
-    kube = ctx.kube.with_deadline(ctx.now() + _DIAGNOSIS_SECONDS)
+    kube = ctx.diagnosis_kube()  # a budget of its own, also at the deadline
     owners: tuple[tuple[str, str], ...] = ((w.kind.name, w.name),)
     if w.kind is DEPLOYMENT:
         owners += tuple(("ReplicaSet", name) for name in _new_replicasets(kube, w, pod))
