@@ -22,7 +22,6 @@ the chart lives on the ``registry`` they are for.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deployer.cloud.http import is_loopback
 from deployer.errors import ConfigError, InputProblem
 from deployer.manifests import MAX_TOTAL_BYTES, Manifest
 from deployer.render.runner import NO_NETWORK, PrivateDirs, ToolFailed, private_dirs, run_tool
@@ -244,13 +244,8 @@ def _run(argv: list[str], env: Mapping[str, str], dirs: PrivateDirs, **kw: Any) 
 
 
 def _loopback(host: str) -> bool:
-    name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 else host.strip("[]")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
+    """Whether an OCI registry's ``host[:port]`` is on this machine."""
+    return is_loopback(host.rsplit(":", 1)[0] if host.count(":") <= 1 else host)
 
 
 def _oci_host(reference: str) -> str:
